@@ -1,0 +1,91 @@
+# mproc - convenience targets over CMake (GNU make).  `make help` lists them.
+#
+# Each target first runs scripts/deps.sh, which installs what is missing
+# (cmake, make, gcc, python3, sanitizer runtimes, clang-format) with apt-get
+# when run as root.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+BUILD_DIR ?= build
+ASAN_DIR ?= build-asan
+TSAN_DIR ?= build-tsan
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= 2
+PREFIX ?= /usr/local
+CMAKE ?= cmake
+CTEST ?= ctest
+# Extra arguments for every cmake configure, e.g. CMAKE_ARGS=-DBUILD_SHARED_LIBS=ON
+CMAKE_ARGS ?=
+# Extra arguments for every ctest run, e.g. CTEST_ARGS='-R test_pool'
+CTEST_ARGS ?=
+
+DEPS := bash scripts/deps.sh
+CTEST_RUN = $(CTEST) --output-on-failure --no-tests=error $(CTEST_ARGS)
+FORMAT_DIRS := include src tests bench examples
+
+# Sanitizer builds: -O1 (fast enough, exact stacks), and warnings are not
+# errors there because gcc's instrumentation adds false positives
+# (-Wmaybe-uninitialized and friends); `make test` keeps -Werror.
+SAN_CMAKE_ARGS = -DCMAKE_BUILD_TYPE=Debug '-DCMAKE_C_FLAGS_DEBUG=-g -O1' \
+                 -DMPROC_WERROR=OFF
+
+.PHONY: all build test demo asan tsan bench format install clean deps help
+
+all: build
+
+help:
+	@echo 'make / make build   configure $(BUILD_DIR)/ ($(BUILD_TYPE)) and build with -j$(JOBS)'
+	@echo 'make test           build, then run the test suite (ctest)'
+	@echo 'make demo           build, then run ./$(BUILD_DIR)/hash_files'
+	@echo 'make asan           tests under AddressSanitizer + UBSan in $(ASAN_DIR)/'
+	@echo 'make tsan           tests under ThreadSanitizer in $(TSAN_DIR)/'
+	@echo 'make bench          build, then run bench/run.sh'
+	@echo 'make format         clang-format -i over $(FORMAT_DIRS)'
+	@echo 'make install        install into PREFIX (now $(PREFIX)); DESTDIR is honoured'
+	@echo 'make clean          remove the build trees'
+
+deps:
+	@$(DEPS)
+
+build: deps
+	$(CMAKE) -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+	$(CMAKE) --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	$(CTEST_RUN) --test-dir $(BUILD_DIR)
+
+demo: build
+	./$(BUILD_DIR)/hash_files
+
+# deps.sh --san-wrapper installs the sanitizer runtime, checks that a
+# sanitized program runs here, and prints the prefix the tests need (empty,
+# or `setarch ... -R` where the runtime cannot cope with the kernel's ASLR).
+asan:
+	@mkdir -p $(ASAN_DIR)
+	@$(DEPS) --san-wrapper address > $(ASAN_DIR)/.san-wrapper
+	$(CMAKE) -S . -B $(ASAN_DIR) -DMPROC_SANITIZE=address $(SAN_CMAKE_ARGS) $(CMAKE_ARGS)
+	$(CMAKE) --build $(ASAN_DIR) -j $(JOBS)
+	$$(cat $(ASAN_DIR)/.san-wrapper) $(CTEST_RUN) --test-dir $(ASAN_DIR)
+
+tsan:
+	@mkdir -p $(TSAN_DIR)
+	@$(DEPS) --san-wrapper thread > $(TSAN_DIR)/.san-wrapper
+	$(CMAKE) -S . -B $(TSAN_DIR) -DMPROC_SANITIZE=thread $(SAN_CMAKE_ARGS) $(CMAKE_ARGS)
+	$(CMAKE) --build $(TSAN_DIR) -j $(JOBS)
+	$$(cat $(TSAN_DIR)/.san-wrapper) $(CTEST_RUN) --test-dir $(TSAN_DIR)
+
+bench: build
+	bash bench/run.sh
+
+format:
+	@$(DEPS) format
+	@cf=$$(command -v clang-format-14 || command -v clang-format) && \
+	find $(wildcard $(FORMAT_DIRS)) -type f \( -name '*.c' -o -name '*.h' \) \
+	    -print0 | xargs -0 -r "$$cf" -i
+
+install: build
+	$(if $(DESTDIR),DESTDIR='$(DESTDIR)') $(CMAKE) --install $(BUILD_DIR) --prefix '$(PREFIX)'
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR)

@@ -1,0 +1,11 @@
+/* mproc.h - multi-process and multi-thread work for C.  Include this. */
+#ifndef MPROC_H
+#define MPROC_H
+
+#include "mproc/common.h"
+#include "mproc/error.h"
+#include "mproc/log.h"
+#include "mproc/worker.h"
+#include "mproc/pool.h"
+
+#endif

@@ -1,0 +1,47 @@
+/* mproc/error.h - error codes shared by every mproc module.
+ *
+ * Every mproc function that can fail returns an int: 0 (or a count) on
+ * success, a negative code on failure.  A negative code is either exactly
+ * -errno (a system error, e.g. -ENOMEM, -EINVAL) or one of the library codes
+ * below, which live in their own band so they never collide with errno.
+ */
+#ifndef MPROC_ERROR_H
+#define MPROC_ERROR_H
+
+#include "mproc/common.h"
+
+/* The one list of library error codes: X(name, value, message). */
+#define MPROC_ERRNO_MAP(X)                                                     \
+    X(ECLOSED, -10001, "the object is closed")                                 \
+    X(ENOTSTARTED, -10002, "the object has not been started")                  \
+    X(ESTARTED, -10003, "the object has already been started")                 \
+    X(EFULL, -10004, "the queue is full")                                      \
+    X(EEMPTY, -10005, "no result is ready yet")                                \
+    X(ENOTASK, -10006, "nothing is outstanding")                               \
+    X(ETIMEDOUT, -10007, "the operation timed out")                            \
+    X(EWORKER, -10008, "the worker process died")                              \
+    X(ETASK, -10009, "the task function reported an error")                    \
+    X(ETOOBIG, -10010, "the payload exceeds MPROC_PAYLOAD_MAX")                \
+    X(EBUSY, -10011, "an operation of this kind is already running")           \
+    X(ENOTFOUND, -10012, "no such name is registered")                         \
+    X(EINIT, -10013, "a worker failed to initialise")                          \
+    X(EBROKEN, -10014, "no worker can be started any more")                    \
+    X(EPROTO, -10015, "malformed message from a peer")                         \
+    X(ECANCELED, -10016, "the operation was cancelled")
+
+enum mproc_errno {
+#define MPROC__ERR_ENUM(name, value, msg) MPROC_##name = (value),
+    MPROC_ERRNO_MAP(MPROC__ERR_ENUM)
+#undef MPROC__ERR_ENUM
+};
+
+/* Returns a static, human-readable description of `code`: a library code's
+ * message, strerror's text for -errno, or "unknown error".  Never NULL.
+ * Thread-safe. */
+MPROC_EXPORT const char *mproc_strerror(int code);
+
+/* Returns the symbolic name of `code` ("MPROC_ECLOSED", "EINVAL", "OK" for
+ * 0), or "UNKNOWN".  Never NULL.  Thread-safe. */
+MPROC_EXPORT const char *mproc_err_name(int code);
+
+#endif

@@ -1,0 +1,249 @@
+/* mproc/pool.h - a pool of worker processes bound to one task function.
+ *
+ * The C form of PoolManager (seed 000).  A pool forks `size` worker
+ * processes that all run one target: a task function, or a worker object
+ * with per-worker state.  The owner puts tasks (bytes, copied) and gets
+ * results (bytes, owned by the caller) back, in completion order or, with
+ * `ordered`, in put order.
+ *
+ *     mproc_pool *pool;
+ *     mproc_pool_new(&pool, &(mproc_pool_opts){.fn = square, .size = 4});
+ *     mproc_pool_start(pool);
+ *     mproc_pool_put_i64(pool, 7, MPROC_FOREVER);
+ *     mproc_result r;
+ *     mproc_pool_get(pool, &r, MPROC_FOREVER);   // r.err == 0
+ *     int64_t v;
+ *     mproc_result_i64(&r, &v);                   // v == 49
+ *     mproc_result_clear(&r);
+ *     mproc_pool_close(pool, MPROC_FOREVER);      // drains and reaps
+ *     mproc_pool_free(pool);
+ *
+ * Guarantees.  Every task a put accepts yields exactly one outcome: a result,
+ * or an error carrying the task's index and the worker's message, unless
+ * mproc_pool_clear drops it before it starts (clear says how many).  A
+ * worker that dies in a task (any signal, exit, abort) fails exactly that
+ * task with MPROC_EWORKER and is replaced; get never hangs because workers
+ * are gone.  Workers die with their owner.  No process-wide signal handler
+ * is installed, and only the pool's own children are reaped.
+ *
+ * Processes and threads.  start forks one small single-threaded "fork
+ * server" process from the calling thread; it forks every worker, first
+ * ones and replacements, so a replacement is never forked from the owner
+ * once the owner is multi-threaded.  Workers therefore see the program's
+ * memory as it was when start was called.  The pool runs one I/O thread in
+ * the owner (dispatch, results, logs, worker deaths) and, while put_iter
+ * runs, one feeder thread.  See docs/design.md.
+ *
+ * Threading.  All functions are thread-safe unless stated; put and get may be
+ * called from different threads at once.  Log and output handlers run on
+ * the pool's I/O thread: from a handler, no function of the same pool may be
+ * called except the non-blocking ones (put or get with timeout 0, clear,
+ * is_alive, last_error).
+ */
+#ifndef MPROC_POOL_H
+#define MPROC_POOL_H
+
+#include "mproc/common.h"
+#include "mproc/log.h"
+#include "mproc/worker.h"
+
+typedef struct mproc_pool mproc_pool;
+
+/* For mproc_pool_opts.queue_size: no bound on waiting tasks. */
+#define MPROC_UNBOUNDED (-1)
+
+/* Receives one line a worker wrote to its stdout (stream 1) or stderr
+ * (stream 2) when `capture_output` is set; `line` is borrowed, without its
+ * newline, and not NUL-terminated.  Called on the pool's I/O thread. */
+typedef void (*mproc_output_fn)(void *ctx, int worker, int stream,
+                                const char *line, size_t len);
+
+/* Options; zero means the default for every field.  Copied by new. */
+typedef struct mproc_pool_opts {
+    /* The target: exactly one of `fn` and `worker` (copied). */
+    mproc_task_fn fn;
+    const mproc_worker_ops *worker;
+    /* Worker processes; default: the number of online CPUs. */
+    int size;
+    /* Bytes given to every worker once (copied): to `fn` with every task, or
+     * to the worker object's init. */
+    const void *static_args;
+    size_t static_len;
+    /* How many accepted tasks may wait (not yet running) before put blocks.
+     * Default 2 * size; MPROC_UNBOUNDED for no bound.  (Python's
+     * queue_size=0 meant "unbounded"; in mproc 0 means "default", as for
+     * every option, and unbounded is spelled MPROC_UNBOUNDED.) */
+    int queue_size;
+    /* Nonzero: get returns results in put order (map always does). */
+    int ordered;
+    /* The seed's daemon=False.  0 (default, daemon): workers are killed the
+     * moment the owner dies.  Nonzero: a worker whose owner dies finishes
+     * the task it is running, then exits. */
+    int linger;
+    /* A task running longer than this many milliseconds has its worker
+     * killed and replaced; the task fails with MPROC_ETIMEDOUT.  0: none. */
+    int task_timeout_ms;
+    /* A worker is replaced by a fresh one after this many tasks (to contain
+     * leaks).  0: never. */
+    int max_tasks_per_worker;
+    /* Nonzero: each worker's stdout and stderr are captured line by line and
+     * given to `on_output` (or, when it is NULL, written to the owner's
+     * stdout/stderr prefixed "[worker N] "), instead of interleaving. */
+    int capture_output;
+    mproc_output_fn on_output;
+    void *output_ctx;
+} mproc_pool_opts;
+
+/* One task's outcome.  Filled by get, get_all and map. */
+typedef struct mproc_result {
+    uint64_t index; /* the task's put order from 0 (map: the item's index) */
+    int err;        /* 0, or the task's error: MPROC_EWORKER (the worker died;
+                       errmsg names the signal or exit status),
+                       MPROC_ETIMEDOUT, MPROC_ETASK or the task's own code */
+    void *data;     /* result bytes (owned; NULL when len is 0 or on error) */
+    size_t len;
+    char *errmsg;   /* the worker's error text (owned), or NULL */
+} mproc_result;
+
+/* Frees what `r` owns and zeroes it.  NULL is a no-op. */
+MPROC_EXPORT void mproc_result_clear(mproc_result *r);
+/* Clears `count` results and frees the array (as returned by get_all). */
+MPROC_EXPORT void mproc_results_free(mproc_result *results, size_t count);
+/* Decode a successful result made by mproc_reply_i64/_f64/_str.  Return 0,
+ * the result's own error if it failed, or -EINVAL on a type mismatch.  The
+ * string is borrowed from `r`. */
+MPROC_EXPORT int mproc_result_i64(const mproc_result *r, int64_t *out);
+MPROC_EXPORT int mproc_result_f64(const mproc_result *r, double *out);
+MPROC_EXPORT int mproc_result_str(const mproc_result *r, const char **out);
+
+/* Allocates a pool and validates `opts`.  Unlike other options structs,
+ * `opts` may not be NULL: a pool needs a target.  Creates no process, thread
+ * or fd.  Returns 0 and
+ * a new pool in *pool (free with mproc_pool_free), or -EINVAL (NULL pool, no
+ * target or both targets, negative size/timeout/max_tasks, queue_size below
+ * MPROC_UNBOUNDED), MPROC_ETOOBIG (static args), -ENOMEM. */
+MPROC_EXPORT int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts);
+
+/* Routes log records whose name is `name` or below it ("app" receives
+ * "app.db") to `fn`; "" receives every name.  `name` is copied.  Only before
+ * start: the workers learn their loggers when they are forked.  Returns 0,
+ * -EINVAL (NULL pool, fn or name, name too long), MPROC_ESTARTED,
+ * MPROC_EBUSY (name already registered), -ENOMEM. */
+MPROC_EXPORT int mproc_pool_add_logger(mproc_pool *pool, const char *name,
+                                       mproc_log_fn fn, void *ctx);
+
+/* Removes the logger registered under `name`.  Only before start.  Returns 0,
+ * -EINVAL, MPROC_ESTARTED, MPROC_ENOTFOUND. */
+MPROC_EXPORT int mproc_pool_remove_logger(mproc_pool *pool, const char *name);
+
+/* Starts the fork server, the workers and the I/O thread, and waits until
+ * every worker has run its init.  Returns 0, -EINVAL, MPROC_ESTARTED (also
+ * after close), MPROC_EINIT when a worker's init failed or it died while
+ * starting (the pool is then closed; mproc_pool_last_error has the
+ * message), or a system error from fork/socket/thread creation. */
+MPROC_EXPORT int mproc_pool_start(mproc_pool *pool);
+
+/* Queues one task (the bytes are copied).  When queue_size tasks are already
+ * waiting, waits up to `timeout_ms` for room.  Returns the task's index
+ * (>= 0; the same index its result carries), or -EINVAL (NULL pool, NULL
+ * data with len > 0), MPROC_ETOOBIG (len > MPROC_PAYLOAD_MAX),
+ * MPROC_ENOTSTARTED, MPROC_ECLOSED, MPROC_EFULL (timeout 0 and no room),
+ * MPROC_ETIMEDOUT (no room in time; the task is not queued), MPROC_EBROKEN
+ * (workers keep failing to start), -ENOMEM. */
+MPROC_EXPORT int64_t mproc_pool_put(mproc_pool *pool, const void *data,
+                                    size_t len, int timeout_ms);
+/* put of one int64, one double, or a C string with its NUL (for
+ * mproc_decode_i64 / _f64 / _str in the task).  As mproc_pool_put. */
+MPROC_EXPORT int64_t mproc_pool_put_i64(mproc_pool *pool, int64_t value,
+                                        int timeout_ms);
+MPROC_EXPORT int64_t mproc_pool_put_f64(mproc_pool *pool, double value,
+                                        int timeout_ms);
+MPROC_EXPORT int64_t mproc_pool_put_str(mproc_pool *pool, const char *str,
+                                        int timeout_ms);
+
+/* Produces the next item for put_iter: set *data and *len (borrowed until the
+ * next call) and return 1, return 0 at the end, or a negative code to stop
+ * early.  Called on the feeder thread. */
+typedef int (*mproc_iter_fn)(void *ctx, const void **data, size_t *len);
+
+/* Starts a feeder thread that puts every item `next` yields, waiting for room
+ * as put does; with a bounded queue it also waits while too many results are
+ * unclaimed, so memory stays bounded however long the sequence.  Once per
+ * pool.  Returns 0, -EINVAL, MPROC_ENOTSTARTED, MPROC_ECLOSED, MPROC_EBUSY
+ * (put_iter was already called), or a thread-creation error. */
+MPROC_EXPORT int mproc_pool_put_iter(mproc_pool *pool, mproc_iter_fn next,
+                                     void *ctx);
+
+/* Waits until the put_iter feeder has put its last item (the seed's
+ * joinAsync).  Returns 0 (also when put_iter was never called), the
+ * negative code the iterator stopped with, or MPROC_ETIMEDOUT. */
+MPROC_EXPORT int mproc_pool_wait_iter(mproc_pool *pool, int timeout_ms);
+
+/* Takes the next outcome: the oldest completed one, or with `ordered` the one
+ * for the next index in put order.  Returns 0 with *out filled (check
+ * out->err: the task itself may have failed; free with mproc_result_clear),
+ * or, with *out zeroed: -EINVAL, MPROC_ENOTSTARTED, MPROC_ENOTASK (no task
+ * is outstanding and no feeder is running), MPROC_EEMPTY (timeout 0 and
+ * nothing ready), MPROC_ETIMEDOUT.  Outcomes stay available after close. */
+MPROC_EXPORT int mproc_pool_get(mproc_pool *pool, mproc_result *out,
+                                int timeout_ms);
+
+/* Waits for the feeder and every outstanding task, then returns all their
+ * outcomes in get order as a new array (free with mproc_results_free) in
+ * *out and their number in *count (0 and NULL when none).  Returns 0,
+ * -EINVAL, MPROC_ENOTSTARTED, MPROC_ETIMEDOUT (nothing is taken), -ENOMEM. */
+MPROC_EXPORT int mproc_pool_get_all(mproc_pool *pool, mproc_result **out,
+                                    size_t *count, int timeout_ms);
+
+/* Runs the target on every item and waits for all of them: out[i] receives
+ * the outcome of items[i] (out must have `count` entries; clear each).  On
+ * any error return out[] is all zero, so clearing it is still safe.
+ * Items are sent to workers in chunks, not bounded by queue_size.  The pool
+ * stays usable afterwards and other puts may run meanwhile.  Returns 0 (each
+ * out[i].err says whether that item succeeded), -EINVAL, MPROC_ETOOBIG (an
+ * item over MPROC_PAYLOAD_MAX; nothing runs), MPROC_ENOTSTARTED,
+ * MPROC_ECLOSED, MPROC_EBROKEN (items not run have err MPROC_EBROKEN),
+ * -ENOMEM. */
+MPROC_EXPORT int mproc_pool_map(mproc_pool *pool, const mproc_bytes *items,
+                                size_t count, mproc_result *out);
+
+/* Returns 1 while the pool is started, not closed, and has at least one live
+ * worker (a worker being replaced counts as alive); 0 otherwise (also for
+ * NULL). */
+MPROC_EXPORT int mproc_pool_is_alive(mproc_pool *pool);
+
+/* Drops every task that is accepted but not yet running; running tasks
+ * finish normally.  Dropped tasks produce no outcome.  Returns how many were
+ * dropped (>= 0), -EINVAL or MPROC_ENOTSTARTED. */
+MPROC_EXPORT int mproc_pool_clear(mproc_pool *pool);
+
+/* Waits until the feeder has finished and every accepted task has completed
+ * (their outcomes wait for get).  The pool stays open.  Returns 0, -EINVAL,
+ * MPROC_ENOTSTARTED, MPROC_ETIMEDOUT. */
+MPROC_EXPORT int mproc_pool_join(mproc_pool *pool, int timeout_ms);
+
+/* Stops accepting tasks, lets queued and running tasks finish, then stops and
+ * reaps the workers, the fork server and the threads.  Outcomes stay
+ * available to get.  If the tasks have not finished within `timeout_ms`,
+ * the pool is terminated (unfinished tasks fail with MPROC_ECLOSED) and
+ * MPROC_ETIMEDOUT is returned.  Idempotent: 0 when already closed.  Returns
+ * 0, -EINVAL, MPROC_ETIMEDOUT.  Must not be called from a handler. */
+MPROC_EXPORT int mproc_pool_close(mproc_pool *pool, int timeout_ms);
+
+/* Kills the workers now, stops the feeder, and reaps everything; each task
+ * not yet completed fails with MPROC_ECLOSED, so nobody waits forever.
+ * Idempotent.  Returns 0 or -EINVAL. */
+MPROC_EXPORT int mproc_pool_terminate(mproc_pool *pool);
+
+/* Frees the pool and every outcome not taken.  A started pool that was not
+ * closed is terminated first (close it first to let work finish).  NULL is a
+ * no-op.  No other call may be in progress on the pool. */
+MPROC_EXPORT void mproc_pool_free(mproc_pool *pool);
+
+/* The last error message the pool itself recorded (why start failed, why the
+ * pool broke), or "" if none.  Borrowed; valid until the pool is freed, but
+ * the I/O thread may overwrite it when a later error happens, so read it
+ * when start or put has just failed.  Never NULL. */
+MPROC_EXPORT const char *mproc_pool_last_error(mproc_pool *pool);
+
+#endif

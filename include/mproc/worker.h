@@ -1,0 +1,70 @@
+/* mproc/worker.h - what a task function sees inside a worker process.
+ *
+ * Task functions run in worker processes forked from the program, so any
+ * function of the program can be a task function.  A task gets its input as
+ * bytes and answers through an mproc_reply: result bytes on success, or an
+ * error code and message on failure.  The mproc_reply_* functions may only be
+ * called from inside the task function that received the reply, on the
+ * thread that runs it.
+ */
+#ifndef MPROC_WORKER_H
+#define MPROC_WORKER_H
+
+#include <stdarg.h>
+
+#include "mproc/common.h"
+
+/* The reply of one task.  Borrowed; valid only during the task call. */
+typedef struct mproc_reply mproc_reply;
+
+/* A task function bound to a pool.  `task`/`len` is the task's input and
+ * `static_args`/`static_len` the pool's static arguments (borrowed, valid
+ * during the call; `len` may be 0).  Return 0 on success (the reply bytes, if
+ * any, become the result), or nonzero on failure: a negative mproc or -errno
+ * code is passed through, any other value becomes MPROC_ETASK. */
+typedef int (*mproc_task_fn)(const void *task, size_t len,
+                             const void *static_args, size_t static_len,
+                             mproc_reply *reply);
+
+/* A worker object: per-worker state made once by `init`, used by `run` for
+ * every task the worker executes, released by `fini` when the worker ends
+ * normally.  `init` and `fini` are optional (NULL).  `init` receives the
+ * pool's static arguments; if it returns nonzero the worker exits and the
+ * failure is reported (see mproc_pool_start).  `run` has the contract of
+ * mproc_task_fn, with `state` in place of the static arguments. */
+typedef struct mproc_worker_ops {
+    int (*init)(const void *static_args, size_t static_len, void **state);
+    int (*run)(void *state, const void *task, size_t len, mproc_reply *reply);
+    void (*fini)(void *state);
+} mproc_worker_ops;
+
+/* Appends `len` bytes (copied) to the result.  Returns 0, -EINVAL for a NULL
+ * reply or NULL data with len > 0, MPROC_ETOOBIG past MPROC_PAYLOAD_MAX,
+ * -ENOMEM. */
+MPROC_EXPORT int mproc_reply_write(mproc_reply *reply, const void *data,
+                                   size_t len);
+
+/* Appends `len` uninitialised bytes to the result and returns a pointer to
+ * them for the task to fill (borrowed; valid until the next reply call), or
+ * NULL on the errors of mproc_reply_write. */
+MPROC_EXPORT void *mproc_reply_alloc(mproc_reply *reply, size_t len);
+
+/* Typed results: append one int64, one double, or a C string with its NUL.
+ * Decode them with mproc_result_i64 / _f64 / _str.  Errors as
+ * mproc_reply_write. */
+MPROC_EXPORT int mproc_reply_i64(mproc_reply *reply, int64_t value);
+MPROC_EXPORT int mproc_reply_f64(mproc_reply *reply, double value);
+MPROC_EXPORT int mproc_reply_str(mproc_reply *reply, const char *str);
+
+/* Sets the task's error message (formatted, truncated to 4000 bytes) and
+ * returns MPROC_ETASK, so a task can fail with
+ *     return mproc_reply_error(reply, "bad input %d", x);
+ * The message reaches the owner with the task's index. */
+MPROC_EXPORT int mproc_reply_error(mproc_reply *reply, const char *fmt, ...)
+    MPROC_PRINTF(2, 3);
+
+/* In a worker process: its slot, 0 .. size-1 (a replacement worker takes the
+ * slot of the one it replaces).  Elsewhere: -1.  Thread-safe. */
+MPROC_EXPORT int mproc_worker_id(void);
+
+#endif

@@ -1,0 +1,327 @@
+/* The worker process: receive task frames, run the target, send outcomes. */
+#include "core/worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "core/chan.h"
+#include "core/platform.h"
+#include "mproc/error.h"
+#include "mproc/log.h"
+
+/* Unflushed outcomes older than this are written before the next task
+ * starts, so a slow task never holds back an earlier result, while tiny
+ * tasks still share one write. */
+#define FLUSH_AFTER_NS 100000u
+#define FLUSH_AFTER_BYTES (256u << 10)
+#define ERRMSG_MAX 4000
+
+struct mproc_reply {
+    mproc__chan *ch;
+    char errmsg[ERRMSG_MAX + 1];
+    int has_errmsg;
+};
+
+/* The one worker of this process (a worker is a process of its own). */
+static struct {
+    int active;
+    int slot;
+    const mproc__worker_spec *spec;
+    mproc__chan ch;
+    pthread_mutex_t write_mu; /* serialises whole frames on ch.fd */
+    pthread_t main_thread;
+    uint64_t unflushed_since;
+} W = {.slot = -1};
+
+int mproc_worker_id(void)
+{
+    return W.active ? W.slot : -1;
+}
+
+static int flush_locked(void)
+{
+    pthread_mutex_lock(&W.write_mu);
+    int rc = mproc__chan_flush(&W.ch);
+    pthread_mutex_unlock(&W.write_mu);
+    W.unflushed_since = 0;
+    return rc;
+}
+
+static _Noreturn void worker_exit(int status)
+{
+    fflush(NULL);
+    _exit(status);
+}
+
+static void flush_or_exit(void)
+{
+    if (flush_locked() < 0) {
+        worker_exit(0); /* the owner is gone; nobody wants the results */
+    }
+}
+
+static int logger_matches(const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < W.spec->nloggers; i++) {
+        const char *l = W.spec->logger_names[i];
+        size_t ln = strlen(l);
+        if (ln == 0 || (ln <= n && memcmp(l, name, ln) == 0 &&
+                        (name[ln] == '\0' || name[ln] == '.'))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int mproc__worker_log(const char *name, int level, const char *msg)
+{
+    if (!W.active || !logger_matches(name)) {
+        return -1;
+    }
+    size_t nlen = strlen(name), mlen = strlen(msg);
+    size_t body = 4 + 2 + nlen + mlen;
+    char stackbuf[MPROC__FRAME_HDR + 4 + 2 + MPROC_LOG_NAME_MAX +
+                  MPROC_LOG_MSG_MAX + 16];
+    if (nlen > MPROC_LOG_NAME_MAX || mlen > MPROC_LOG_MSG_MAX) {
+        return -1;
+    }
+    char *p = stackbuf;
+    mproc__put_u32(p, (uint32_t)body);
+    p[4] = MPROC__F_LOG;
+    p[5] = p[6] = p[7] = 0;
+    p += MPROC__FRAME_HDR;
+    int32_t lv = level;
+    memcpy(p, &lv, 4);
+    uint16_t nl = (uint16_t)nlen;
+    memcpy(p + 4, &nl, 2);
+    memcpy(p + 6, name, nlen);
+    memcpy(p + 6 + nlen, msg, mlen);
+
+    pthread_mutex_lock(&W.write_mu);
+    int rc = 0;
+    /* On the task's own thread, results finished earlier go first, so the
+     * owner sees them in the order they happened. */
+    if (pthread_equal(pthread_self(), W.main_thread)) {
+        rc = mproc__chan_flush(&W.ch);
+    }
+    if (rc >= 0) {
+        rc = mproc__write_all(W.ch.fd, stackbuf, MPROC__FRAME_HDR + body);
+    }
+    pthread_mutex_unlock(&W.write_mu);
+    return rc < 0 ? -1 : 0;
+}
+
+int mproc_reply_write(mproc_reply *reply, const void *data, size_t len)
+{
+    if (reply == NULL || (data == NULL && len > 0)) {
+        return -EINVAL;
+    }
+    void *p = mproc_reply_alloc(reply, len);
+    if (p == NULL) {
+        return len > MPROC_PAYLOAD_MAX ? MPROC_ETOOBIG : -ENOMEM;
+    }
+    if (len > 0) {
+        memcpy(p, data, len);
+    }
+    return 0;
+}
+
+void *mproc_reply_alloc(mproc_reply *reply, size_t len)
+{
+    if (reply == NULL || len > MPROC_PAYLOAD_MAX) {
+        return NULL;
+    }
+    return mproc__chan_reserve(reply->ch, len);
+}
+
+int mproc_reply_i64(mproc_reply *reply, int64_t value)
+{
+    return mproc_reply_write(reply, &value, sizeof(value));
+}
+
+int mproc_reply_f64(mproc_reply *reply, double value)
+{
+    return mproc_reply_write(reply, &value, sizeof(value));
+}
+
+int mproc_reply_str(mproc_reply *reply, const char *str)
+{
+    if (str == NULL) {
+        return -EINVAL;
+    }
+    return mproc_reply_write(reply, str, strlen(str) + 1);
+}
+
+int mproc_reply_error(mproc_reply *reply, const char *fmt, ...)
+{
+    if (reply != NULL && fmt != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(reply->errmsg, sizeof(reply->errmsg), fmt, ap);
+        va_end(ap);
+        reply->has_errmsg = 1;
+    }
+    return MPROC_ETASK;
+}
+
+/* Runs one item and appends its outcome {i32 code, u32 len, bytes}. */
+static void run_item(const char *task, size_t len, void *state,
+                     mproc_reply *reply)
+{
+    const mproc__worker_spec *spec = W.spec;
+    size_t item_off = W.ch.out.len;
+    if (mproc__chan_reserve(&W.ch, 8) == NULL) {
+        worker_exit(1);
+    }
+    reply->has_errmsg = 0;
+    int rc = spec->fn ? spec->fn(task, len, spec->static_args,
+                                 spec->static_len, reply)
+                      : spec->ops.run(state, task, len, reply);
+    int32_t code = 0;
+    if (rc != 0) {
+        code = rc < 0 ? rc : MPROC_ETASK;
+        const char *msg = reply->has_errmsg ? reply->errmsg
+                                            : mproc_strerror(code);
+        mproc__chan_truncate(&W.ch, item_off + 8);
+        if (mproc__chan_append(&W.ch, msg, strlen(msg)) != 0) {
+            worker_exit(1);
+        }
+    }
+    char *hdr = W.ch.out.data + item_off;
+    memcpy(hdr, &code, 4);
+    mproc__put_u32(hdr + 4, (uint32_t)(W.ch.out.len - item_off - 8));
+}
+
+/* Runs one task frame (a single task or a chunk of map items). */
+static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
+                      mproc_reply *reply)
+{
+    uint64_t now = mproc__now_ns();
+    if (W.unflushed_since != 0 &&
+        (now - W.unflushed_since > FLUSH_AFTER_NS ||
+         W.ch.committed > FLUSH_AFTER_BYTES)) {
+        flush_or_exit();
+    }
+    atomic_store_explicit(&slot->sub, 0, memory_order_relaxed);
+    atomic_store_explicit(&slot->start_ns, now, memory_order_relaxed);
+    uint32_t expect = MPROC__S_QUEUED;
+    int claimed = atomic_compare_exchange_strong(&slot->state, &expect,
+                                                 MPROC__S_RUNNING);
+    long hdr = mproc__chan_open_frame(&W.ch, MPROC__F_OUTCOME,
+                                      claimed ? 0 : MPROC__FRAME_SKIPPED);
+    if (hdr < 0) {
+        worker_exit(1);
+    }
+    if (claimed && f->len >= 4) {
+        uint32_t count = mproc__get_u32(f->body);
+        const char *p = f->body + 4, *end = f->body + f->len;
+        if (mproc__chan_append(&W.ch, &count, 4) != 0) {
+            worker_exit(1);
+        }
+        for (uint32_t i = 0; i < count; i++) {
+            if (end - p < 4 || (size_t)(end - p - 4) < mproc__get_u32(p)) {
+                worker_exit(2); /* the owner never sends this */
+            }
+            uint32_t len = mproc__get_u32(p);
+            if (i > 0) {
+                atomic_store_explicit(&slot->sub, i, memory_order_relaxed);
+                atomic_store_explicit(&slot->start_ns, mproc__now_ns(),
+                                      memory_order_release);
+            }
+            run_item(p + 4, len, state, reply);
+            p += 4 + len;
+        }
+        atomic_store_explicit(&slot->state, MPROC__S_DONE,
+                              memory_order_release);
+    }
+    mproc__chan_close_frame(&W.ch, hdr);
+    if (W.unflushed_since == 0) {
+        W.unflushed_since = now;
+    }
+}
+
+static void send_simple(int type, int32_t code, const char *msg)
+{
+    long hdr = mproc__chan_open_frame(&W.ch, type, 0);
+    if (hdr >= 0 && type == MPROC__F_INIT_FAIL) {
+        mproc__chan_append(&W.ch, &code, 4);
+        mproc__chan_append(&W.ch, msg, strlen(msg));
+    }
+    if (hdr >= 0) {
+        mproc__chan_close_frame(&W.ch, hdr);
+    }
+    flush_or_exit();
+}
+
+_Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
+                                  int fd, pid_t parent)
+{
+    if (!spec->linger) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+    }
+    if (getppid() != parent) {
+        _exit(1); /* the fork server died before we could ask */
+    }
+    W.active = 1;
+    W.slot = slot;
+    W.spec = spec;
+    W.main_thread = pthread_self();
+    pthread_mutex_init(&W.write_mu, NULL);
+    mproc__chan_init(&W.ch, fd, 0);
+    if (spec->capture_output) {
+        setvbuf(stdout, NULL, _IOLBF, 0);
+    }
+
+    void *state = NULL;
+    if (spec->fn == NULL && spec->ops.init != NULL) {
+        int rc = spec->ops.init(spec->static_args, spec->static_len, &state);
+        if (rc != 0) {
+            char msg[256];
+            int code = rc < 0 ? rc : MPROC_EINIT;
+            snprintf(msg, sizeof(msg),
+                     "worker %d: init returned %d (%s)", slot, rc,
+                     rc < 0 ? mproc_strerror(rc) : "nonzero");
+            send_simple(MPROC__F_INIT_FAIL, code, msg);
+            worker_exit(1);
+        }
+    }
+    send_simple(MPROC__F_READY, 0, NULL);
+
+    mproc_reply reply = {.ch = &W.ch};
+    mproc__slot *ring = spec->rings + (size_t)slot * MPROC__DEPTH;
+    uint64_t frames = 0;
+    for (;;) {
+        mproc__frame f;
+        int r;
+        while ((r = mproc__chan_next(&W.ch, &f)) == 1) {
+            if (f.type == MPROC__F_STOP) {
+                goto stop;
+            }
+            if (f.type == MPROC__F_TASK) {
+                run_frame(&ring[frames % MPROC__DEPTH], &f, state, &reply);
+                frames++;
+            }
+        }
+        if (r < 0) {
+            break;
+        }
+        flush_or_exit();
+        if (mproc__chan_fill(&W.ch) <= 0) {
+            break; /* end of stream: the owner is gone */
+        }
+    }
+stop:
+    flush_or_exit();
+    if (spec->fn == NULL && spec->ops.fini != NULL) {
+        spec->ops.fini(state);
+    }
+    worker_exit(0);
+}

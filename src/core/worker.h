@@ -1,0 +1,59 @@
+/* The worker process side: what a forked worker runs, and the slot ring it
+ * shares with its owner.
+ *
+ * The owner pipelines up to MPROC__DEPTH task frames to a worker.  The n-th
+ * frame a worker receives uses ring slot n % MPROC__DEPTH.  Before running a
+ * frame the worker claims it (CAS QUEUED -> RUNNING); the owner may cancel a
+ * frame that has not started (CAS QUEUED -> CANCELLED) to drop it (clear) or
+ * hand it to an idle worker (stealing).  Exactly one side wins each race.
+ * After a worker dies, the slot left RUNNING names the task that killed it.
+ */
+#ifndef MPROC_CORE_WORKER_H
+#define MPROC_CORE_WORKER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "mproc/worker.h"
+
+#define MPROC__DEPTH 256
+
+enum mproc__slot_state {
+    MPROC__S_QUEUED = 0,
+    MPROC__S_RUNNING,
+    MPROC__S_DONE,
+    MPROC__S_CANCELLED
+};
+
+typedef struct mproc__slot {
+    _Atomic uint32_t state;
+    _Atomic uint32_t sub;      /* item of the chunk being run */
+    _Atomic uint64_t start_ns; /* when that item started (CLOCK_MONOTONIC) */
+} mproc__slot;
+
+/* Everything a worker needs; lives in the owner's memory and reaches the
+ * worker by fork, so nothing here is serialised. */
+typedef struct mproc__worker_spec {
+    mproc_task_fn fn;
+    mproc_worker_ops ops; /* used when fn is NULL */
+    const void *static_args;
+    size_t static_len;
+    char **logger_names;
+    int nloggers;
+    int linger;
+    int capture_output;
+    mproc__slot *rings; /* MAP_SHARED: MPROC__DEPTH slots per worker slot */
+} mproc__worker_spec;
+
+/* Runs worker `slot` on channel fd `fd` until told to stop or the owner is
+ * gone, then exits the process.  Called in a freshly forked child. */
+_Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
+                                  int fd, pid_t parent);
+
+/* In a worker: sends a log record to the owner.  Returns 0, or -1 when this
+ * process is not a worker or no registered logger matches `name` (the
+ * caller then writes it locally). */
+int mproc__worker_log(const char *name, int level, const char *msg);
+
+#endif

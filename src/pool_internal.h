@@ -1,0 +1,142 @@
+/* Internal state of a process pool, shared by pool.c (the public calls) and
+ * pool_io.c (the I/O thread).
+ *
+ * Locking: one mutex, pool->mu, guards every field below marked [mu]:  the
+ * task queue, the counters, the results, each worker's in-flight table and
+ * state.  Only the I/O thread touches worker channels, fds, epoll and the
+ * fork server, so those need no lock.  User callbacks (log and output
+ * handlers) are never called with mu held.
+ */
+#ifndef MPROC_POOL_INTERNAL_H
+#define MPROC_POOL_INTERNAL_H
+
+#include <pthread.h>
+
+#include "core/chan.h"
+#include "core/worker.h"
+#include "core/zygote.h"
+#include "mproc/pool.h"
+
+/* One dispatch unit: a put task, or a chunk of consecutive map items. */
+struct unit {
+    struct unit *next;
+    uint64_t index;       /* put: the task's index; chunk: first item */
+    uint32_t count;       /* 1 for a put task */
+    struct map_job *job;  /* NULL for a put task */
+    struct outcome *out;  /* put: its outcome, allocated at put so that
+                             delivering it never fails for lack of memory */
+    size_t len;           /* put: payload length */
+    char data[];          /* put: payload */
+};
+
+struct map_job {
+    const mproc_bytes *items;
+    mproc_result *out;
+    size_t remaining; /* [mu] items without an outcome yet */
+};
+
+struct outcome {
+    struct outcome *next;
+    mproc_result r;
+};
+
+struct linebuf {
+    char *data;
+    size_t len, cap;
+};
+
+enum worker_state { W_EMPTY, W_STARTING, W_READY, W_STOPPING };
+enum kill_reason { KILL_NONE, KILL_TIMEOUT, KILL_STOP };
+
+struct worker {
+    int slot;
+    int state;                          /* [mu] */
+    pid_t pid;
+    int pidfd;
+    mproc__chan ch;
+    int chan_open;                      /* channel still registered */
+    int out_fd, err_fd;
+    struct linebuf out_lb, err_lb;
+    mproc__slot *ring;                  /* shared with the worker */
+    struct unit *inflight[MPROC__DEPTH]; /* [mu] NULL once cancelled */
+    uint64_t head, tail;                /* [mu] frames: next outcome, next sent */
+    uint64_t items_sent;                /* [mu] for max_tasks_per_worker */
+    int kill_reason;
+    uint64_t kill_ns, stop_ns;
+    int want_write;
+};
+
+struct logger {
+    char *name;
+    mproc_log_fn fn;
+    void *ctx;
+};
+
+enum pool_state { P_NEW, P_RUNNING, P_CLOSING, P_CLOSED };
+
+struct mproc_pool {
+    mproc_pool_opts opts;
+    int size;
+    size_t bound; /* accepted unfinished put tasks before put blocks; 0: none */
+    mproc__worker_spec spec;
+    void *static_copy;
+    struct logger *loggers;
+    int nloggers;
+    char errbuf[512]; /* [mu] */
+
+    pthread_mutex_t mu;
+    pthread_cond_t space_cv;  /* room for put, or feeder may go on */
+    pthread_cond_t result_cv; /* an outcome arrived */
+    pthread_cond_t done_cv;   /* tasks finished, map done, start progress */
+
+    int state;       /* [mu] enum pool_state */
+    int broken;      /* [mu] workers keep failing to start */
+    int starting;    /* [mu] start is waiting for the first workers */
+    int start_failed;/* [mu] */
+    int ready;       /* [mu] workers that reported READY */
+    int shutdown;    /* [mu] I/O thread: stop workers once idle, then exit */
+    int terminating; /* [mu] I/O thread: kill everything now, then exit */
+    int io_asleep;   /* [mu] the I/O thread waits in epoll */
+
+    struct unit *qhead, *qtail; /* [mu] waiting units */
+    uint64_t next_index;        /* [mu] */
+    size_t unfinished;          /* [mu] put tasks without an outcome yet */
+    size_t outstanding;         /* [mu] put tasks not yet taken by get */
+    size_t maps_active;         /* [mu] map calls waiting */
+
+    struct outcome *rhead, *rtail; /* [mu] unordered results */
+    struct outcome **win;          /* [mu] ordered: reorder window */
+    size_t wcap;
+    uint64_t wbase;                /* [mu] next index get returns */
+
+    pthread_t feeder;
+    int feeder_started;  /* [mu] */
+    int feeder_running;  /* [mu] */
+    int feeder_stop;     /* [mu] */
+    int feeder_rc;       /* [mu] */
+    mproc_iter_fn iter;
+    void *iter_ctx;
+
+    pthread_t io;
+    int io_started;
+    int epfd, wakefd;
+    mproc__zygote zyg;
+    struct worker *workers;
+    int consecutive_fails; /* [mu] */
+};
+
+/* Marks a cleared task's place in the ordered window. */
+extern struct outcome mproc__cleared;
+
+/* pool_io.c */
+void *mproc__pool_io_main(void *arg);
+/* Wakes the I/O thread if it sleeps.  Call with mu held. */
+void mproc__pool_wake(mproc_pool *p);
+/* Delivers put task u's outcome (data and errmsg are copied); u->out is
+ * consumed.  Call with mu held. */
+void mproc__pool_deliver(mproc_pool *p, struct unit *u, int err,
+                         const void *data, size_t len, const char *errmsg);
+/* Frees a unit and its unused outcome. */
+void mproc__unit_free(struct unit *u);
+
+#endif

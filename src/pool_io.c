@@ -1,0 +1,904 @@
+/* The pool's I/O thread: spawns and reaps workers, dispatches tasks to them,
+ * reads their outcomes and logs, enforces timeouts, and settles the tasks of
+ * a worker that died.  See docs/design.md for the picture. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/platform.h"
+#include "mproc/error.h"
+#include "pool_internal.h"
+
+/* A worker told to stop gets this long before it is killed. */
+#define STOP_GRACE_NS (5u * 1000000000u)
+/* This many workers in a row failing to start breaks the pool. */
+#define MAX_START_FAILS 3
+#define OUTPUT_LINE_MAX 65536u
+
+enum ev_kind { EV_CHAN = 1, EV_PIDFD, EV_OUT, EV_ERR };
+#define EV_WAKE UINT64_MAX
+
+static uint64_t ev_data(int kind, int slot)
+{
+    return ((uint64_t)kind << 32) | (uint32_t)slot;
+}
+
+static void ep_add(mproc_pool *p, int fd, int kind, int slot)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ev_data(kind, slot)};
+    epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void ep_del(mproc_pool *p, int fd)
+{
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+void mproc__pool_wake(mproc_pool *p)
+{
+    if (p->io_asleep) {
+        p->io_asleep = 0;
+        uint64_t one = 1;
+        ssize_t n = write(p->wakefd, &one, sizeof(one));
+        (void)n; /* a full counter already means "wake up" */
+    }
+}
+
+/* ---- delivering outcomes [mu held] ------------------------------------ */
+
+void mproc__pool_deliver(mproc_pool *p, struct unit *u, int err,
+                         const void *data, size_t len, const char *errmsg)
+{
+    struct outcome *o = u->out;
+    u->out = NULL;
+    o->next = NULL;
+    o->r.index = u->index;
+    o->r.err = err;
+    if (err == 0 && len > 0) {
+        o->r.data = malloc(len);
+        if (o->r.data != NULL) {
+            memcpy(o->r.data, data, len);
+            o->r.len = len;
+        } else {
+            o->r.err = -ENOMEM;
+        }
+    }
+    if (err != 0 && errmsg != NULL) {
+        o->r.errmsg = strdup(errmsg);
+    }
+    if (p->opts.ordered) {
+        p->win[u->index & (p->wcap - 1)] = o;
+    } else {
+        if (p->rtail) {
+            p->rtail->next = o;
+        } else {
+            p->rhead = o;
+        }
+        p->rtail = o;
+    }
+    p->unfinished--;
+}
+
+static void map_item_done(struct unit *u, uint32_t j, int err,
+                          const void *data, size_t len, const char *errmsg,
+                          size_t msglen)
+{
+    mproc_result *r = &u->job->out[u->index + j];
+    r->index = u->index + j;
+    r->err = err;
+    if (err == 0 && len > 0) {
+        r->data = malloc(len);
+        if (r->data != NULL) {
+            memcpy(r->data, data, len);
+            r->len = len;
+        } else {
+            r->err = -ENOMEM;
+        }
+    }
+    if (err != 0 && errmsg != NULL) {
+        r->errmsg = strndup(errmsg, msglen);
+    }
+    u->job->remaining--;
+}
+
+void mproc__unit_free(struct unit *u)
+{
+    if (u != NULL) {
+        free(u->out);
+        free(u);
+    }
+}
+
+/* Fails every item of `u` with `err` and frees it. */
+static void fail_unit(mproc_pool *p, struct unit *u, int err, const char *msg)
+{
+    if (u->job == NULL) {
+        mproc__pool_deliver(p, u, err, NULL, 0, msg);
+    } else {
+        for (uint32_t j = 0; j < u->count; j++) {
+            map_item_done(u, j, err, NULL, 0, msg, strlen(msg));
+        }
+    }
+    mproc__unit_free(u);
+}
+
+static void push_front(mproc_pool *p, struct unit *u)
+{
+    u->next = p->qhead;
+    p->qhead = u;
+    if (p->qtail == NULL) {
+        p->qtail = u;
+    }
+}
+
+static void fail_queue(mproc_pool *p, int err, const char *msg)
+{
+    while (p->qhead) {
+        struct unit *u = p->qhead;
+        p->qhead = u->next;
+        fail_unit(p, u, err, msg);
+    }
+    p->qtail = NULL;
+}
+
+static void broadcast_all(mproc_pool *p)
+{
+    pthread_cond_broadcast(&p->result_cv);
+    pthread_cond_broadcast(&p->done_cv);
+    pthread_cond_broadcast(&p->space_cv);
+}
+
+/* ---- frames from a worker --------------------------------------------- */
+
+/* An OUTCOME frame answers the oldest frame sent to w.  [mu held] */
+static void handle_outcome(mproc_pool *p, struct worker *w,
+                           const mproc__frame *f)
+{
+    if (w->head == w->tail) {
+        return; /* nothing was sent: ignore a stray frame */
+    }
+    uint64_t k = w->head++ % MPROC__DEPTH;
+    struct unit *u = w->inflight[k];
+    w->inflight[k] = NULL;
+    if (u == NULL) {
+        return; /* cancelled by clear or stolen: the worker skipped it */
+    }
+    if (f->flags & MPROC__FRAME_SKIPPED) {
+        push_front(p, u); /* cannot happen unless we cancelled it */
+        return;
+    }
+    const char *b = f->body, *end = f->body + f->len;
+    uint32_t count = f->len >= 4 ? mproc__get_u32(b) : 0;
+    b += 4;
+    for (uint32_t j = 0; j < u->count; j++) {
+        int32_t code = MPROC_EPROTO;
+        uint32_t len = 0;
+        const char *data = NULL;
+        if (j < count && end - b >= 8) {
+            memcpy(&code, b, 4);
+            len = mproc__get_u32(b + 4);
+            if ((size_t)(end - b - 8) >= len) {
+                data = b + 8;
+                b += 8 + len;
+            } else {
+                code = MPROC_EPROTO;
+                len = 0;
+            }
+        }
+        const char *msg = data ? data : "malformed outcome from worker";
+        size_t msglen = data ? len : strlen(msg);
+        if (u->job == NULL) {
+            if (code != 0) {
+                char *m = strndup(msg, msglen);
+                mproc__pool_deliver(p, u, code, NULL, 0,
+                                    m ? m : "out of memory");
+                free(m);
+            } else {
+                mproc__pool_deliver(p, u, 0, data, len, NULL);
+            }
+        } else {
+            map_item_done(u, j, code, data, len, msg, msglen);
+        }
+    }
+    mproc__unit_free(u);
+}
+
+static void deliver_log(mproc_pool *p, struct worker *w, const mproc__frame *f)
+{
+    if (f->len < 6) {
+        return;
+    }
+    int32_t level;
+    uint16_t nlen;
+    memcpy(&level, f->body, 4);
+    memcpy(&nlen, f->body + 4, 2);
+    if ((size_t)nlen + 6 > f->len || nlen > MPROC_LOG_NAME_MAX) {
+        return;
+    }
+    char name[MPROC_LOG_NAME_MAX + 1], msg[MPROC_LOG_MSG_MAX + 1];
+    memcpy(name, f->body + 6, nlen);
+    name[nlen] = '\0';
+    size_t mlen = f->len - 6 - nlen;
+    mlen = mlen > MPROC_LOG_MSG_MAX ? MPROC_LOG_MSG_MAX : mlen;
+    memcpy(msg, f->body + 6 + nlen, mlen);
+    msg[mlen] = '\0';
+    /* The nearest registered ancestor: the longest matching name. */
+    struct logger *best = NULL;
+    size_t best_len = 0;
+    for (int i = 0; i < p->nloggers; i++) {
+        const char *l = p->loggers[i].name;
+        size_t ln = strlen(l);
+        int match = ln == 0 || (ln <= nlen && memcmp(l, name, ln) == 0 &&
+                                (name[ln] == '\0' || name[ln] == '.'));
+        if (match && (best == NULL || ln > best_len)) {
+            best = &p->loggers[i];
+            best_len = ln;
+        }
+    }
+    if (best != NULL) {
+        mproc_log_record rec = {.name = name,
+                                .handler = best->name,
+                                .level = level,
+                                .msg = msg,
+                                .worker = w->slot,
+                                .pid = w->pid};
+        best->fn(best->ctx, &rec);
+    }
+}
+
+static void kill_worker(struct worker *w, int reason)
+{
+    if (w->kill_reason == KILL_NONE || reason == KILL_STOP) {
+        w->kill_reason = reason;
+        w->kill_ns = mproc__now_ns();
+    }
+    mproc__pidfd_kill(w->pidfd, SIGKILL);
+}
+
+static void process_frames(mproc_pool *p, struct worker *w)
+{
+    mproc__frame f;
+    int r, locked = 0, delivered = 0;
+    while ((r = mproc__chan_next(&w->ch, &f)) == 1) {
+        if (f.type == MPROC__F_LOG) {
+            if (locked) {
+                pthread_mutex_unlock(&p->mu);
+                locked = 0;
+            }
+            deliver_log(p, w, &f);
+            continue;
+        }
+        if (!locked) {
+            pthread_mutex_lock(&p->mu);
+            locked = 1;
+        }
+        if (f.type == MPROC__F_OUTCOME) {
+            handle_outcome(p, w, &f);
+            delivered = 1;
+        } else if (f.type == MPROC__F_READY && w->state == W_STARTING) {
+            w->state = W_READY;
+            p->ready++;
+            p->consecutive_fails = 0;
+            pthread_cond_broadcast(&p->done_cv);
+        } else if (f.type == MPROC__F_INIT_FAIL && f.len >= 4) {
+            int len = (int)(f.len - 4);
+            snprintf(p->errbuf, sizeof(p->errbuf), "%.*s", len, f.body + 4);
+        }
+    }
+    if (r < 0) {
+        kill_worker(w, KILL_STOP); /* it spoke garbage: replace it */
+    }
+    if (locked) {
+        if (delivered) {
+            broadcast_all(p);
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static void read_channel(mproc_pool *p, struct worker *w)
+{
+    long n = mproc__chan_fill(&w->ch);
+    process_frames(p, w);
+    if (n == 0 || (n < 0 && n != -EAGAIN)) {
+        ep_del(p, w->ch.fd);
+        w->chan_open = 0;
+    }
+}
+
+/* ---- captured output -------------------------------------------------- */
+
+static void emit_line(mproc_pool *p, struct worker *w, int stream,
+                      const char *line, size_t len)
+{
+    if (p->opts.on_output != NULL) {
+        p->opts.on_output(p->opts.output_ctx, w->slot, stream, line, len);
+        return;
+    }
+    char prefix[32];
+    int n = snprintf(prefix, sizeof(prefix), "[worker %d] ", w->slot);
+    char *buf = malloc((size_t)n + len + 1);
+    if (buf != NULL) {
+        memcpy(buf, prefix, (size_t)n);
+        memcpy(buf + n, line, len);
+        buf[(size_t)n + len] = '\n';
+        mproc__write_all(stream == 1 ? STDOUT_FILENO : STDERR_FILENO, buf,
+                         (size_t)n + len + 1);
+        free(buf);
+    }
+}
+
+static void read_output(mproc_pool *p, struct worker *w, int stream)
+{
+    int *fd = stream == 1 ? &w->out_fd : &w->err_fd;
+    struct linebuf *lb = stream == 1 ? &w->out_lb : &w->err_lb;
+    if (*fd < 0) {
+        return;
+    }
+    for (;;) {
+        if (lb->cap - lb->len < 4096) {
+            size_t cap = lb->cap ? lb->cap * 2 : 8192;
+            char *d = realloc(lb->data, cap);
+            if (d == NULL) {
+                break;
+            }
+            lb->data = d;
+            lb->cap = cap;
+        }
+        ssize_t n = read(*fd, lb->data + lb->len, lb->cap - lb->len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n > 0) {
+            lb->len += (size_t)n;
+            size_t start = 0;
+            for (size_t i = 0; i < lb->len; i++) {
+                if (lb->data[i] == '\n' || i - start >= OUTPUT_LINE_MAX) {
+                    emit_line(p, w, stream, lb->data + start, i - start);
+                    start = i + 1;
+                }
+            }
+            memmove(lb->data, lb->data + start, lb->len - start);
+            lb->len -= start;
+            continue;
+        }
+        if (n == 0 || errno != EAGAIN) {
+            if (lb->len > 0) {
+                emit_line(p, w, stream, lb->data, lb->len);
+            }
+            lb->len = 0;
+            ep_del(p, *fd);
+            mproc__fd_untrack(*fd);
+            close(*fd);
+            *fd = -1;
+        }
+        break;
+    }
+}
+
+/* ---- spawning, dispatch, death ----------------------------------------- */
+
+static void set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) {
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    }
+}
+
+static void spawn_worker(mproc_pool *p, struct worker *w)
+{
+    mproc__spawned s;
+    int rc = mproc__zygote_spawn(&p->zyg, w->slot, &s);
+    pthread_mutex_lock(&p->mu);
+    if (rc != 0) {
+        snprintf(p->errbuf, sizeof(p->errbuf),
+                 "cannot start worker %d: %s", w->slot, mproc_strerror(rc));
+        if (p->starting) {
+            p->start_failed = 1;
+        } else {
+            p->broken = 1;
+        }
+        broadcast_all(p);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    w->pid = s.pid;
+    w->pidfd = s.pidfd;
+    w->out_fd = s.out_fd;
+    w->err_fd = s.err_fd;
+    w->head = w->tail = w->items_sent = 0;
+    w->kill_reason = KILL_NONE;
+    w->state = W_STARTING;
+    pthread_mutex_unlock(&p->mu);
+    mproc__chan_init(&w->ch, s.chan_fd, 1);
+    set_nonblock(s.chan_fd);
+    w->chan_open = 1;
+    w->want_write = 0;
+    ep_add(p, s.chan_fd, EV_CHAN, w->slot);
+    ep_add(p, s.pidfd, EV_PIDFD, w->slot);
+    if (s.out_fd >= 0) {
+        set_nonblock(s.out_fd);
+        set_nonblock(s.err_fd);
+        ep_add(p, s.out_fd, EV_OUT, w->slot);
+        ep_add(p, s.err_fd, EV_ERR, w->slot);
+    }
+}
+
+static int send_unit(struct worker *w, struct unit *u)
+{
+    uint64_t k = w->tail % MPROC__DEPTH;
+    mproc__slot *s = &w->ring[k];
+    atomic_store_explicit(&s->sub, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->start_ns, 0, memory_order_relaxed);
+    atomic_store(&s->state, MPROC__S_QUEUED);
+    size_t mark = w->ch.out.len;
+    long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_TASK, 0);
+    int rc = hdr < 0 ? -ENOMEM : mproc__chan_append(&w->ch, &u->count, 4);
+    for (uint32_t j = 0; rc == 0 && j < u->count; j++) {
+        const void *data = u->data;
+        size_t len = u->len;
+        if (u->job != NULL) {
+            data = u->job->items[u->index + j].data;
+            len = u->job->items[u->index + j].len;
+        }
+        uint32_t len32 = (uint32_t)len;
+        rc = mproc__chan_append(&w->ch, &len32, 4);
+        if (rc == 0) {
+            rc = mproc__chan_append(&w->ch, data, len);
+        }
+    }
+    if (rc != 0) {
+        mproc__chan_truncate(&w->ch, mark);
+        return rc;
+    }
+    mproc__chan_close_frame(&w->ch, hdr);
+    w->inflight[k] = u;
+    w->tail++;
+    w->items_sent += u->count;
+    return 0;
+}
+
+static int can_take(mproc_pool *p, const struct worker *w)
+{
+    return w->state == W_READY && w->tail - w->head < MPROC__DEPTH &&
+           (p->opts.max_tasks_per_worker == 0 ||
+            w->items_sent < (uint64_t)p->opts.max_tasks_per_worker);
+}
+
+/* The least-loaded worker that can take a frame, or NULL.  [mu held] */
+static struct worker *pick_worker(mproc_pool *p)
+{
+    struct worker *best = NULL;
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (can_take(p, w) &&
+            (best == NULL || w->tail - w->head < best->tail - best->head)) {
+            best = w;
+        }
+    }
+    return best;
+}
+
+/* An idle worker takes the not-yet-started tail of the busiest worker's
+ * pipeline, so one slow task never holds others hostage.  [mu held] */
+static int steal(mproc_pool *p)
+{
+    struct worker *idle = NULL, *victim = NULL;
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (idle == NULL && can_take(p, w) && w->head == w->tail) {
+            idle = w;
+        }
+        if (w->state == W_READY && w->tail - w->head >= 2 &&
+            (victim == NULL ||
+             w->tail - w->head > victim->tail - victim->head)) {
+            victim = w;
+        }
+    }
+    if (idle == NULL || victim == NULL) {
+        return 0;
+    }
+    int taken = 0;
+    uint64_t want = (victim->tail - victim->head) / 2;
+    for (uint64_t k = victim->tail; k-- > victim->head + 1 && want > 0;) {
+        struct unit *u = victim->inflight[k % MPROC__DEPTH];
+        if (u == NULL) {
+            continue;
+        }
+        uint32_t expect = MPROC__S_QUEUED;
+        if (!atomic_compare_exchange_strong(
+                &victim->ring[k % MPROC__DEPTH].state, &expect,
+                MPROC__S_CANCELLED)) {
+            break; /* the worker got there first: it runs in order */
+        }
+        victim->inflight[k % MPROC__DEPTH] = NULL;
+        push_front(p, u);
+        taken++;
+        want--;
+    }
+    return taken;
+}
+
+static void dispatch(mproc_pool *p)
+{
+    for (int round = 0; round < 2; round++) {
+        struct worker *w;
+        while (p->qhead != NULL && (w = pick_worker(p)) != NULL) {
+            struct unit *u = p->qhead;
+            p->qhead = u->next;
+            if (p->qhead == NULL) {
+                p->qtail = NULL;
+            }
+            if (send_unit(w, u) != 0) {
+                push_front(p, u);
+                break;
+            }
+        }
+        if (p->qhead != NULL || steal(p) == 0) {
+            break;
+        }
+    }
+    /* Recycle workers that reached max_tasks_per_worker once idle. */
+    for (int i = 0; p->opts.max_tasks_per_worker > 0 && i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (w->state == W_READY && w->head == w->tail &&
+            w->items_sent >= (uint64_t)p->opts.max_tasks_per_worker) {
+            long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_STOP, 0);
+            if (hdr >= 0) {
+                mproc__chan_close_frame(&w->ch, hdr);
+                w->state = W_STOPPING;
+                w->stop_ns = mproc__now_ns();
+            }
+        }
+    }
+}
+
+static void describe_death(const mproc_pool *p, const struct worker *w,
+                           int status, char *buf, size_t size)
+{
+    if (w->kill_reason == KILL_TIMEOUT) {
+        snprintf(buf, size,
+                 "task exceeded task_timeout_ms (%d ms); worker %d (pid %d) "
+                 "was killed",
+                 p->opts.task_timeout_ms, w->slot, (int)w->pid);
+    } else if (WIFSIGNALED(status)) {
+        const char *abbrev = sigabbrev_np(WTERMSIG(status));
+        snprintf(buf, size, "worker %d (pid %d) was killed by signal %d (SIG%s)",
+                 w->slot, (int)w->pid, WTERMSIG(status),
+                 abbrev ? abbrev : "?");
+    } else if (WIFEXITED(status)) {
+        snprintf(buf, size, "worker %d (pid %d) exited with status %d",
+                 w->slot, (int)w->pid, WEXITSTATUS(status));
+    } else {
+        snprintf(buf, size, "worker %d (pid %d) ended", w->slot, (int)w->pid);
+    }
+}
+
+/* The tasks of a dead worker: the one it was running fails, the others go
+ * back to the front of the queue in their order.  [mu held] */
+static void settle(mproc_pool *p, struct worker *w, int status)
+{
+    char why[200];
+    describe_death(p, w, status, why, sizeof(why));
+    uint64_t limit_ns = (uint64_t)p->opts.task_timeout_ms * 1000000u;
+    for (uint64_t k = w->tail; k-- > w->head;) {
+        struct unit *u = w->inflight[k % MPROC__DEPTH];
+        w->inflight[k % MPROC__DEPTH] = NULL;
+        if (u == NULL) {
+            continue;
+        }
+        if (p->terminating) {
+            fail_unit(p, u, MPROC_ECLOSED, "the pool was terminated");
+            continue;
+        }
+        mproc__slot *s = &w->ring[k % MPROC__DEPTH];
+        if (atomic_load(&s->state) != MPROC__S_RUNNING) {
+            push_front(p, u); /* not started, or done but not reported */
+            continue;
+        }
+        int err = MPROC_EWORKER;
+        if (w->kill_reason == KILL_TIMEOUT) {
+            if (atomic_load(&s->start_ns) + limit_ns > w->kill_ns) {
+                push_front(p, u); /* it moved on to this one just now */
+                continue;
+            }
+            err = MPROC_ETIMEDOUT;
+        }
+        uint32_t sub = atomic_load(&s->sub);
+        if (u->count == 1 || sub >= u->count) {
+            fail_unit(p, u, err, why);
+            continue;
+        }
+        /* A map chunk: only the item that was running fails. */
+        struct unit *after = NULL, *culprit = malloc(sizeof(*culprit));
+        if (sub + 1 < u->count) {
+            after = malloc(sizeof(*after));
+        }
+        if (culprit == NULL || (sub + 1 < u->count && after == NULL)) {
+            free(culprit);
+            free(after);
+            fail_unit(p, u, err, why); /* out of memory: fail the chunk */
+            continue;
+        }
+        *culprit = (struct unit){.index = u->index + sub, .count = 1,
+                                 .job = u->job};
+        fail_unit(p, culprit, err, why);
+        if (after != NULL) {
+            *after = (struct unit){.index = u->index + sub + 1,
+                                   .count = u->count - sub - 1,
+                                   .job = u->job};
+            push_front(p, after);
+        }
+        if (sub > 0) {
+            u->count = sub;
+            push_front(p, u);
+        } else {
+            mproc__unit_free(u);
+        }
+    }
+    w->head = w->tail = 0;
+}
+
+static void worker_died(mproc_pool *p, struct worker *w)
+{
+    /* Everything it wrote before dying is in the socket: read it all. */
+    while (w->chan_open) {
+        long n = mproc__chan_fill(&w->ch);
+        process_frames(p, w);
+        if (n <= 0) {
+            ep_del(p, w->ch.fd);
+            w->chan_open = 0;
+        }
+    }
+    read_output(p, w, 1);
+    read_output(p, w, 2);
+    int status = 0;
+    if (mproc__zygote_reap(&p->zyg, w->pid, &status) != 0) {
+        status = 0x7f00; /* unknown: the fork server is gone */
+    }
+    ep_del(p, w->pidfd);
+    mproc__fd_untrack(w->pidfd);
+    close(w->pidfd);
+    w->pidfd = -1;
+    for (int s = 0; s < 2; s++) {
+        int *fd = s ? &w->err_fd : &w->out_fd;
+        if (*fd >= 0) {
+            ep_del(p, *fd);
+            mproc__fd_untrack(*fd);
+            close(*fd);
+            *fd = -1;
+        }
+    }
+    mproc__chan_free(&w->ch);
+
+    pthread_mutex_lock(&p->mu);
+    int was_starting = w->state == W_STARTING;
+    settle(p, w, status);
+    w->state = W_EMPTY;
+    int respawn = !p->shutdown && !p->terminating && !p->broken &&
+                  !p->start_failed;
+    if (was_starting && respawn) {
+        if (p->errbuf[0] == '\0') {
+            describe_death(p, w, status, p->errbuf, sizeof(p->errbuf));
+        }
+        if (p->starting) {
+            p->start_failed = 1;
+            respawn = 0;
+        } else if (++p->consecutive_fails >= MAX_START_FAILS) {
+            p->broken = 1;
+            respawn = 0;
+        }
+    }
+    if (p->broken) {
+        fail_queue(p, MPROC_EBROKEN, p->errbuf);
+    }
+    broadcast_all(p);
+    pthread_mutex_unlock(&p->mu);
+    if (respawn) {
+        spawn_worker(p, w);
+    }
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+/* Kills overdue tasks' workers and stuck stopping workers; returns the
+ * epoll timeout until the next deadline.  [mu held] */
+static int check_deadlines(mproc_pool *p)
+{
+    uint64_t now = mproc__now_ns(), next = UINT64_MAX;
+    uint64_t limit = (uint64_t)p->opts.task_timeout_ms * 1000000u;
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (w->state == W_EMPTY || w->kill_reason != KILL_NONE) {
+            continue;
+        }
+        if (w->state == W_STOPPING) {
+            uint64_t d = w->stop_ns + STOP_GRACE_NS;
+            if (now >= d) {
+                kill_worker(w, KILL_STOP);
+            } else if (d < next) {
+                next = d;
+            }
+            continue;
+        }
+        for (uint64_t k = w->head; limit > 0 && k < w->tail; k++) {
+            mproc__slot *s = &w->ring[k % MPROC__DEPTH];
+            uint32_t st = atomic_load_explicit(&s->state,
+                                               memory_order_acquire);
+            if (st == MPROC__S_QUEUED) {
+                /* It starts later without telling us, so its deadline is
+                 * no sooner than now + limit: look again then. */
+                if (now + limit < next) {
+                    next = now + limit;
+                }
+                break;
+            }
+            if (st == MPROC__S_RUNNING) {
+                uint64_t d = atomic_load_explicit(&s->start_ns,
+                                                  memory_order_acquire) +
+                             limit;
+                if (now >= d) {
+                    kill_worker(w, KILL_TIMEOUT);
+                } else if (d < next) {
+                    next = d;
+                }
+                break;
+            }
+        }
+    }
+    return mproc__ms_left(next);
+}
+
+static void stop_idle_workers(mproc_pool *p)
+{
+    if (p->qhead != NULL || p->unfinished > 0 || p->maps_active > 0) {
+        return;
+    }
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (w->state == W_READY || w->state == W_STARTING) {
+            long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_STOP, 0);
+            if (hdr >= 0) {
+                mproc__chan_close_frame(&w->ch, hdr);
+            }
+            w->state = W_STOPPING;
+            w->stop_ns = mproc__now_ns();
+        }
+    }
+}
+
+static void flush_channels(mproc_pool *p)
+{
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (!w->chan_open || !mproc__chan_pending(&w->ch)) {
+            continue;
+        }
+        int rc = mproc__chan_flush(&w->ch);
+        int want = rc == 1;
+        if (want != w->want_write) {
+            struct epoll_event ev = {
+                .events = EPOLLIN | (want ? EPOLLOUT : 0),
+                .data.u64 = ev_data(EV_CHAN, w->slot)};
+            epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->ch.fd, &ev);
+            w->want_write = want;
+        }
+    }
+}
+
+static int any_worker(const mproc_pool *p)
+{
+    for (int i = 0; i < p->size; i++) {
+        if (p->workers[i].state != W_EMPTY) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void *mproc__pool_io_main(void *arg)
+{
+    mproc_pool *p = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+    for (int i = 0; i < p->size; i++) {
+        spawn_worker(p, &p->workers[i]);
+    }
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        if (p->terminating) {
+            for (int i = 0; i < p->size; i++) {
+                struct worker *w = &p->workers[i];
+                if (w->state != W_EMPTY && w->kill_reason != KILL_STOP) {
+                    kill_worker(w, KILL_STOP);
+                }
+            }
+            fail_queue(p, MPROC_ECLOSED, "the pool was terminated");
+            broadcast_all(p);
+        } else {
+            if (p->broken) {
+                fail_queue(p, MPROC_EBROKEN, p->errbuf);
+            }
+            dispatch(p);
+            if (p->shutdown) {
+                stop_idle_workers(p);
+            }
+        }
+        int timeout = check_deadlines(p);
+        if ((p->shutdown || p->terminating || p->start_failed ||
+             p->broken) &&
+            !any_worker(p)) {
+            if (p->start_failed && !p->terminating) {
+                /* start() will ask to terminate; wait for it. */
+                p->io_asleep = 1;
+                pthread_mutex_unlock(&p->mu);
+                goto wait;
+            }
+            if (p->shutdown || p->terminating) {
+                pthread_mutex_unlock(&p->mu);
+                break;
+            }
+        }
+        p->io_asleep = 1;
+        pthread_mutex_unlock(&p->mu);
+        flush_channels(p);
+    wait:;
+        struct epoll_event evs[64];
+        int n = epoll_wait(p->epfd, evs, 64, timeout);
+        pthread_mutex_lock(&p->mu);
+        p->io_asleep = 0;
+        pthread_mutex_unlock(&p->mu);
+        for (int e = 0; e < n; e++) {
+            uint64_t d = evs[e].data.u64;
+            if (d == EV_WAKE) {
+                uint64_t v;
+                ssize_t r = read(p->wakefd, &v, sizeof(v));
+                (void)r;
+                continue;
+            }
+            struct worker *w = &p->workers[(uint32_t)d];
+            switch ((int)(d >> 32)) {
+            case EV_CHAN:
+                if (w->chan_open && (evs[e].events & EPOLLOUT)) {
+                    flush_channels(p);
+                }
+                if (w->chan_open &&
+                    (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+                    read_channel(p, w);
+                }
+                break;
+            case EV_PIDFD:
+                if (w->pidfd >= 0) {
+                    worker_died(p, w);
+                }
+                break;
+            case EV_OUT:
+                read_output(p, w, 1);
+                break;
+            case EV_ERR:
+                read_output(p, w, 2);
+                break;
+            }
+        }
+    }
+    mproc__zygote_stop(&p->zyg);
+    for (int i = 0; i < p->size; i++) {
+        free(p->workers[i].out_lb.data);
+        free(p->workers[i].err_lb.data);
+        p->workers[i].out_lb = p->workers[i].err_lb = (struct linebuf){0};
+    }
+    pthread_mutex_lock(&p->mu);
+    fail_queue(p, MPROC_ECLOSED, "the pool was closed");
+    broadcast_all(p);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}

@@ -1,0 +1,274 @@
+/* testutil.h - helpers shared by the pool tests: pipes for synchronising
+ * with tasks, bounded reads, fd and process inspection, fd redirection.
+ * Include after harness.h. */
+#ifndef MPROC_TEST_UTIL_H
+#define MPROC_TEST_UTIL_H
+
+#include "harness.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+/* A generous bound for waits that must succeed. */
+#define T_LONG 20000
+
+/* ---- pipes ------------------------------------------------------------- */
+
+static inline void tu_pipe(int fds[2])
+{
+    CHECK_OK(pipe2(fds, O_CLOEXEC));
+}
+
+static inline void tu_close_pipe(int fds[2])
+{
+    if (fds[0] >= 0) {
+        close(fds[0]);
+    }
+    if (fds[1] >= 0) {
+        close(fds[1]);
+    }
+    fds[0] = fds[1] = -1;
+}
+
+/* Reads up to `n` bytes, waiting at most `timeout_ms` in all.  Returns the
+ * number read (less than n on timeout or EOF). */
+static inline size_t tu_read_n(int fd, void *buf, size_t n, int timeout_ms)
+{
+    size_t got = 0;
+    int64_t end = harness_now_ms() + timeout_ms;
+    while (got < n) {
+        int64_t left = end - harness_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left < 0) {
+            left = 0;
+        }
+        int r = poll(&p, 1, (int)left);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        ssize_t k = read(fd, (char *)buf + got, n - got);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN)) {
+            continue;
+        }
+        if (k <= 0) {
+            break;
+        }
+        got += (size_t)k;
+    }
+    return got;
+}
+
+/* Bytes readable on `fd` right now (FIONREAD-free: poll with timeout 0). */
+static inline int tu_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+static inline int tu_write_all(int fd, const void *buf, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = write(fd, (const char *)buf + done, n - done);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            return -1;
+        }
+        done += (size_t)k;
+    }
+    return 0;
+}
+
+/* Writes `n` single bytes (release tokens) to `fd`. */
+static inline void tu_release(int fd, int n)
+{
+    for (int i = 0; i < n; i++) {
+        CHECK_OK(tu_write_all(fd, "r", 1));
+    }
+}
+
+/* ---- processes and fds ------------------------------------------------- */
+
+/* Number of open fds of this process. */
+static inline int tu_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+    CHECK(d != NULL);
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.') {
+            n++;
+        }
+    }
+    closedir(d);
+    return n - 1; /* the directory's own fd */
+}
+
+/* The state letter of process `pid` from /proc/<pid>/stat ('R', 'S', 'Z'
+ * ...), or 0 when there is no such process. */
+static inline char tu_proc_state(pid_t pid)
+{
+    char path[64];
+    char buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return 0;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] == '\0' || p[2] == '\0') {
+        return 0;
+    }
+    return p[2];
+}
+
+/* The parent pid of `pid`, or -1. */
+static inline pid_t tu_proc_ppid(pid_t pid)
+{
+    char path[64];
+    char buf[512];
+    int ppid = -1;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL || sscanf(p + 1, " %*c %d", &ppid) != 1) {
+        return -1;
+    }
+    return (pid_t)ppid;
+}
+
+/* Fills `out` with the pids whose parent is `ppid`; returns how many. */
+static inline int tu_children_of(pid_t ppid, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+    CHECK(d != NULL);
+    while ((e = readdir(d)) != NULL && n < max) {
+        if (!isdigit((unsigned char)e->d_name[0])) {
+            continue;
+        }
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (tu_proc_ppid(pid) == ppid) {
+            out[n++] = pid;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* Polls (bounded) until `pid` no longer runs.  With allow_zombie, an unreaped
+ * zombie counts as gone (the owner-death case, where an orphan is reaped by
+ * whoever inherits it); without, the process must be fully reaped.  Returns
+ * 1 when gone within `timeout_ms`. */
+static inline int tu_wait_gone(pid_t pid, int timeout_ms, int allow_zombie)
+{
+    int64_t end = harness_now_ms() + timeout_ms;
+    for (;;) {
+        char s = tu_proc_state(pid);
+        if (s == 0 || (allow_zombie && (s == 'Z' || s == 'X'))) {
+            return 1;
+        }
+        if (harness_now_ms() > end) {
+            return 0;
+        }
+        usleep(5000);
+    }
+}
+
+/* 1 if this process has no child at all, alive or zombie. */
+static inline int tu_no_children(void)
+{
+    int st;
+    pid_t r = waitpid(-1, &st, WNOHANG);
+    return r < 0 && errno == ECHILD;
+}
+
+/* ---- redirecting a standard fd into memory ------------------------------ */
+
+typedef struct tu_redirect {
+    int target; /* 1 or 2 */
+    int saved;
+    int mem;
+} tu_redirect;
+
+/* Points `target` (1 or 2) at an in-memory file until tu_redirect_end. */
+static inline void tu_redirect_begin(tu_redirect *r, int target)
+{
+    fflush(stdout);
+    fflush(stderr);
+    r->target = target;
+    r->saved = fcntl(target, F_DUPFD_CLOEXEC, 10);
+    CHECK(r->saved >= 0);
+    r->mem = memfd_create("mproc-test-capture", MFD_CLOEXEC);
+    CHECK(r->mem >= 0);
+    CHECK(dup2(r->mem, target) == target);
+}
+
+/* Restores the fd and returns what was written meanwhile (malloc'd,
+ * NUL-terminated; free it). */
+static inline char *tu_redirect_end(tu_redirect *r)
+{
+    struct stat st;
+    fflush(stdout);
+    fflush(stderr);
+    CHECK(dup2(r->saved, r->target) == r->target);
+    close(r->saved);
+    CHECK_OK(fstat(r->mem, &st));
+    char *buf = malloc((size_t)st.st_size + 1);
+    CHECK(buf != NULL);
+    ssize_t n = pread(r->mem, buf, (size_t)st.st_size, 0);
+    CHECK(n == st.st_size);
+    buf[n] = '\0';
+    close(r->mem);
+    return buf;
+}
+
+/* ---- pool helpers ------------------------------------------------------ */
+
+static inline mproc_pool *tu_pool_start(const mproc_pool_opts *o)
+{
+    mproc_pool *p = NULL;
+    CHECK_OK(mproc_pool_new(&p, o));
+    CHECK(p != NULL);
+    CHECK_OK(mproc_pool_start(p));
+    return p;
+}
+
+/* The int64 a successful result carries. */
+static inline int64_t tu_res_i64(const mproc_result *r)
+{
+    int64_t v = 0;
+    CHECK_MSG(r->err == 0, "task %llu failed: %s (%s)",
+              (unsigned long long)r->index, mproc_err_name(r->err),
+              r->errmsg ? r->errmsg : "no message");
+    CHECK_OK(mproc_result_i64(r, &v));
+    return v;
+}
+
+static inline int tu_icontains(const char *hay, const char *needle)
+{
+    return hay != NULL && strcasestr(hay, needle) != NULL;
+}
+
+#endif
