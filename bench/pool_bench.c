@@ -37,13 +37,14 @@ enum {
 
 typedef struct bench_opts {
     int mode;
-    long long items;  /* 0: the mode's default */
-    int workers;      /* 0: 2 */
-    int queue;        /* 0: putget runs the default and 4096 */
-    int queue_given;  /* --queue was on the command line */
-    long long rounds; /* latency */
-    long long warmup; /* latency */
-    int unordered;    /* putget/stream: ordered = 0 */
+    long long items;    /* 0: the mode's default */
+    int workers;        /* 0: 2 */
+    int queue;          /* 0: putget runs the default and 4096 */
+    int queue_given;    /* --queue was on the command line */
+    long long rounds;   /* latency */
+    long long warmup;   /* latency */
+    int unordered;      /* putget/stream: ordered = 0 */
+    double max_seconds; /* stream: end the sequence after this; 0: never */
 } bench_opts;
 
 /* The task: x -> x + 1. */
@@ -103,8 +104,8 @@ static long status_kb(const char *key)
 
 static int fail(const char *what, int code)
 {
-    fprintf(stderr, "pool_bench: %s: %s (%s)\n", what, mproc_strerror(code),
-            mproc_err_name(code));
+    fprintf(stderr, "pool_bench: %s: %s (%s, %d)\n", what, mproc_strerror(code),
+            mproc_err_name(code), code);
     return 1;
 }
 
@@ -180,13 +181,21 @@ static int check_result(const mproc_result *r, uint64_t expect_index,
 typedef struct counter_iter {
     uint64_t next;
     uint64_t count;
-    int64_t value; /* what *data points to, valid until the next call */
+    double deadline; /* now_s() after which the sequence ends; 0: none */
+    int64_t value;   /* what *data points to, valid until the next call */
 } counter_iter;
 
+/* Yields item_value(0), item_value(1), ... up to `count` items, or fewer
+ * when the deadline passes (the feeder simply ends the sequence there, so
+ * every item fed is still run, got and checked). */
 static int counter_next(void *ctx, const void **data, size_t *len)
 {
     counter_iter *it = ctx;
     if (it->next >= it->count) {
+        return 0;
+    }
+    if (it->deadline > 0 && (it->next & 4095) == 0 && now_s() >= it->deadline) {
+        it->count = it->next;
         return 0;
     }
     it->value = item_value(it->next++);
@@ -195,9 +204,10 @@ static int counter_next(void *ctx, const void **data, size_t *len)
     return 1;
 }
 
-/* Runs n items through put_iter + get.  With `stream`, also samples RSS. */
+/* Runs up to n items through put_iter + get, for at most max_seconds (0: no
+ * limit).  With `stream`, also samples RSS. */
 static int run_iter(const char *name, uint64_t n, int workers, int queue,
-                    int ordered, int stream)
+                    int ordered, int stream, double max_seconds)
 {
     mproc_pool *pool;
     counter_iter it = {.next = 0, .count = n};
@@ -211,14 +221,19 @@ static int run_iter(const char *name, uint64_t n, int workers, int queue,
         return 1;
     }
     t0 = now_s();
+    it.deadline = max_seconds > 0 ? t0 + max_seconds : 0;
     rc = mproc_pool_put_iter(pool, counter_next, &it);
     if (rc != 0) {
         mproc_pool_free(pool);
         return fail("mproc_pool_put_iter", rc);
     }
-    for (i = 0; i < n; i++) {
+    /* Get until nothing is outstanding and the feeder has ended. */
+    for (i = 0;; i++) {
         mproc_result r;
         rc = mproc_pool_get(pool, &r, 30000);
+        if (rc == MPROC_ENOTASK) {
+            break;
+        }
         if (rc != 0) {
             fprintf(stderr, "pool_bench: get #%" PRIu64 ": ", i);
             bad = fail("mproc_pool_get", rc);
@@ -240,16 +255,13 @@ static int run_iter(const char *name, uint64_t n, int workers, int queue,
             bad = fail("mproc_pool_wait_iter", rc);
         }
     }
-    if (!bad) {
-        /* Exactly n outcomes: nothing may be left. */
-        mproc_result r;
-        rc = mproc_pool_get(pool, &r, 0);
-        if (rc != MPROC_ENOTASK) {
-            fprintf(stderr, "pool_bench: get after the last result: %s\n",
-                    mproc_err_name(rc));
-            mproc_result_clear(&r);
-            bad = 1;
-        }
+    /* The feeder has ended, so `it` is ours again: exactly one outcome for
+     * every item it fed. */
+    if (!bad && i != it.next) {
+        fprintf(stderr,
+                "pool_bench: %" PRIu64 " outcomes for %" PRIu64 " items\n", i,
+                it.next);
+        bad = 1;
     }
     rss_end = status_kb("VmRSS");
     hwm = status_kb("VmHWM");
@@ -267,11 +279,14 @@ static int run_iter(const char *name, uint64_t n, int workers, int queue,
     }
     printf("%s items=%" PRIu64 " workers=%d queue=%s ordered=%d "
            "seconds=%.3f tasks_per_s=%.0f",
-           name, n, workers, qbuf, ordered, dt, (double)n / dt);
+           name, i, workers, qbuf, ordered, dt, (double)i / dt);
     if (stream) {
         printf(" rss_start_kb=%ld rss_1m_kb=%ld rss_end_kb=%ld "
                "peak_rss_kb=%ld",
                rss_start, rss_1m, rss_end, hwm);
+    }
+    if (i < n) {
+        printf(" requested=%" PRIu64 " stopped_at_s=%.0f", n, max_seconds);
     }
     printf("\n");
     fflush(stdout);
@@ -448,13 +463,15 @@ static void usage(FILE *f)
     fprintf(f, "usage: pool_bench [--mode putget|map|latency|stream|all]\n"
                "                  [--items N] [--workers W] [--queue Q]\n"
                "                  [--rounds R] [--warmup R] [--unordered]\n"
+               "                  [--max-seconds S]\n"
                "  putget   N items (default 200000) through put_iter + get;\n"
                "           without --queue, once with the default queue size\n"
                "           and once with --queue 4096\n"
                "  map      mproc_pool_map over N items (default 200000)\n"
                "  latency  R put+get round trips (default 20000, after 1000)\n"
                "  stream   N items (default 10000000) through put_iter + get,\n"
-               "           with RSS samples\n"
+               "           with RSS samples; --max-seconds S ends the input\n"
+               "           after S seconds (every item fed is still checked)\n"
                "  all      all of the above (default)\n"
                "  --workers W  pool size (default 2)\n"
                "  --queue Q    queue_size (-1: unbounded; 0: the default)\n"
@@ -526,6 +543,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             o->rounds = x;
         } else if (strcmp(a, "--warmup") == 0 && parse_ll(v, 0, &x) == 0) {
             o->warmup = x;
+        } else if (strcmp(a, "--max-seconds") == 0 && parse_ll(v, 0, &x) == 0) {
+            o->max_seconds = (double)x;
         } else {
             fprintf(stderr, "pool_bench: bad option or value: %s %s\n", a, v);
             return -1;
@@ -546,10 +565,10 @@ int main(int argc, char **argv)
     if (!bad && (all || o.mode == MODE_PUTGET)) {
         uint64_t n = o.items ? (uint64_t)o.items : 200000;
         if (o.queue_given) {
-            bad = run_iter("putget", n, o.workers, o.queue, !o.unordered, 0);
+            bad = run_iter("putget", n, o.workers, o.queue, !o.unordered, 0, 0);
         } else {
-            bad = run_iter("putget", n, o.workers, 0, !o.unordered, 0) ||
-                  run_iter("putget", n, o.workers, 4096, !o.unordered, 0);
+            bad = run_iter("putget", n, o.workers, 0, !o.unordered, 0, 0) ||
+                  run_iter("putget", n, o.workers, 4096, !o.unordered, 0, 0);
         }
     }
     if (!bad && (all || o.mode == MODE_MAP)) {
@@ -560,7 +579,7 @@ int main(int argc, char **argv)
     }
     if (!bad && (all || o.mode == MODE_STREAM)) {
         bad = run_iter("stream", o.items ? (uint64_t)o.items : 10000000,
-                       o.workers, o.queue, !o.unordered, 1);
+                       o.workers, o.queue, !o.unordered, 1, o.max_seconds);
     }
     return bad ? 1 : 0;
 }

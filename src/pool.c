@@ -419,13 +419,15 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
         mproc__unit_free(u);
         return rc;
     }
-    u->index = p->next_index++;
+    /* Once unlocked, u belongs to the I/O thread and may already be gone. */
+    int64_t index = (int64_t)p->next_index++;
+    u->index = (uint64_t)index;
     p->unfinished++;
     p->outstanding++;
     enqueue_back(p, u);
     mproc__pool_wake(p);
     pthread_mutex_unlock(&p->mu);
-    return (int64_t)u->index;
+    return index;
 }
 
 int64_t mproc_pool_put(mproc_pool *p, const void *data, size_t len,

@@ -222,6 +222,9 @@ static inline void tu_redirect_begin(tu_redirect *r, int target)
     CHECK(r->saved >= 0);
     r->mem = memfd_create("mproc-test-capture", MFD_CLOEXEC);
     CHECK(r->mem >= 0);
+    /* Workers inherit and write to it at once; a memfd has no atomic file
+     * position between processes, so append, or lines overwrite each other. */
+    CHECK_OK(fcntl(r->mem, F_SETFL, O_APPEND));
     CHECK(dup2(r->mem, target) == target);
 }
 
