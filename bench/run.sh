@@ -115,7 +115,7 @@ row() {
                 if (kind == "le") verdict = (r <= target) ? "met" : "NOT met"
             }
             t = kind == "ge" ? ">= " target "x" : kind == "le" ? "<= " target "x" : target
-            printf "| %-40s | %12s | %10s | %8s | %-18s |\n", label,
+            printf "| %-42s | %12s | %10s | %8s | %-18s |\n", label,
                    a == "" ? "-" : a, b == "" ? "-" : b, ratio,
                    t (verdict == "" ? "" : " " verdict)
         }'
@@ -123,9 +123,9 @@ row() {
 
 echo
 echo "== Summary (2 workers; f(x) = x + 1; ratio = mproc / Python)"
-printf '| %-40s | %12s | %10s | %8s | %-18s |\n' measurement mproc Python \
+printf '| %-42s | %12s | %10s | %8s | %-18s |\n' measurement mproc Python \
     ratio target
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..42})" \
+printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..44})" \
     "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" \
     "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..20})"
 py_putget=$(py putget tasks_per_s)

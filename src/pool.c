@@ -348,10 +348,21 @@ static int wait_room(mproc_pool *p, uint64_t deadline, int feeder)
         if (feeder && p->feeder_stop) {
             return MPROC_ECLOSED;
         }
-        if (p->bound == 0 ||
-            (p->unfinished < p->bound &&
-             (!feeder || p->outstanding < p->bound))) {
+        if (p->bound == 0) {
             return 0;
+        }
+        if (!feeder && p->unfinished < p->bound) {
+            return 0;
+        }
+        /* The feeder, once held at the bound, waits until half of it is
+         * free: each wake-up then moves several tasks, not one. */
+        size_t limit = p->feeder_held ? (p->bound + 1) / 2 : p->bound;
+        if (feeder && p->unfinished < limit && p->outstanding < limit) {
+            p->feeder_held = 0;
+            return 0;
+        }
+        if (feeder) {
+            p->feeder_held = 1;
         }
         if (deadline != UINT64_MAX && mproc__now_ns() >= deadline) {
             return MPROC_ETIMEDOUT;
@@ -913,7 +924,7 @@ void mproc_pool_free(mproc_pool *p)
     if (p == NULL) {
         return;
     }
-    mproc_pool_terminate(p);
+    mproc_pool_close(p, MPROC_FOREVER);
     while (p->rhead) {
         struct outcome *o = p->rhead;
         p->rhead = o->next;

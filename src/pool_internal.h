@@ -114,6 +114,7 @@ struct mproc_pool {
     int feeder_running;  /* [mu] */
     int feeder_stop;     /* [mu] */
     int feeder_rc;       /* [mu] */
+    int feeder_held;     /* [mu] it hit the bound; resumes at half of it */
     mproc_iter_fn iter;
     void *iter_ctx;
 

@@ -140,8 +140,9 @@ _Noreturn static inline void harness_fail(const char *file, int line,
     do {                                                                       \
         long long harness_e_ = (long long)(expr);                              \
         if (harness_e_ < 0) {                                                  \
-            harness_fail(__FILE__, __LINE__, "CHECK_NONNEG(%s): got %lld (%s)", \
-                         #expr, harness_e_, harness_code_name(harness_e_));    \
+            harness_fail(__FILE__, __LINE__,                                   \
+                         "CHECK_NONNEG(%s): got %lld (%s)", #expr, harness_e_, \
+                         harness_code_name(harness_e_));                       \
         }                                                                      \
     } while (0)
 
@@ -274,8 +275,8 @@ static inline int harness_run_one(const test_case *t)
     if (timed_out || (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)) {
         printf("[ FAIL ] %s: timed out after %d s\n", t->name, timeout);
     } else if (WIFSIGNALED(status)) {
-        printf("[ FAIL ] %s: killed by signal %d (%s) after %.2f s\n",
-               t->name, WTERMSIG(status), strsignal(WTERMSIG(status)), secs);
+        printf("[ FAIL ] %s: killed by signal %d (%s) after %.2f s\n", t->name,
+               WTERMSIG(status), strsignal(WTERMSIG(status)), secs);
     } else {
         printf("[ FAIL ] %s: exit status %d after %.2f s\n", t->name,
                WEXITSTATUS(status), secs);

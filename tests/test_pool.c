@@ -23,7 +23,7 @@ static void sync_close(void)
     tu_close_pipe(g_release);
 }
 
-/* ---- task side (runs in workers) ---------------------------------------- */
+/* ---- task side (runs in workers) ----------------------------------------- */
 
 static void task_signal(char c)
 {
@@ -204,7 +204,9 @@ static const mproc_worker_ops obj_ops = {obj_init, obj_run, obj_fini};
 
 static void test_unordered_set(void)
 {
-    enum { N = 100 };
+    enum {
+        N = 100
+    };
     int seen[N] = {0};
     mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = sq_fn, .size = 3});
     for (int64_t i = 0; i < N; i++) {
@@ -233,7 +235,9 @@ static void test_unordered_set(void)
 /* Ordered get returns put order even when a later task finishes first. */
 static void test_ordered_get(void)
 {
-    enum { N = 10 };
+    enum {
+        N = 10
+    };
     char buf[N];
     mproc_result r;
     sync_open();
@@ -262,7 +266,11 @@ static void test_ordered_get(void)
  * not swallow the outcomes of plain puts. */
 static void test_map_reuse(void)
 {
-    enum { N1 = 200, N2 = 300, NP = 5 };
+    enum {
+        N1 = 200,
+        N2 = 300,
+        NP = 5
+    };
     static int64_t vals[N2];
     static mproc_bytes items[N2];
     static mproc_result out[N2];
@@ -335,7 +343,9 @@ static void *produce(void *arg)
 
 static void test_put_get_threads(void)
 {
-    enum { N = 300 };
+    enum {
+        N = 300
+    };
     int seen[N] = {0};
     pthread_t th;
     mproc_pool *p = tu_pool_start(
@@ -363,7 +373,7 @@ static void test_put_get_threads(void)
     mproc_pool_free(p);
 }
 
-/* ---- static args and worker objects ------------------------------------- */
+/* ---- static args and worker objects -------------------------------------- */
 
 static void test_static_args_fn(void)
 {
@@ -389,7 +399,9 @@ static void test_static_args_fn(void)
  * fini runs once per worker at close. */
 static void test_worker_object(void)
 {
-    enum { N = 20 };
+    enum {
+        N = 20
+    };
     int64_t m = 7;
     char buf[8];
     tu_pipe(g_fini);
@@ -452,7 +464,7 @@ static void test_worker_object(void)
     tu_close_pipe(g_fini);
 }
 
-/* ---- errors ------------------------------------------------------------ */
+/* ---- errors -------------------------------------------------------------- */
 
 static void check_err_outcome(const mproc_result *r)
 {
@@ -477,7 +489,9 @@ static void check_err_outcome(const mproc_result *r)
 /* An error carries the task's index and the worker's message. */
 static void test_error_outcome(void)
 {
-    enum { N = 20 };
+    enum {
+        N = 20
+    };
     int seen[N] = {0};
     mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = err_fn, .size = 2});
     for (int64_t i = 0; i < N; i++) {
@@ -511,7 +525,9 @@ static void test_error_outcome(void)
 /* Ordered: the error comes in its turn and the later results are kept. */
 static void test_ordered_error(void)
 {
-    enum { N = 20 };
+    enum {
+        N = 20
+    };
     mproc_pool *p = tu_pool_start(
         &(mproc_pool_opts){.fn = err_fn, .size = 3, .ordered = 1});
     for (int64_t i = 0; i < N; i++) {
@@ -527,7 +543,7 @@ static void test_ordered_error(void)
     mproc_pool_free(p);
 }
 
-/* ---- put / get with timeouts -------------------------------------------- */
+/* ---- put / get with timeouts --------------------------------------------- */
 
 typedef struct put_arg {
     mproc_pool *p;
@@ -559,8 +575,7 @@ static void test_put_timeouts(void)
     int64_t t0 = harness_now_ms();
     CHECK_ERR(mproc_pool_put_i64(p, 3, 100), MPROC_ETIMEDOUT);
     int64_t dt = harness_now_ms() - t0;
-    CHECK_MSG(dt >= 90 && dt < 10000, "timed put took %lld ms",
-              (long long)dt);
+    CHECK_MSG(dt >= 90 && dt < 10000, "timed put took %lld ms", (long long)dt);
     CHECK_ERR(mproc_pool_put(p, "abcdefgh", 8, 0), MPROC_EFULL);
 
     /* a blocked put goes through when room appears */
@@ -593,12 +608,52 @@ static void test_put_timeouts(void)
     sync_close();
 }
 
+/* The default bound is 2 * size waiting tasks; MPROC_UNBOUNDED has none. */
+static void test_queue_bounds(void)
+{
+    char buf[2];
+    mproc_result *res = NULL;
+    size_t n = 0;
+    sync_open();
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
+    CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
+    CHECK_NONNEG(mproc_pool_put_i64(p, 1, T_LONG));
+    CHECK_EQ(tu_read_n(g_started[0], buf, 2, T_LONG), 2); /* both running */
+    for (int64_t i = 2; i < 6; i++) {
+        CHECK_EQ(mproc_pool_put_i64(p, i, 0), i); /* 4 may wait */
+    }
+    CHECK_ERR(mproc_pool_put_i64(p, 6, 0), MPROC_EFULL);
+    tu_release(g_release[1], 6);
+    CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
+    CHECK_EQ(n, 6);
+    mproc_results_free(res, n);
+    mproc_pool_free(p);
+    sync_close();
+
+    sync_open();
+    p = tu_pool_start(&(mproc_pool_opts){
+        .fn = block_fn, .size = 1, .queue_size = MPROC_UNBOUNDED});
+    CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
+    CHECK_EQ(tu_read_n(g_started[0], buf, 1, T_LONG), 1);
+    for (int64_t i = 1; i <= 200; i++) {
+        CHECK_EQ(mproc_pool_put_i64(p, i, 0), i); /* never full */
+    }
+    tu_release(g_release[1], 201);
+    CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
+    CHECK_EQ(n, 201);
+    mproc_results_free(res, n);
+    mproc_pool_free(p);
+    sync_close();
+}
+
 static void test_get_timeouts(void)
 {
     mproc_result r;
     char c;
     sync_open();
-    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
     CHECK_ERR(mproc_pool_get(p, &r, MPROC_FOREVER), MPROC_ENOTASK);
     CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_ENOTASK);
     CHECK_NONNEG(mproc_pool_put_i64(p, 5, T_LONG));
@@ -624,7 +679,9 @@ static void test_get_timeouts(void)
 
 static void test_get_all(void)
 {
-    enum { N = 50 };
+    enum {
+        N = 50
+    };
     int seen[N] = {0};
     mproc_result *res = NULL;
     size_t n = 99;
@@ -671,7 +728,8 @@ static void test_get_all_timeout(void)
     mproc_result *res = NULL;
     size_t n = 0;
     sync_open();
-    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
     CHECK_NONNEG(mproc_pool_put_i64(p, 1000, T_LONG)); /* quick */
     CHECK_NONNEG(mproc_pool_put_i64(p, 1, T_LONG));    /* blocks */
     CHECK_EQ(tu_read_n(g_started[0], &c, 1, T_LONG), 1);
@@ -714,7 +772,9 @@ static int iter_next(void *ctx, const void **data, size_t *len)
 
 static void test_put_iter(void)
 {
-    enum { N = 1000 };
+    enum {
+        N = 1000
+    };
     static int64_t vals[N];
     static char seen[N];
     mproc_result r;
@@ -817,7 +877,8 @@ static void test_join(void)
     char c;
     mproc_result r;
     sync_open();
-    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
     CHECK_OK(mproc_pool_join(p, 0)); /* nothing outstanding */
     for (int64_t i = 0; i < 10; i++) {
         CHECK_NONNEG(mproc_pool_put_i64(p, 1000 + i, T_LONG));
@@ -869,7 +930,8 @@ static void test_close_while_busy(void)
     mproc_result *res = NULL;
     size_t n = 0;
     sync_open();
-    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
     for (int64_t i = 0; i < 4; i++) {
         CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
     }
@@ -901,7 +963,8 @@ static void test_close_drains(void)
     size_t n = 0;
     int seen[6] = {0};
     sync_open();
-    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
     for (int64_t i = 0; i < 6; i++) {
         CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
     }
@@ -950,7 +1013,8 @@ static void test_terminate_while_busy(void)
     size_t n = 0;
     pthread_t th;
     sync_open();
-    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
     for (int64_t i = 0; i < 6; i++) {
         CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
     }
@@ -1076,7 +1140,9 @@ static void check_rec(const char *msg, const char *name, const char *handler,
  * the worker's stderr. */
 static void test_log_routing(void)
 {
-    enum { N = 4 };
+    enum {
+        N = 4
+    };
     int64_t pids[N];
     char msg[64];
     tu_redirect err;
@@ -1158,8 +1224,8 @@ static void test_log_root(void)
     mproc_pool_free(p);
 }
 
-static int log_many_fn(const void *task, size_t len, const void *sa,
-                       size_t sl, mproc_reply *reply)
+static int log_many_fn(const void *task, size_t len, const void *sa, size_t sl,
+                       mproc_reply *reply)
 {
     char big[5000];
     (void)reply;
@@ -1214,8 +1280,8 @@ static void test_log_order(void)
     mproc_pool_free(p);
 }
 
-static int log_exit_fn(const void *task, size_t len, const void *sa,
-                       size_t sl, mproc_reply *reply)
+static int log_exit_fn(const void *task, size_t len, const void *sa, size_t sl,
+                       mproc_reply *reply)
 {
     int64_t x = -1;
     (void)sa;
@@ -1229,7 +1295,9 @@ static int log_exit_fn(const void *task, size_t len, const void *sa,
 /* A record logged just before the worker exits still arrives. */
 static void test_log_before_exit(void)
 {
-    enum { N = 3 };
+    enum {
+        N = 3
+    };
     mproc_pool *p = NULL;
     logs_reset();
     CHECK_OK(
@@ -1275,8 +1343,7 @@ static void test_logger_api(void)
     CHECK_ERR(mproc_pool_remove_logger(NULL, "a"), -EINVAL);
     CHECK_ERR(mproc_pool_remove_logger(p, NULL), -EINVAL);
     CHECK_OK(mproc_pool_add_logger(p, "app", log_handler, "app"));
-    CHECK_ERR(mproc_pool_add_logger(p, "app", log_handler, "app"),
-              MPROC_EBUSY);
+    CHECK_ERR(mproc_pool_add_logger(p, "app", log_handler, "app"), MPROC_EBUSY);
     CHECK_OK(mproc_pool_add_logger(p, "", log_handler, ""));
     CHECK_OK(mproc_pool_remove_logger(p, "app"));
     CHECK_ERR(mproc_pool_remove_logger(p, "app"), MPROC_ENOTFOUND);
@@ -1329,8 +1396,7 @@ static void on_output(void *ctx, int worker, int stream, const char *line,
     pthread_mutex_lock(&g_out.mu);
     if (ctx == (void *)&g_out && g_out.n < 64) {
         int i = g_out.n++;
-        snprintf(g_out.lines[i], sizeof g_out.lines[i], "%.*s", (int)len,
-                 line);
+        snprintf(g_out.lines[i], sizeof g_out.lines[i], "%.*s", (int)len, line);
         g_out.worker[i] = worker;
         g_out.stream[i] = stream;
     }
@@ -1368,7 +1434,9 @@ static int out_find(int stream, const char *line)
 /* Each worker's stdout/stderr lines, tagged with the worker. */
 static void test_capture_output(void)
 {
-    enum { N = 6 };
+    enum {
+        N = 6
+    };
     int wid[N];
     mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = print_fn,
                                                      .size = 2,
@@ -1414,7 +1482,9 @@ static void test_capture_output(void)
  * prefixed "[worker N] ". */
 static void test_capture_default(void)
 {
-    enum { N = 4 };
+    enum {
+        N = 4
+    };
     tu_redirect out;
     tu_redirect err;
     int rc;
@@ -1508,8 +1578,8 @@ static int str_fn(const void *task, size_t len, const void *sa, size_t sl,
 
 /* The reply API from inside a task, error paths included; succeeds with
  * "abcdef". */
-static int reply_api_fn(const void *task, size_t len, const void *sa,
-                        size_t sl, mproc_reply *reply)
+static int reply_api_fn(const void *task, size_t len, const void *sa, size_t sl,
+                        mproc_reply *reply)
 {
     char small[4] = "xyz";
     int rc;
@@ -1526,6 +1596,11 @@ static int reply_api_fn(const void *task, size_t len, const void *sa,
     if ((rc = mproc_reply_write(reply, small, MPROC_PAYLOAD_MAX + 1)) !=
         MPROC_ETOOBIG) {
         return mproc_reply_error(reply, "write(huge) gave %d", rc);
+    }
+    if (mproc_reply_i64(NULL, 1) != -EINVAL ||
+        mproc_reply_f64(NULL, 1.0) != -EINVAL ||
+        mproc_reply_str(NULL, "x") != -EINVAL) {
+        return mproc_reply_error(reply, "typed reply to NULL accepted");
     }
     if (mproc_reply_alloc(NULL, 1) != NULL) {
         return mproc_reply_error(reply, "alloc(NULL) not NULL");
@@ -1684,7 +1759,10 @@ static void test_large_payload(void)
  * fresh one takes over; nothing is lost. */
 static void test_max_tasks(void)
 {
-    enum { N = 12, M = 3 };
+    enum {
+        N = 12,
+        M = 3
+    };
     int64_t pids[N];
     int npids = 0;
     int counts[N] = {0};
@@ -1716,7 +1794,9 @@ static void test_max_tasks(void)
     mproc_pool_free(p);
 
     /* through map too: all items, correct */
-    enum { NM = 200 };
+    enum {
+        NM = 200
+    };
     static int64_t vals[NM];
     static mproc_bytes items[NM];
     static mproc_result out[NM];
@@ -1724,8 +1804,8 @@ static void test_max_tasks(void)
         vals[i] = i;
         items[i] = (mproc_bytes){&vals[i], sizeof vals[i]};
     }
-    p = tu_pool_start(&(mproc_pool_opts){
-        .fn = sq_fn, .size = 2, .max_tasks_per_worker = 10});
+    p = tu_pool_start(
+        &(mproc_pool_opts){.fn = sq_fn, .size = 2, .max_tasks_per_worker = 10});
     CHECK_OK(mproc_pool_map(p, items, NM, out));
     for (int i = 0; i < NM; i++) {
         CHECK_EQ(out[i].index, i);
@@ -1857,6 +1937,7 @@ TEST_LIST = {
     {"error_outcome", test_error_outcome, 0},
     {"ordered_error", test_ordered_error, 0},
     {"put_timeouts", test_put_timeouts, 0},
+    {"queue_bounds", test_queue_bounds, 0},
     {"get_timeouts", test_get_timeouts, 0},
     {"get_all", test_get_all, 0},
     {"get_all_timeout", test_get_all_timeout, 0},

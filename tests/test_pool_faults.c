@@ -9,6 +9,7 @@
  * g_started (a byte, or their pid) and block reading g_release. */
 static int g_started[2] = {-1, -1};
 static int g_release[2] = {-1, -1};
+static int g_done[2] = {-1, -1}; /* pidblock_fn: 'F' when a task finishes */
 
 static void sync_open(void)
 {
@@ -55,7 +56,7 @@ static int64_t task_i64(const void *task, size_t len)
     return x;
 }
 
-/* ---- task functions --------------------------------------------------------- */
+/* ---- task functions ------------------------------------------------------ */
 
 static int sq_fn(const void *task, size_t len, const void *sa, size_t sl,
                  mproc_reply *reply)
@@ -136,8 +137,8 @@ static int pid_fn(const void *task, size_t len, const void *sa, size_t sl,
 }
 
 /* Reports its pid, blocks until released, replies the pid. */
-static int pidblock_fn(const void *task, size_t len, const void *sa,
-                       size_t sl, mproc_reply *reply)
+static int pidblock_fn(const void *task, size_t len, const void *sa, size_t sl,
+                       mproc_reply *reply)
 {
     (void)task;
     (void)len;
@@ -147,10 +148,14 @@ static int pidblock_fn(const void *task, size_t len, const void *sa,
     if (wait_release() != 0) {
         return -EPIPE;
     }
+    if (g_done[1] >= 0) {
+        ssize_t k = write(g_done[1], "F", 1);
+        (void)k;
+    }
     return mproc_reply_i64(reply, (int64_t)getpid());
 }
 
-/* ---- bad input ------------------------------------------------------------ */
+/* ---- bad input ----------------------------------------------------------- */
 
 static void test_new_bad_input(void)
 {
@@ -159,31 +164,33 @@ static void test_new_bad_input(void)
     char small[8] = {0};
 
     CHECK_ERR(mproc_pool_new(NULL, &(mproc_pool_opts){.fn = sq_fn}), -EINVAL);
+    p = (mproc_pool *)&p; /* not NULL: new must set it to NULL */
     CHECK_ERR(mproc_pool_new(&p, NULL), -EINVAL);
+    CHECK(p == NULL);
+    p = (mproc_pool *)&p;
     CHECK_ERR(mproc_pool_new(&p, &(mproc_pool_opts){.size = 2}), -EINVAL);
-    CHECK_ERR(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn,
-                                                    .worker = &ops}),
+    CHECK_ERR(
+        mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn, .worker = &ops}),
+        -EINVAL);
+    CHECK_ERR(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn, .size = -1}),
               -EINVAL);
     CHECK_ERR(
-        mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn, .size = -1}),
+        mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn, .queue_size = -2}),
         -EINVAL);
-    CHECK_ERR(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn,
-                                                    .queue_size = -2}),
+    CHECK_ERR(mproc_pool_new(
+                  &p, &(mproc_pool_opts){.fn = sq_fn, .task_timeout_ms = -1}),
               -EINVAL);
-    CHECK_ERR(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn,
-                                                    .task_timeout_ms = -1}),
-              -EINVAL);
-    CHECK_ERR(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn,
-                                                    .max_tasks_per_worker =
-                                                        -1}),
-              -EINVAL);
+    CHECK_ERR(
+        mproc_pool_new(
+            &p, &(mproc_pool_opts){.fn = sq_fn, .max_tasks_per_worker = -1}),
+        -EINVAL);
     /* a huge static_len must be refused before anything reads it */
-    CHECK_ERR(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn,
-                                                    .static_args = small,
-                                                    .static_len =
-                                                        MPROC_PAYLOAD_MAX +
-                                                        1}),
+    CHECK_ERR(mproc_pool_new(
+                  &p, &(mproc_pool_opts){.fn = sq_fn,
+                                         .static_args = small,
+                                         .static_len = MPROC_PAYLOAD_MAX + 1}),
               MPROC_ETOOBIG);
+    CHECK(p == NULL); /* *pool is NULL after a failed new */
     /* the valid corner cases */
     CHECK_OK(mproc_pool_new(
         &p, &(mproc_pool_opts){.fn = sq_fn, .queue_size = MPROC_UNBOUNDED}));
@@ -356,7 +363,7 @@ static void test_null_handles(void)
     CHECK_EQ(mproc_pool_is_alive(NULL), 0);
 }
 
-/* ---- worker death ----------------------------------------------------------- */
+/* ---- worker death -------------------------------------------------------- */
 
 static int names(const char *msg, const char *a, const char *b, const char *c)
 {
@@ -381,8 +388,7 @@ static void check_death(const mproc_result *r, int64_t x)
                   "\"%s\"", m);
         break;
     case 4:
-        CHECK_MSG(names(m, "SIGTERM", "signal 15", "terminated"), "\"%s\"",
-                  m);
+        CHECK_MSG(names(m, "SIGTERM", "signal 15", "terminated"), "\"%s\"", m);
         break;
     default:
         CHECK(0);
@@ -393,7 +399,9 @@ static void check_death(const mproc_result *r, int64_t x)
  * signal or status; the others succeed; the pool goes on. */
 static void test_worker_death(void)
 {
-    enum { N = 12 };
+    enum {
+        N = 12
+    };
     int seen[N] = {0};
     mproc_result r;
     mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = die_fn, .size = 2});
@@ -452,7 +460,10 @@ static void test_worker_death_ordered(void)
 /* Every task kills its worker: an error per task, never a hang. */
 static void test_every_task_exits(void)
 {
-    enum { N = 20, M = 30 };
+    enum {
+        N = 20,
+        M = 30
+    };
     int seen[N] = {0};
     mproc_result r;
     mproc_pool *p =
@@ -488,7 +499,7 @@ static void test_every_task_exits(void)
     mproc_pool_free(p);
 }
 
-/* ---- init failures ---------------------------------------------------------- */
+/* ---- init failures ------------------------------------------------------- */
 
 static int run_plain(void *state, const void *task, size_t len,
                      mproc_reply *reply)
@@ -527,8 +538,8 @@ static int init_crash(const void *sa, size_t sl, void **state)
 static void check_init_failure(const mproc_worker_ops *ops, int size)
 {
     mproc_pool *p = NULL;
-    CHECK_OK(mproc_pool_new(&p, &(mproc_pool_opts){.worker = ops,
-                                                   .size = size}));
+    CHECK_OK(
+        mproc_pool_new(&p, &(mproc_pool_opts){.worker = ops, .size = size}));
     CHECK_ERR(mproc_pool_start(p), MPROC_EINIT);
     const char *msg = mproc_pool_last_error(p);
     CHECK(msg != NULL);
@@ -614,9 +625,40 @@ static void test_broken(void)
     munmap(mem, 4096);
 }
 
-/* ---- SIGKILL random workers during a 100,000-item map ------------------------ */
+/* ---- SIGKILL random workers during a 100,000-item map -------------------- */
+
+/* Each worker process reports its pid when it runs its first task, then
+ * waits (bounded) until the killer thread has either killed it or acked it
+ * in shared memory.  So the first kills land while the map runs, on a
+ * worker that is inside a task, whatever the machine's speed. */
+enum {
+    ACK_SLOTS = 64,
+    FIRST_KILLS = 6,
+    EXTRA_KILLS = 3
+};
+
+typedef struct ack_area {
+    atomic_int all; /* stop waiting */
+    atomic_int n;
+    atomic_int pid[ACK_SLOTS];
+} ack_area;
 
 static int g_pidpipe[2] = {-1, -1};
+static ack_area *g_ack;
+
+static int acked(int pid)
+{
+    if (atomic_load(&g_ack->all)) {
+        return 1;
+    }
+    int n = atomic_load(&g_ack->n);
+    for (int i = 0; i < n && i < ACK_SLOTS; i++) {
+        if (atomic_load(&g_ack->pid[i]) == pid) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 static int report_fn(const void *task, size_t len, const void *sa, size_t sl,
                      mproc_reply *reply)
@@ -629,37 +671,71 @@ static int report_fn(const void *task, size_t len, const void *sa, size_t sl,
         reported = 1;
         ssize_t k = write(g_pidpipe[1], &pid, sizeof pid);
         (void)k;
+        /* bounded poll: the killer answers within milliseconds */
+        for (int64_t end = harness_now_ms() + 20000;
+             !acked(pid) && harness_now_ms() < end;) {
+            usleep(200);
+        }
     }
     return mproc_reply_i64(reply, task_i64(task, len) + 1);
 }
 
 typedef struct killer {
     atomic_int stop;
-    int max;
-    int n;
-    pid_t killed[16];
+    int n;     /* kills in all */
+    int first; /* kills of workers waiting in their first task */
+    pid_t killed[FIRST_KILLS + EXTRA_KILLS];
+    pid_t spared[ACK_SLOTS];
+    int nspared;
 } killer;
+
+static void ack(killer *k, pid_t pid)
+{
+    int i = atomic_load(&g_ack->n);
+    if (i < ACK_SLOTS) {
+        atomic_store(&g_ack->pid[i], (int)pid);
+        atomic_store(&g_ack->n, i + 1);
+        k->spared[k->nspared++] = pid;
+    } else {
+        atomic_store(&g_ack->all, 1);
+    }
+}
 
 static void *killer_main(void *arg)
 {
     killer *k = arg;
     while (!atomic_load(&k->stop)) {
         int32_t pid;
-        if (tu_read_n(g_pidpipe[0], &pid, sizeof pid, 20) != sizeof pid) {
+        if (tu_read_n(g_pidpipe[0], &pid, sizeof pid, 20) != sizeof pid ||
+            pid <= 0) {
             continue;
         }
-        if (k->n < k->max && pid > 0) {
+        if (k->first < FIRST_KILLS) {
             if (kill(pid, SIGKILL) == 0) {
                 k->killed[k->n++] = pid;
+                k->first++;
+            }
+            continue;
+        }
+        ack(k, pid);
+        /* and now and then kill a worker that is busy with the map, at
+         * whatever point it has reached */
+        if (k->n < FIRST_KILLS + EXTRA_KILLS && k->nspared >= 2) {
+            pid_t victim = k->spared[k->nspared - 2];
+            if (kill(victim, SIGKILL) == 0) {
+                k->killed[k->n++] = victim;
             }
         }
     }
+    atomic_store(&g_ack->all, 1);
     return NULL;
 }
 
 static void test_kill_during_map(void)
 {
-    enum { N = 100000 };
+    enum {
+        N = 100000
+    };
     int64_t *vals = malloc(N * sizeof *vals);
     mproc_bytes *items = malloc(N * sizeof *items);
     mproc_result *out = calloc(N, sizeof *out);
@@ -668,10 +744,14 @@ static void test_kill_during_map(void)
         vals[i] = i;
         items[i] = (mproc_bytes){&vals[i], sizeof vals[i]};
     }
+    void *mem = mmap(NULL, sizeof(ack_area), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(mem != MAP_FAILED);
+    g_ack = mem;
     tu_pipe(g_pidpipe);
     mproc_pool *p =
         tu_pool_start(&(mproc_pool_opts){.fn = report_fn, .size = 3});
-    killer k = {.max = 6};
+    killer k = {.n = 0};
     atomic_init(&k.stop, 0);
     pthread_t th;
     CHECK_OK(pthread_create(&th, NULL, killer_main, &k));
@@ -694,9 +774,11 @@ static void test_kill_during_map(void)
         mproc_result_clear(&out[i]);
     }
     printf("    %d workers killed, %d items failed\n", k.n, died);
-    CHECK_MSG(k.n >= 1, "no worker was killed");
-    /* one SIGKILL can fail at most the one task that worker was running */
-    CHECK_MSG(died <= k.n, "%d items failed after %d kills", died, k.n);
+    CHECK_EQ(k.first, FIRST_KILLS);
+    /* each worker killed inside its first task failed exactly that task;
+     * one SIGKILL can fail at most the one task its worker was running */
+    CHECK_MSG(died >= FIRST_KILLS && died <= k.n,
+              "%d items failed after %d kills", died, k.n);
     for (int i = 0; i < k.n; i++) {
         CHECK(tu_wait_gone(k.killed[i], 10000, 0));
     }
@@ -709,12 +791,13 @@ static void test_kill_during_map(void)
     CHECK_OK(mproc_pool_close(p, T_LONG));
     mproc_pool_free(p);
     tu_close_pipe(g_pidpipe);
+    munmap(mem, sizeof(ack_area));
     free(vals);
     free(items);
     free(out);
 }
 
-/* ---- the owner dies ---------------------------------------------------------- */
+/* ---- the owner dies ------------------------------------------------------ */
 
 /* Reports its pid and blocks forever. */
 static int forever_fn(const void *task, size_t len, const void *sa, size_t sl,
@@ -780,7 +863,9 @@ static pid_t spawn_owner(mproc_task_fn fn, int size, int linger)
 /* The owner dying (SIGKILL) takes its workers and fork server with it. */
 static void test_owner_death(void)
 {
-    enum { SIZE = 2 };
+    enum {
+        SIZE = 2
+    };
     int32_t pids[SIZE];
     pid_t others[8];
     int st;
@@ -801,8 +886,7 @@ static void test_owner_death(void)
     }
     for (int i = 0; i < nothers; i++) {
         CHECK_MSG(tu_wait_gone(others[i], 10000, 1),
-                  "process %d (the owner's child) outlived it",
-                  (int)others[i]);
+                  "process %d (the owner's child) outlived it", (int)others[i]);
     }
     sync_close();
 }
@@ -822,13 +906,12 @@ static void test_owner_death_linger(void)
     tu_release(g_release[1], 1);
     CHECK_MSG(tu_read_n(g_pidpipe[0], &d, 1, 10000) == 1 && d == 'D',
               "the lingering worker did not finish its task");
-    CHECK_MSG(tu_wait_gone(pid, 10000, 1), "worker %d never exited",
-              (int)pid);
+    CHECK_MSG(tu_wait_gone(pid, 10000, 1), "worker %d never exited", (int)pid);
     tu_close_pipe(g_pidpipe);
     sync_close();
 }
 
-/* ---- no zombies, no leaked fds -------------------------------------------------- */
+/* ---- no zombies, no leaked fds ------------------------------------------- */
 
 static void check_gone(const int64_t *pids, int n)
 {
@@ -884,8 +967,7 @@ static void test_no_leaks(void)
     }
     for (int i = 0; i < 2; i++) {
         int32_t pid;
-        CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG),
-                 sizeof pid);
+        CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG), sizeof pid);
         pids[npids++] = pid;
     }
     CHECK_OK(mproc_pool_terminate(p));
@@ -898,18 +980,25 @@ static void test_no_leaks(void)
     check_gone(pids, npids);
     npids = 0;
 
-    /* free of a busy pool that was never closed */
+    /* free of a busy pool that was never closed: free closes it, so the
+     * running and queued tasks finish first */
+    tu_pipe(g_done);
     p = tu_pool_start(&(mproc_pool_opts){.fn = pidblock_fn, .size = 2});
     for (int64_t i = 0; i < 3; i++) {
         CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
     }
     for (int i = 0; i < 2; i++) {
         int32_t pid;
-        CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG),
-                 sizeof pid);
+        CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG), sizeof pid);
         pids[npids++] = pid;
     }
+    tu_release(g_release[1], 3);
     mproc_pool_free(p);
+    {
+        char fin[4];
+        CHECK_EQ(tu_read_n(g_done[0], fin, 4, 0), 3);
+    }
+    tu_close_pipe(g_done);
     CHECK_EQ(tu_count_fds(), fds0);
     CHECK(tu_no_children());
     check_gone(pids, npids);
@@ -920,8 +1009,7 @@ static void test_no_leaks(void)
     CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
     {
         int32_t pid;
-        CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG),
-                 sizeof pid);
+        CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG), sizeof pid);
         pids[npids++] = pid;
     }
     CHECK_ERR(mproc_pool_close(p, 50), MPROC_ETIMEDOUT);

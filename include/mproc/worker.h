@@ -63,6 +63,26 @@ MPROC_EXPORT int mproc_reply_str(mproc_reply *reply, const char *str);
 MPROC_EXPORT int mproc_reply_error(mproc_reply *reply, const char *fmt, ...)
     MPROC_PRINTF(2, 3);
 
+/* Defines `static int name(...)`, an mproc_task_fn that decodes an int64
+ * task, calls `int64_t fn(int64_t)` and replies with its int64 result (or
+ * fails with -EINVAL when the task is not one int64).  Use at file scope:
+ *     static int64_t square(int64_t x) { return x * x; }
+ *     MPROC_TASK_I64(square_task, square)
+ * MPROC_TASK_F64 does the same for `double fn(double)`. */
+#define MPROC_TASK_I64(name, fn) MPROC__TASK_TYPED(name, fn, int64_t, i64)
+#define MPROC_TASK_F64(name, fn) MPROC__TASK_TYPED(name, fn, double, f64)
+
+#define MPROC__TASK_TYPED(name, fn, type, suffix)                              \
+    static int name(const void *task_, size_t len_, const void *args_,        \
+                    size_t args_len_, mproc_reply *reply_)                     \
+    {                                                                          \
+        type x_;                                                               \
+        int rc_ = mproc_decode_##suffix(task_, len_, &x_);                     \
+        (void)args_;                                                           \
+        (void)args_len_;                                                       \
+        return rc_ != 0 ? rc_ : mproc_reply_##suffix(reply_, fn(x_));          \
+    }
+
 /* In a worker process: its slot, 0 .. size-1 (a replacement worker takes the
  * slot of the one it replaces).  Elsewhere: -1.  Thread-safe. */
 MPROC_EXPORT int mproc_worker_id(void);
