@@ -622,6 +622,21 @@ int mproc_pool_get(mproc_pool *p, mproc_result *out, int timeout_ms)
     return rc;
 }
 
+/* Waits until the feeder is done and every accepted task has its outcome.
+ * Call with mu held. */
+static int wait_drained(mproc_pool *p, uint64_t deadline)
+{
+    if (p->state == P_NEW) {
+        return MPROC_ENOTSTARTED;
+    }
+    while (p->feeder_running || p->unfinished > 0) {
+        if (mproc__cond_wait(&p->done_cv, &p->mu, deadline) != 0) {
+            return MPROC_ETIMEDOUT;
+        }
+    }
+    return 0;
+}
+
 int mproc_pool_get_all(mproc_pool *p, mproc_result **out, size_t *count,
                        int timeout_ms)
 {
@@ -634,14 +649,8 @@ int mproc_pool_get_all(mproc_pool *p, mproc_result **out, size_t *count,
     if (p == NULL || out == NULL || count == NULL) {
         return -EINVAL;
     }
-    uint64_t deadline = mproc__deadline(timeout_ms);
     pthread_mutex_lock(&p->mu);
-    int rc = p->state == P_NEW ? MPROC_ENOTSTARTED : 0;
-    while (rc == 0 && (p->feeder_running || p->unfinished > 0)) {
-        if (mproc__cond_wait(&p->done_cv, &p->mu, deadline) != 0) {
-            rc = MPROC_ETIMEDOUT;
-        }
-    }
+    int rc = wait_drained(p, mproc__deadline(timeout_ms));
     size_t n = rc == 0 ? p->outstanding : 0;
     mproc_result *arr = NULL;
     if (n > 0) {
@@ -818,14 +827,8 @@ int mproc_pool_join(mproc_pool *p, int timeout_ms)
     if (p == NULL) {
         return -EINVAL;
     }
-    uint64_t deadline = mproc__deadline(timeout_ms);
     pthread_mutex_lock(&p->mu);
-    int rc = p->state == P_NEW ? MPROC_ENOTSTARTED : 0;
-    while (rc == 0 && (p->feeder_running || p->unfinished > 0)) {
-        if (mproc__cond_wait(&p->done_cv, &p->mu, deadline) != 0) {
-            rc = MPROC_ETIMEDOUT;
-        }
-    }
+    int rc = wait_drained(p, mproc__deadline(timeout_ms));
     pthread_mutex_unlock(&p->mu);
     return rc;
 }

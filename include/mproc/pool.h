@@ -17,9 +17,18 @@
  *     mproc_result_clear(&r);
  *     mproc_pool_free(pool);                      // closes: drains and reaps
  *
+ * Scheduling.  Tasks go to the least-loaded worker and several may be sent
+ * ahead to one worker; a task sent ahead that has not started is taken back
+ * for a worker that falls idle, so no task waits behind a slow one while
+ * another worker has nothing to do.
+ *
  * Guarantees.  Every task a put accepts yields exactly one outcome: a result,
  * or an error carrying the task's index and the worker's message, unless
- * mproc_pool_clear drops it before it starts (clear says how many).  A
+ * mproc_pool_clear drops it before it starts (clear says how many).  A task
+ * runs once, with one exception: if a worker dies, tasks it had finished
+ * but not yet reported are run again elsewhere so that their results are
+ * not lost.  Those are the items of its current map chunk that ran before
+ * the fatal one, and tiny tasks it finished in the last ~100 us.  A
  * worker that dies in a task (any signal, exit, abort) fails exactly that
  * task with MPROC_EWORKER and is replaced; get never hangs because workers
  * are gone.  Workers die with their owner.  No process-wide signal handler
@@ -122,7 +131,8 @@ MPROC_EXPORT int mproc_result_str(const mproc_result *r, const char **out);
  * `opts` may not be NULL: a pool needs a target.  Creates no process, thread
  * or fd.  *pool is set to NULL on failure.  Returns 0 and
  * a new pool in *pool (free with mproc_pool_free), or -EINVAL (NULL pool, no
- * target or both targets, negative size/timeout/max_tasks, queue_size below
+ * target or both targets (a worker object without `run` is no target),
+ * negative size/timeout/max_tasks, queue_size below
  * MPROC_UNBOUNDED), MPROC_ETOOBIG (static args), -ENOMEM. */
 MPROC_EXPORT int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts);
 
@@ -171,7 +181,8 @@ typedef int (*mproc_iter_fn)(void *ctx, const void **data, size_t *len);
 /* Starts a feeder thread that puts every item `next` yields, waiting for room
  * as put does; with a bounded queue it also waits while too many results are
  * unclaimed, so memory stays bounded however long the sequence.  Once per
- * pool.  Returns 0, -EINVAL, MPROC_ENOTSTARTED, MPROC_ECLOSED, MPROC_EBUSY
+ * pool.  close and terminate stop the feeder, but wait for a call of `next`
+ * in progress to return.  Returns 0, -EINVAL, MPROC_ENOTSTARTED, MPROC_ECLOSED, MPROC_EBUSY
  * (put_iter was already called), or a thread-creation error. */
 MPROC_EXPORT int mproc_pool_put_iter(mproc_pool *pool, mproc_iter_fn next,
                                      void *ctx);
@@ -198,8 +209,9 @@ MPROC_EXPORT int mproc_pool_get_all(mproc_pool *pool, mproc_result **out,
                                     size_t *count, int timeout_ms);
 
 /* Runs the target on every item and waits for all of them: out[i] receives
- * the outcome of items[i] (out must have `count` entries; clear each).  On
- * any error return out[] is all zero, so clearing it is still safe.
+ * the outcome of items[i] (out must have `count` entries; clear each).  When
+ * map returns an error before running anything, out[] is all zero, so
+ * clearing it is still safe.
  * Items are sent to workers in chunks, not bounded by queue_size.  The pool
  * stays usable afterwards and other puts may run meanwhile.  Returns 0 (each
  * out[i].err says whether that item succeeded), -EINVAL, MPROC_ETOOBIG (an
@@ -228,7 +240,8 @@ MPROC_EXPORT int mproc_pool_join(mproc_pool *pool, int timeout_ms);
  * reaps the workers, the fork server and the threads.  Outcomes stay
  * available to get.  If the tasks have not finished within `timeout_ms`,
  * the pool is terminated (unfinished tasks fail with MPROC_ECLOSED) and
- * MPROC_ETIMEDOUT is returned.  Idempotent: 0 when already closed.  Returns
+ * MPROC_ETIMEDOUT is returned.  Idempotent: 0 when already closed; a pool
+ * never started is just marked closed.  Returns
  * 0, -EINVAL, MPROC_ETIMEDOUT.  Must not be called from a handler. */
 MPROC_EXPORT int mproc_pool_close(mproc_pool *pool, int timeout_ms);
 
@@ -238,15 +251,16 @@ MPROC_EXPORT int mproc_pool_close(mproc_pool *pool, int timeout_ms);
 MPROC_EXPORT int mproc_pool_terminate(mproc_pool *pool);
 
 /* Frees the pool and every outcome not taken.  A started pool that is not
- * closed yet is closed first, waiting for its tasks (call terminate first to
- * stop at once instead).  NULL is a no-op.  No other call may be in progress
- * on the pool. */
+ * closed yet is closed first, waiting for its tasks without limit: a task
+ * that never returns makes free wait forever, so on an error path call
+ * terminate (or close with a timeout) first.  NULL is a no-op.  No other call
+ * may be in progress on the pool. */
 MPROC_EXPORT void mproc_pool_free(mproc_pool *pool);
 
 /* The last error message the pool itself recorded (why start failed, why the
  * pool broke), or "" if none.  Borrowed; valid until the pool is freed, but
  * the I/O thread may overwrite it when a later error happens, so read it
- * when start or put has just failed.  Never NULL. */
+ * when start or put has just failed.  Never NULL ("" for a NULL pool). */
 MPROC_EXPORT const char *mproc_pool_last_error(mproc_pool *pool);
 
 #endif

@@ -271,6 +271,9 @@ int mproc__zygote_start(mproc__zygote *z, const mproc__worker_spec *spec)
     if (pid == 0) {
         int keep[1] = {sv[1]};
         close(sv[0]);
+        /* With SIGCHLD ignored the kernel would reap workers itself and
+         * their exit status, which names a crash, would be lost. */
+        signal(SIGCHLD, SIG_DFL);
         /* Other pools' channels must not stay open in here. */
         mproc__fd_close_tracked(keep, 1);
         zygote_main(spec, sv[1], owner);
