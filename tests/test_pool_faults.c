@@ -1072,6 +1072,27 @@ static void test_two_pools(void)
     CHECK(tu_no_children());
 }
 
+/* A program that ignores SIGCHLD: the fork server must still see how its
+ * workers died, so that the task's error names the signal. */
+static void test_sigchld_ignored(void)
+{
+    mproc_result r;
+    signal(SIGCHLD, SIG_IGN); /* this test runs in its own process */
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = die_fn, .size = 1});
+    CHECK_EQ(mproc_pool_put_i64(p, 1, T_LONG), 0);
+    CHECK_EQ(mproc_pool_put_i64(p, 5, T_LONG), 1);
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(r.index, 0);
+    check_death(&r, 1);
+    mproc_result_clear(&r);
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(tu_res_i64(&r), 25);
+    mproc_result_clear(&r);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    signal(SIGCHLD, SIG_DFL);
+}
+
 TEST_LIST = {
     {"new_bad_input", test_new_bad_input, 0},
     {"before_start", test_before_start, 0},
@@ -1090,5 +1111,6 @@ TEST_LIST = {
     {"no_leaks", test_no_leaks, 0},
     {"many_lives", test_many_lives, 0},
     {"two_pools", test_two_pools, 0},
+    {"sigchld_ignored", test_sigchld_ignored, 0},
     {NULL, NULL, 0},
 };
