@@ -116,6 +116,7 @@ int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts)
     p->opts.static_args = p->static_copy;
     pthread_mutex_init(&p->mu, NULL);
     mproc__cond_init(&p->space_cv);
+    mproc__cond_init(&p->feed_cv);
     mproc__cond_init(&p->result_cv);
     mproc__cond_init(&p->done_cv);
     p->epfd = p->wakefd = -1;
@@ -348,26 +349,19 @@ static int wait_room(mproc_pool *p, uint64_t deadline, int feeder)
         if (feeder && p->feeder_stop) {
             return MPROC_ECLOSED;
         }
-        if (p->bound == 0) {
+        if (feeder ? mproc__feeder_may_put(p)
+                   : p->bound == 0 || p->unfinished < p->bound) {
+            p->feeder_held = feeder ? 0 : p->feeder_held;
             return 0;
-        }
-        if (!feeder && p->unfinished < p->bound) {
-            return 0;
-        }
-        /* The feeder, once held at the bound, waits until half of it is
-         * free: each wake-up then moves several tasks, not one. */
-        size_t limit = p->feeder_held ? (p->bound + 1) / 2 : p->bound;
-        if (feeder && p->unfinished < limit && p->outstanding < limit) {
-            p->feeder_held = 0;
-            return 0;
-        }
-        if (feeder) {
-            p->feeder_held = 1;
         }
         if (deadline != UINT64_MAX && mproc__now_ns() >= deadline) {
             return MPROC_ETIMEDOUT;
         }
-        mproc__cond_wait(&p->space_cv, &p->mu, deadline);
+        if (feeder) {
+            p->feeder_held = 1;
+        }
+        mproc__cond_wait(feeder ? &p->feed_cv : &p->space_cv, &p->mu,
+                         deadline);
     }
 }
 
@@ -436,7 +430,15 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     p->unfinished++;
     p->outstanding++;
     enqueue_back(p, u);
-    mproc__pool_wake(p);
+    if (p->io_asleep && p->opts.task_timeout_ms == 0) {
+        /* Send it ourselves rather than wake the I/O thread to do it: one
+         * context switch less per task.  (With a task timeout the I/O thread
+         * must wake anyway, to watch the new task's clock.) */
+        mproc__pool_dispatch(p);
+        mproc__pool_flush(p);
+    } else {
+        mproc__pool_wake(p);
+    }
     pthread_mutex_unlock(&p->mu);
     return index;
 }
@@ -583,8 +585,8 @@ static struct outcome *take_next(mproc_pool *p)
     }
     if (o != NULL) {
         p->outstanding--;
-        if (p->feeder_running) {
-            pthread_cond_broadcast(&p->space_cv);
+        if (p->feeder_running && mproc__feeder_may_put(p)) {
+            pthread_cond_broadcast(&p->feed_cv);
         }
     }
     return o;
@@ -815,9 +817,7 @@ int mproc_pool_clear(mproc_pool *p)
             }
         }
     }
-    pthread_cond_broadcast(&p->space_cv);
-    pthread_cond_broadcast(&p->done_cv);
-    pthread_cond_broadcast(&p->result_cv);
+    mproc__pool_wake_all(p);
     pthread_mutex_unlock(&p->mu);
     return dropped;
 }
@@ -844,7 +844,7 @@ static void stop_threads(mproc_pool *p, int kill)
         p->shutdown = 1;
     }
     p->feeder_stop = 1;
-    pthread_cond_broadcast(&p->space_cv);
+    mproc__pool_wake_all(p);
     mproc__pool_wake(p);
     pthread_mutex_unlock(&p->mu);
     join_io(p);
@@ -855,8 +855,7 @@ static void stop_threads(mproc_pool *p, int kill)
     pthread_mutex_lock(&p->mu);
     p->state = P_CLOSED;
     release_resources(p);
-    pthread_cond_broadcast(&p->result_cv);
-    pthread_cond_broadcast(&p->done_cv);
+    mproc__pool_wake_all(p);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -882,7 +881,7 @@ int mproc_pool_close(mproc_pool *p, int timeout_ms)
     }
     p->state = P_CLOSING;
     p->feeder_stop = 1;
-    pthread_cond_broadcast(&p->space_cv);
+    mproc__pool_wake_all(p);
     int rc = 0;
     while (rc == 0 && (p->unfinished > 0 || p->maps_active > 0 ||
                        p->feeder_running)) {
@@ -948,6 +947,7 @@ void mproc_pool_free(mproc_pool *p)
     free(p->workers);
     free(p->static_copy);
     pthread_cond_destroy(&p->space_cv);
+    pthread_cond_destroy(&p->feed_cv);
     pthread_cond_destroy(&p->result_cv);
     pthread_cond_destroy(&p->done_cv);
     pthread_mutex_destroy(&p->mu);

@@ -3,9 +3,13 @@
  *
  * Locking: one mutex, pool->mu, guards every field below marked [mu]:  the
  * task queue, the counters, the results, each worker's in-flight table and
- * state.  Only the I/O thread touches worker channels, fds, epoll and the
- * fork server, so those need no lock.  User callbacks (log and output
- * handlers) are never called with mu held.
+ * state, and the output side of each worker's channel (frames are built and
+ * written under mu, by the I/O thread or by a putting thread that dispatches
+ * while the I/O thread sleeps).  The input side of the channels, the other
+ * fds, epoll and the fork server belong to the I/O thread alone.  A worker's
+ * channel is set up before it leaves W_EMPTY and freed after it returns to
+ * W_EMPTY, both under mu.  User callbacks (log and output handlers) are
+ * never called with mu held.
  */
 #ifndef MPROC_POOL_INTERNAL_H
 #define MPROC_POOL_INTERNAL_H
@@ -85,7 +89,8 @@ struct mproc_pool {
     char errbuf[512]; /* [mu] */
 
     pthread_mutex_t mu;
-    pthread_cond_t space_cv;  /* room for put, or feeder may go on */
+    pthread_cond_t space_cv;  /* room for put */
+    pthread_cond_t feed_cv;   /* the put_iter feeder may go on */
     pthread_cond_t result_cv; /* an outcome arrived */
     pthread_cond_t done_cv;   /* tasks finished, map done, start progress */
 
@@ -133,6 +138,27 @@ extern struct outcome mproc__cleared;
 void *mproc__pool_io_main(void *arg);
 /* Wakes the I/O thread if it sleeps.  Call with mu held. */
 void mproc__pool_wake(mproc_pool *p);
+/* Hands queued units to workers, then writes the channels.  Call with mu
+ * held. */
+void mproc__pool_dispatch(mproc_pool *p);
+void mproc__pool_flush(mproc_pool *p);
+/* Wakes exactly the waiters whose condition now holds (outcomes arrived or
+ * were taken).  Waking the others would cost a context switch per task for
+ * nothing.  Call with mu held. */
+void mproc__pool_notify(mproc_pool *p);
+/* Wakes every waiter, for state changes (close, clear, failures).  Call with
+ * mu held. */
+void mproc__pool_wake_all(mproc_pool *p);
+
+/* Whether the put_iter feeder may put now.  Once held at the bound it waits
+ * until half of it is free, so each wake-up moves several tasks, not one.
+ * Also bounds unclaimed results, so a long stream keeps memory flat.
+ * Call with mu held. */
+static inline int mproc__feeder_may_put(const mproc_pool *p)
+{
+    size_t limit = p->feeder_held ? (p->bound + 1) / 2 : p->bound;
+    return p->bound == 0 || (p->unfinished < limit && p->outstanding < limit);
+}
 /* Delivers put task u's outcome (data and errmsg are copied); u->out is
  * consumed.  Call with mu held. */
 void mproc__pool_deliver(mproc_pool *p, struct unit *u, int err,

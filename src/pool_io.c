@@ -147,11 +147,31 @@ static void fail_queue(mproc_pool *p, int err, const char *msg)
     p->qtail = NULL;
 }
 
-static void broadcast_all(mproc_pool *p)
+void mproc__pool_wake_all(mproc_pool *p)
 {
     pthread_cond_broadcast(&p->result_cv);
     pthread_cond_broadcast(&p->done_cv);
     pthread_cond_broadcast(&p->space_cv);
+    pthread_cond_broadcast(&p->feed_cv);
+}
+
+void mproc__pool_notify(mproc_pool *p)
+{
+    int ready = p->opts.ordered
+                    ? p->wcap > 0 && p->win[p->wbase & (p->wcap - 1)] != NULL
+                    : p->rhead != NULL;
+    if (ready) {
+        pthread_cond_broadcast(&p->result_cv);
+    }
+    if (p->bound == 0 || p->unfinished < p->bound) {
+        pthread_cond_broadcast(&p->space_cv);
+    }
+    if (p->feeder_running && mproc__feeder_may_put(p)) {
+        pthread_cond_broadcast(&p->feed_cv);
+    }
+    if (p->unfinished == 0 || p->maps_active > 0) {
+        pthread_cond_broadcast(&p->done_cv);
+    }
 }
 
 /* ---- frames from a worker --------------------------------------------- */
@@ -296,7 +316,7 @@ static void process_frames(mproc_pool *p, struct worker *w)
     }
     if (locked) {
         if (delivered) {
-            broadcast_all(p);
+            mproc__pool_notify(p);
         }
         pthread_mutex_unlock(&p->mu);
     }
@@ -405,7 +425,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
         } else {
             p->broken = 1;
         }
-        broadcast_all(p);
+        mproc__pool_wake_all(p);
         pthread_mutex_unlock(&p->mu);
         return;
     }
@@ -415,12 +435,12 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     w->err_fd = s.err_fd;
     w->head = w->tail = w->items_sent = 0;
     w->kill_reason = KILL_NONE;
-    w->state = W_STARTING;
-    pthread_mutex_unlock(&p->mu);
     mproc__chan_init(&w->ch, s.chan_fd, 1);
     set_nonblock(s.chan_fd);
     w->chan_open = 1;
     w->want_write = 0;
+    w->state = W_STARTING;
+    pthread_mutex_unlock(&p->mu);
     ep_add(p, s.chan_fd, EV_CHAN, w->slot);
     ep_add(p, s.pidfd, EV_PIDFD, w->slot);
     if (s.out_fd >= 0) {
@@ -526,7 +546,7 @@ static int steal(mproc_pool *p)
     return taken;
 }
 
-static void dispatch(mproc_pool *p)
+void mproc__pool_dispatch(mproc_pool *p)
 {
     for (int round = 0; round < 2; round++) {
         struct worker *w;
@@ -676,12 +696,12 @@ static void worker_died(mproc_pool *p, struct worker *w)
             *fd = -1;
         }
     }
-    mproc__chan_free(&w->ch);
 
     pthread_mutex_lock(&p->mu);
     int was_starting = w->state == W_STARTING;
     settle(p, w, status);
     w->state = W_EMPTY;
+    mproc__chan_free(&w->ch); /* no thread touches it once W_EMPTY */
     int respawn = !p->shutdown && !p->terminating && !p->broken &&
                   !p->start_failed;
     if (was_starting && respawn) {
@@ -699,7 +719,7 @@ static void worker_died(mproc_pool *p, struct worker *w)
     if (p->broken) {
         fail_queue(p, MPROC_EBROKEN, p->errbuf);
     }
-    broadcast_all(p);
+    mproc__pool_wake_all(p);
     pthread_mutex_unlock(&p->mu);
     if (respawn) {
         spawn_worker(p, w);
@@ -774,11 +794,11 @@ static void stop_idle_workers(mproc_pool *p)
     }
 }
 
-static void flush_channels(mproc_pool *p)
+void mproc__pool_flush(mproc_pool *p)
 {
     for (int i = 0; i < p->size; i++) {
         struct worker *w = &p->workers[i];
-        if (!w->chan_open || !mproc__chan_pending(&w->ch)) {
+        if (w->state == W_EMPTY || !mproc__chan_pending(&w->ch)) {
             continue;
         }
         int rc = mproc__chan_flush(&w->ch);
@@ -823,12 +843,12 @@ void *mproc__pool_io_main(void *arg)
                 }
             }
             fail_queue(p, MPROC_ECLOSED, "the pool was terminated");
-            broadcast_all(p);
+            mproc__pool_wake_all(p);
         } else {
             if (p->broken) {
                 fail_queue(p, MPROC_EBROKEN, p->errbuf);
             }
-            dispatch(p);
+            mproc__pool_dispatch(p);
             if (p->shutdown) {
                 stop_idle_workers(p);
             }
@@ -848,9 +868,9 @@ void *mproc__pool_io_main(void *arg)
                 break;
             }
         }
+        mproc__pool_flush(p);
         p->io_asleep = 1;
         pthread_mutex_unlock(&p->mu);
-        flush_channels(p);
     wait:;
         struct epoll_event evs[64];
         int n = epoll_wait(p->epfd, evs, 64, timeout);
@@ -869,7 +889,9 @@ void *mproc__pool_io_main(void *arg)
             switch ((int)(d >> 32)) {
             case EV_CHAN:
                 if (w->chan_open && (evs[e].events & EPOLLOUT)) {
-                    flush_channels(p);
+                    pthread_mutex_lock(&p->mu);
+                    mproc__pool_flush(p);
+                    pthread_mutex_unlock(&p->mu);
                 }
                 if (w->chan_open &&
                     (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
@@ -898,7 +920,7 @@ void *mproc__pool_io_main(void *arg)
     }
     pthread_mutex_lock(&p->mu);
     fail_queue(p, MPROC_ECLOSED, "the pool was closed");
-    broadcast_all(p);
+    mproc__pool_wake_all(p);
     pthread_mutex_unlock(&p->mu);
     return NULL;
 }
