@@ -1927,6 +1927,40 @@ static void test_worker_id(void)
     sync_close();
 }
 
+/* clear in ordered mode: get skips the places of the dropped tasks, and a
+ * task put afterwards still comes out. */
+static void test_clear_ordered(void)
+{
+    char buf[16];
+    mproc_result r;
+    sync_open();
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
+        .fn = block_fn, .size = 2, .queue_size = 8, .ordered = 1});
+    for (int64_t i = 0; i < 6; i++) {
+        CHECK_EQ(mproc_pool_put_i64(p, i, T_LONG), i);
+    }
+    CHECK_EQ(tu_read_n(g_started[0], buf, 2, T_LONG), 2);
+    CHECK_EQ(mproc_pool_clear(p), 4);
+    tu_release(g_release[1], 10);
+    uint64_t last = 0;
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+        CHECK(i == 0 || r.index > last);
+        last = r.index;
+        CHECK_EQ(tu_res_i64(&r), (int64_t)r.index);
+        mproc_result_clear(&r);
+    }
+    CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_ENOTASK);
+    CHECK_EQ(mproc_pool_put_i64(p, 77, T_LONG), 6);
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(r.index, 6);
+    CHECK_EQ(tu_res_i64(&r), 77);
+    mproc_result_clear(&r);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    sync_close();
+}
+
 TEST_LIST = {
     {"unordered_set", test_unordered_set, 0},
     {"ordered_get", test_ordered_get, 0},
@@ -1944,6 +1978,7 @@ TEST_LIST = {
     {"put_iter", test_put_iter, 0},
     {"wait_iter", test_wait_iter, 0},
     {"clear", test_clear, 0},
+    {"clear_ordered", test_clear_ordered, 0},
     {"join", test_join, 0},
     {"is_alive", test_is_alive, 0},
     {"close_while_busy", test_close_while_busy, 0},
