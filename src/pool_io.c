@@ -379,9 +379,13 @@ static void read_output(mproc_pool *p, struct worker *w, int stream)
             lb->len += (size_t)n;
             size_t start = 0;
             for (size_t i = 0; i < lb->len; i++) {
-                if (lb->data[i] == '\n' || i - start >= OUTPUT_LINE_MAX) {
+                if (lb->data[i] == '\n') {
                     emit_line(p, w, stream, lb->data + start, i - start);
                     start = i + 1;
+                } else if (i - start >= OUTPUT_LINE_MAX) {
+                    /* An overlong line is passed on in pieces. */
+                    emit_line(p, w, stream, lb->data + start, i - start);
+                    start = i;
                 }
             }
             memmove(lb->data, lb->data + start, lb->len - start);

@@ -1961,6 +1961,103 @@ static void test_clear_ordered(void)
     sync_close();
 }
 
+/* The payload maximum holds for a reply's total, not per call. */
+static int reply_total_fn(const void *task, size_t len, const void *sa,
+                          size_t sl, mproc_reply *reply)
+{
+    (void)task;
+    (void)len;
+    (void)sa;
+    (void)sl;
+    if (mproc_reply_alloc(reply, MPROC_PAYLOAD_MAX - 4) == NULL) {
+        return mproc_reply_error(reply, "first alloc failed");
+    }
+    int rc = mproc_reply_write(reply, "12345", 5);
+    if (rc != MPROC_ETOOBIG) {
+        return mproc_reply_error(reply, "write past the total gave %d", rc);
+    }
+    if ((rc = mproc_reply_write(reply, "1234", 4)) != 0) {
+        return mproc_reply_error(reply, "write up to the total gave %d", rc);
+    }
+    /* Fail on purpose: the owner need not receive 256 MiB to tell. */
+    return mproc_reply_error(reply, "totals ok");
+}
+
+static void test_reply_total(void)
+{
+    mproc_result r;
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = reply_total_fn, .size = 1});
+    CHECK_NONNEG(mproc_pool_put(p, NULL, 0, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_ERR(r.err, MPROC_ETASK);
+    CHECK_MSG(r.errmsg && strcmp(r.errmsg, "totals ok") == 0, "%s",
+              r.errmsg ? r.errmsg : "(null)");
+    mproc_result_clear(&r);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+}
+
+/* A captured line longer than the 64 KiB piece size arrives whole, in
+ * pieces, without a byte lost at the cuts. */
+enum { LONG_LINE = 200000 };
+static struct {
+    pthread_mutex_t mu;
+    size_t bytes, pieces, wrong;
+} g_long = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
+
+static void on_long_output(void *ctx, int worker, int stream,
+                           const char *line, size_t len)
+{
+    (void)ctx;
+    (void)worker;
+    pthread_mutex_lock(&g_long.mu);
+    if (stream == 1) {
+        g_long.bytes += len;
+        g_long.pieces++;
+        for (size_t i = 0; i < len; i++) {
+            g_long.wrong += line[i] != 'a';
+        }
+    }
+    pthread_mutex_unlock(&g_long.mu);
+}
+
+static int long_line_fn(const void *task, size_t len, const void *sa,
+                        size_t sl, mproc_reply *reply)
+{
+    (void)task;
+    (void)len;
+    (void)sa;
+    (void)sl;
+    for (int i = 0; i < LONG_LINE; i++) {
+        putchar('a');
+    }
+    putchar('\n');
+    fflush(stdout);
+    return mproc_reply_i64(reply, 1);
+}
+
+static void test_capture_long_line(void)
+{
+    mproc_result r;
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = long_line_fn,
+                                                     .size = 1,
+                                                     .capture_output = 1,
+                                                     .on_output =
+                                                         on_long_output});
+    CHECK_NONNEG(mproc_pool_put(p, NULL, 0, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_OK(r.err);
+    mproc_result_clear(&r);
+    CHECK_OK(mproc_pool_close(p, T_LONG)); /* drains the pipes */
+    mproc_pool_free(p);
+    pthread_mutex_lock(&g_long.mu);
+    CHECK_EQ(g_long.bytes, LONG_LINE);
+    CHECK_EQ(g_long.wrong, 0);
+    CHECK(g_long.pieces >= 2);
+    pthread_mutex_unlock(&g_long.mu);
+}
+
 TEST_LIST = {
     {"unordered_set", test_unordered_set, 0},
     {"ordered_get", test_ordered_get, 0},
@@ -1995,6 +2092,8 @@ TEST_LIST = {
     {"decode", test_decode, 0},
     {"typed", test_typed, 0},
     {"reply_api", test_reply_api, 0},
+    {"reply_total", test_reply_total, 0},
+    {"capture_long_line", test_capture_long_line, 0},
     {"large_payload", test_large_payload, 0},
     {"max_tasks", test_max_tasks, 0},
     {"task_timeout", test_task_timeout, 0},

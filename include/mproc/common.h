@@ -37,8 +37,8 @@ typedef struct mproc_bytes {
 
 /* Decoding helpers for payloads made by the *_i64 / *_f64 / *_str encoders
  * (native byte order: both ends run on the same machine).  Each returns 0,
- * or -EINVAL when `len` does not match the type (for strings: when the bytes
- * are not NUL-terminated).  Thread-safe. */
+ * or -EINVAL when `data` or `out` is NULL or `len` does not match the type
+ * (for strings: when the bytes are not NUL-terminated).  Thread-safe. */
 MPROC_EXPORT int mproc_decode_i64(const void *data, size_t len, int64_t *out);
 MPROC_EXPORT int mproc_decode_f64(const void *data, size_t len, double *out);
 MPROC_EXPORT int mproc_decode_str(const void *data, size_t len,

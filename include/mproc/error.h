@@ -35,8 +35,9 @@ enum mproc_errno {
 #undef MPROC__ERR_ENUM
 };
 
-/* Returns a static, human-readable description of `code`: a library code's
- * message, strerror's text for -errno, or "unknown error".  Never NULL.
+/* Returns a static, human-readable description of `code`: "success" for 0,
+ * a library code's message, strerror's text for -errno, or "unknown error".
+ * Never NULL.
  * Thread-safe. */
 MPROC_EXPORT const char *mproc_strerror(int code);
 

@@ -28,7 +28,8 @@
  * runs once, with one exception: if a worker dies, tasks it had finished
  * but not yet reported are run again elsewhere so that their results are
  * not lost.  Those are the items of its current map chunk that ran before
- * the fatal one, and tiny tasks it finished in the last ~100 us.  A
+ * the fatal one, tiny tasks it finished in the last ~100 us, and a task it
+ * had just begun when it was killed for the previous task's timeout.  A
  * worker that dies in a task (any signal, exit, abort) fails exactly that
  * task with MPROC_EWORKER and is replaced; get never hangs because workers
  * are gone.  Workers die with their owner.  No process-wide signal handler
@@ -77,8 +78,9 @@ typedef struct mproc_pool_opts {
      * to the worker object's init. */
     const void *static_args;
     size_t static_len;
-    /* How many accepted tasks may wait (not yet running) before put blocks.
-     * Default 2 * size; MPROC_UNBOUNDED for no bound.  (Python's
+    /* How many accepted put tasks may wait beyond one running per worker:
+     * put blocks while queue_size + size of them are unfinished.  Default
+     * 2 * size; MPROC_UNBOUNDED for no bound.  (Python's
      * queue_size=0 meant "unbounded"; in mproc 0 means "default", as for
      * every option, and unbounded is spelled MPROC_UNBOUNDED.)  Tasks are
      * pipelined to workers, so for tiny tasks a deeper queue is much faster:
@@ -89,7 +91,7 @@ typedef struct mproc_pool_opts {
     int ordered;
     /* The seed's daemon=False.  0 (default, daemon): workers are killed the
      * moment the owner dies.  Nonzero: a worker whose owner dies finishes
-     * the task it is running, then exits. */
+     * the tasks it has already received (results are lost), then exits. */
     int linger;
     /* A task running longer than this many milliseconds has its worker
      * killed and replaced; the task fails with MPROC_ETIMEDOUT.  0: none. */
@@ -110,7 +112,10 @@ typedef struct mproc_result {
     uint64_t index; /* the task's put order from 0 (map: the item's index) */
     int err;        /* 0, or the task's error: MPROC_EWORKER (the worker died;
                        errmsg names the signal or exit status),
-                       MPROC_ETIMEDOUT, MPROC_ETASK or the task's own code */
+                       MPROC_ETIMEDOUT, MPROC_ETASK or the task's own code;
+                       MPROC_ECLOSED (terminated before it ran), MPROC_EBROKEN
+                       (no worker could run it), MPROC_EPROTO (malformed
+                       reply), -ENOMEM (the result could not be stored) */
     void *data;     /* result bytes (owned; NULL when len is 0 or on error) */
     size_t len;
     char *errmsg;   /* the worker's error text (owned), or NULL */
@@ -132,7 +137,8 @@ MPROC_EXPORT int mproc_result_str(const mproc_result *r, const char **out);
  * or fd.  *pool is set to NULL on failure.  Returns 0 and
  * a new pool in *pool (free with mproc_pool_free), or -EINVAL (NULL pool, no
  * target or both targets (a worker object without `run` is no target),
- * negative size/timeout/max_tasks, queue_size below
+ * NULL static_args with static_len > 0, negative size/timeout/max_tasks,
+ * queue_size below
  * MPROC_UNBOUNDED), MPROC_ETOOBIG (static args), -ENOMEM. */
 MPROC_EXPORT int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts);
 
@@ -150,9 +156,10 @@ MPROC_EXPORT int mproc_pool_remove_logger(mproc_pool *pool, const char *name);
 
 /* Starts the fork server, the workers and the I/O thread, and waits until
  * every worker has run its init.  Returns 0, -EINVAL, MPROC_ESTARTED (also
- * after close), MPROC_EINIT when a worker's init failed or it died while
- * starting (the pool is then closed; mproc_pool_last_error has the
- * message), or a system error from fork/socket/thread creation. */
+ * after close), MPROC_EINIT when a worker's init failed, it died while
+ * starting, or the fork server could not fork it (the pool is then closed;
+ * mproc_pool_last_error has the message), or a system error from creating
+ * the fork server, a socket or a thread. */
 MPROC_EXPORT int mproc_pool_start(mproc_pool *pool);
 
 /* Queues one task (the bytes are copied).  When queue_size tasks are already
@@ -182,14 +189,18 @@ typedef int (*mproc_iter_fn)(void *ctx, const void **data, size_t *len);
  * as put does; with a bounded queue it also waits while too many results are
  * unclaimed, so memory stays bounded however long the sequence.  Once per
  * pool.  close and terminate stop the feeder, but wait for a call of `next`
- * in progress to return.  Returns 0, -EINVAL, MPROC_ENOTSTARTED, MPROC_ECLOSED, MPROC_EBUSY
- * (put_iter was already called), or a thread-creation error. */
+ * in progress to return.  Returns 0, -EINVAL, MPROC_ENOTSTARTED,
+ * MPROC_ECLOSED, MPROC_EBROKEN, MPROC_EBUSY (put_iter was already called),
+ * or a thread-creation error. */
 MPROC_EXPORT int mproc_pool_put_iter(mproc_pool *pool, mproc_iter_fn next,
                                      void *ctx);
 
 /* Waits until the put_iter feeder has put its last item (the seed's
- * joinAsync).  Returns 0 (also when put_iter was never called), the
- * negative code the iterator stopped with, or MPROC_ETIMEDOUT. */
+ * joinAsync).  Returns 0 (also when put_iter was never called, or when close
+ * stopped the feeder), the negative code the iterator stopped with, the
+ * error that stopped the feeder (-EINVAL for an item with NULL data,
+ * MPROC_ETOOBIG, or put's error, e.g. MPROC_EBROKEN), MPROC_ETIMEDOUT, or
+ * -EINVAL for a NULL pool. */
 MPROC_EXPORT int mproc_pool_wait_iter(mproc_pool *pool, int timeout_ms);
 
 /* Takes the next outcome: the oldest completed one, or with `ordered` the one
@@ -201,8 +212,8 @@ MPROC_EXPORT int mproc_pool_wait_iter(mproc_pool *pool, int timeout_ms);
 MPROC_EXPORT int mproc_pool_get(mproc_pool *pool, mproc_result *out,
                                 int timeout_ms);
 
-/* Waits for the feeder and every outstanding task, then returns all their
- * outcomes in get order as a new array (free with mproc_results_free) in
+/* Waits for the feeder and every outstanding put task, then returns all
+ * their outcomes in get order as a new array (free with mproc_results_free) in
  * *out and their number in *count (0 and NULL when none).  Returns 0,
  * -EINVAL, MPROC_ENOTSTARTED, MPROC_ETIMEDOUT (nothing is taken), -ENOMEM. */
 MPROC_EXPORT int mproc_pool_get_all(mproc_pool *pool, mproc_result **out,
@@ -221,18 +232,20 @@ MPROC_EXPORT int mproc_pool_get_all(mproc_pool *pool, mproc_result **out,
 MPROC_EXPORT int mproc_pool_map(mproc_pool *pool, const mproc_bytes *items,
                                 size_t count, mproc_result *out);
 
-/* Returns 1 while the pool is started, not closed, and has at least one live
- * worker (a worker being replaced counts as alive); 0 otherwise (also for
+/* Returns 1 while the pool is started, neither closing nor closed, and not
+ * broken (its workers are alive or being replaced); 0 otherwise (also for
  * NULL). */
 MPROC_EXPORT int mproc_pool_is_alive(mproc_pool *pool);
 
-/* Drops every task that is accepted but not yet running; running tasks
- * finish normally.  Dropped tasks produce no outcome.  Returns how many were
+/* Drops every put task that is accepted but not yet running; running tasks
+ * finish normally, and map items are never dropped (a map call owns them).
+ * Dropped tasks produce no outcome.  Returns how many were
  * dropped (>= 0), -EINVAL or MPROC_ENOTSTARTED. */
 MPROC_EXPORT int mproc_pool_clear(mproc_pool *pool);
 
-/* Waits until the feeder has finished and every accepted task has completed
- * (their outcomes wait for get).  The pool stays open.  Returns 0, -EINVAL,
+/* Waits until the feeder has finished and every accepted put task has
+ * completed (their outcomes wait for get); map calls in other threads are
+ * not waited for.  The pool stays open.  Returns 0, -EINVAL,
  * MPROC_ENOTSTARTED, MPROC_ETIMEDOUT. */
 MPROC_EXPORT int mproc_pool_join(mproc_pool *pool, int timeout_ms);
 

@@ -39,8 +39,8 @@ typedef struct mproc_worker_ops {
 } mproc_worker_ops;
 
 /* Appends `len` bytes (copied) to the result.  Returns 0, -EINVAL for a NULL
- * reply or NULL data with len > 0, MPROC_ETOOBIG past MPROC_PAYLOAD_MAX,
- * -ENOMEM. */
+ * reply or NULL data with len > 0, MPROC_ETOOBIG when the result would grow
+ * past MPROC_PAYLOAD_MAX in total (nothing is appended), -ENOMEM. */
 MPROC_EXPORT int mproc_reply_write(mproc_reply *reply, const void *data,
                                    size_t len);
 
@@ -51,7 +51,7 @@ MPROC_EXPORT void *mproc_reply_alloc(mproc_reply *reply, size_t len);
 
 /* Typed results: append one int64, one double, or a C string with its NUL.
  * Decode them with mproc_result_i64 / _f64 / _str.  Errors as
- * mproc_reply_write. */
+ * mproc_reply_write (a NULL string is -EINVAL). */
 MPROC_EXPORT int mproc_reply_i64(mproc_reply *reply, int64_t value);
 MPROC_EXPORT int mproc_reply_f64(mproc_reply *reply, double value);
 MPROC_EXPORT int mproc_reply_str(mproc_reply *reply, const char *str);

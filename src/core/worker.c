@@ -25,6 +25,7 @@
 
 struct mproc_reply {
     mproc__chan *ch;
+    size_t data_off; /* where this task's result bytes start in ch->out */
     char errmsg[ERRMSG_MAX + 1];
     int has_errmsg;
 };
@@ -126,7 +127,9 @@ int mproc_reply_write(mproc_reply *reply, const void *data, size_t len)
     }
     void *p = mproc_reply_alloc(reply, len);
     if (p == NULL) {
-        return len > MPROC_PAYLOAD_MAX ? MPROC_ETOOBIG : -ENOMEM;
+        return len > MPROC_PAYLOAD_MAX - (reply->ch->out.len - reply->data_off)
+                   ? MPROC_ETOOBIG
+                   : -ENOMEM;
     }
     if (len > 0) {
         memcpy(p, data, len);
@@ -136,8 +139,9 @@ int mproc_reply_write(mproc_reply *reply, const void *data, size_t len)
 
 void *mproc_reply_alloc(mproc_reply *reply, size_t len)
 {
-    if (reply == NULL || len > MPROC_PAYLOAD_MAX) {
-        return NULL;
+    if (reply == NULL ||
+        len > MPROC_PAYLOAD_MAX - (reply->ch->out.len - reply->data_off)) {
+        return NULL; /* the whole result may not pass the maximum */
     }
     return mproc__chan_reserve(reply->ch, len);
 }
@@ -182,6 +186,7 @@ static void run_item(const char *task, size_t len, void *state,
         worker_exit(1);
     }
     reply->has_errmsg = 0;
+    reply->data_off = item_off + 8;
     int rc = spec->fn ? spec->fn(task, len, spec->static_args,
                                  spec->static_len, reply)
                       : spec->ops.run(state, task, len, reply);
