@@ -27,25 +27,12 @@ static void sync_close(void)
 
 static void task_signal(char c)
 {
-    ssize_t k;
-    do {
-        k = write(g_started[1], &c, 1);
-    } while (k < 0 && errno == EINTR);
+    tu_write_all(g_started[1], &c, 1);
 }
 
 static int task_wait_release(void)
 {
-    char c;
-    for (;;) {
-        ssize_t k = read(g_release[0], &c, 1);
-        if (k == 1) {
-            return 0;
-        }
-        if (k < 0 && errno == EINTR) {
-            continue;
-        }
-        return -EPIPE;
-    }
+    return tu_read_byte(g_release[0]);
 }
 
 /* x -> x*x */

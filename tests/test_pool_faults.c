@@ -26,25 +26,12 @@ static void sync_close(void)
 static void report_pid(void)
 {
     int32_t pid = (int32_t)getpid();
-    ssize_t k;
-    do {
-        k = write(g_started[1], &pid, sizeof pid);
-    } while (k < 0 && errno == EINTR);
+    tu_write_all(g_started[1], &pid, sizeof pid);
 }
 
 static int wait_release(void)
 {
-    char c;
-    for (;;) {
-        ssize_t k = read(g_release[0], &c, 1);
-        if (k == 1) {
-            return 0;
-        }
-        if (k < 0 && errno == EINTR) {
-            continue;
-        }
-        return -EPIPE;
-    }
+    return tu_read_byte(g_release[0]);
 }
 
 static int64_t task_i64(const void *task, size_t len)

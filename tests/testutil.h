@@ -90,6 +90,23 @@ static inline int tu_write_all(int fd, const void *buf, size_t n)
 }
 
 /* Writes `n` single bytes (release tokens) to `fd`. */
+/* Blocks until one byte can be read from fd: 0, or -EPIPE at end of file
+ * or on an error (a worker waiting for the test to release it). */
+static inline int tu_read_byte(int fd)
+{
+    char c;
+    for (;;) {
+        ssize_t k = read(fd, &c, 1);
+        if (k == 1) {
+            return 0;
+        }
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        return -EPIPE;
+    }
+}
+
 static inline void tu_release(int fd, int n)
 {
     for (int i = 0; i < n; i++) {
