@@ -7,5 +7,9 @@
 #include "mproc/log.h"
 #include "mproc/worker.h"
 #include "mproc/pool.h"
+#include "mproc/task.h"
+#include "mproc/tpool.h"
+#include "mproc/async.h"
+#include "mproc/limiter.h"
 
 #endif

@@ -389,17 +389,21 @@ static int window_reserve(mproc_pool *p, uint64_t index)
     return 0;
 }
 
+/* Queues one task: a put (its outcome for get) or, with `t`, a submit
+ * (its outcome for task t).  Returns the put index, 0 for a submit, or an
+ * error with nothing queued. */
 static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
-                          int timeout_ms, int feeder)
+                          int timeout_ms, int feeder, mproc_task *t)
 {
     struct unit *u = malloc(sizeof(*u) + len);
-    struct outcome *o = calloc(1, sizeof(*o));
-    if (u == NULL || o == NULL) {
+    struct outcome *o = t ? NULL : calloc(1, sizeof(*o));
+    if (u == NULL || (t == NULL && o == NULL)) {
         free(u);
         free(o);
         return -ENOMEM;
     }
     u->out = o;
+    u->task = t;
     if (len > 0) {
         memcpy(u->data, data, len);
     }
@@ -416,7 +420,7 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     } else {
         rc = wait_room(p, mproc__deadline(timeout_ms), feeder);
     }
-    if (rc == 0) {
+    if (rc == 0 && t == NULL) {
         rc = window_reserve(p, p->next_index);
     }
     if (rc != 0) {
@@ -425,10 +429,15 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
         return rc;
     }
     /* Once unlocked, u belongs to the I/O thread and may already be gone. */
-    int64_t index = (int64_t)p->next_index++;
+    int64_t index = 0;
+    if (t == NULL) {
+        index = (int64_t)p->next_index++;
+        p->outstanding++;
+    } else {
+        t->hook_data = u;
+    }
     u->index = (uint64_t)index;
     p->unfinished++;
-    p->outstanding++;
     enqueue_back(p, u);
     if (p->io_asleep && p->opts.task_timeout_ms == 0) {
         /* Send it ourselves rather than wake the I/O thread to do it: one
@@ -452,7 +461,86 @@ int64_t mproc_pool_put(mproc_pool *p, const void *data, size_t len,
     if (len > MPROC_PAYLOAD_MAX) {
         return MPROC_ETOOBIG;
     }
-    return put_locked(p, data, len, timeout_ms, 0);
+    return put_locked(p, data, len, timeout_ms, 0, NULL);
+}
+
+/* mproc_task_cancel of a submitted task: take it back if it has not been
+ * started, from the queue or from a worker's pipeline. */
+static int cancel_submitted(mproc_task *t)
+{
+    mproc_pool *p = t->hook_owner;
+    pthread_mutex_lock(&p->mu);
+    struct unit *u = t->hook_data;
+    int found = 0;
+    struct unit *prev = NULL;
+    for (struct unit *q = p->qhead; u != NULL && q != NULL; q = q->next) {
+        if (q == u) {
+            if (prev) {
+                prev->next = u->next;
+            } else {
+                p->qhead = u->next;
+            }
+            if (p->qtail == u) {
+                p->qtail = prev;
+            }
+            found = 1;
+            break;
+        }
+        prev = q;
+    }
+    for (int i = 0; u != NULL && !found && p->workers && i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        for (uint64_t k = w->head; k < w->tail && !found; k++) {
+            uint32_t expect = MPROC__S_QUEUED;
+            if (w->inflight[k % MPROC__DEPTH] == u &&
+                atomic_compare_exchange_strong(
+                    &w->ring[k % MPROC__DEPTH].state, &expect,
+                    MPROC__S_CANCELLED)) {
+                w->inflight[k % MPROC__DEPTH] = NULL;
+                found = 1;
+            }
+        }
+    }
+    if (found) {
+        t->hook_data = NULL;
+        p->unfinished--;
+        mproc__pool_notify(p);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!found) {
+        return MPROC_EBUSY;
+    }
+    mproc__unit_free(u);
+    mproc__task_complete(t, MPROC_ECANCELED, NULL, NULL, NULL, 0);
+    return 0;
+}
+
+int mproc_pool_submit(mproc_pool *p, const void *data, size_t len,
+                      int timeout_ms, mproc_task **task)
+{
+    if (task != NULL) {
+        *task = NULL;
+    }
+    if (p == NULL || task == NULL || (data == NULL && len > 0)) {
+        return -EINVAL;
+    }
+    if (len > MPROC_PAYLOAD_MAX) {
+        return MPROC_ETOOBIG;
+    }
+    mproc_task *t = mproc__task_new();
+    if (t == NULL) {
+        return -ENOMEM;
+    }
+    t->cancel_hook = cancel_submitted;
+    t->hook_owner = p;
+    int64_t rc = put_locked(p, data, len, timeout_ms, 0, t);
+    if (rc < 0) {
+        mproc_task_free(t);     /* the caller's reference */
+        mproc__task_release(t); /* and the one the pool would have held */
+        return (int)rc;
+    }
+    *task = t;
+    return 0;
 }
 
 int64_t mproc_pool_put_i64(mproc_pool *p, int64_t value, int timeout_ms)
@@ -499,7 +587,7 @@ static void *feeder_main(void *arg)
             rc = data == NULL ? -EINVAL : MPROC_ETOOBIG;
             break;
         }
-        int64_t put = put_locked(p, data, len, MPROC_FOREVER, 1);
+        int64_t put = put_locked(p, data, len, MPROC_FOREVER, 1, NULL);
         if (put < 0) {
             rc = (int)put;
             break;
@@ -767,9 +855,15 @@ int mproc_pool_is_alive(mproc_pool *p)
     return alive;
 }
 
-/* A cleared task leaves no outcome; in ordered mode get skips its place. */
+/* A cleared put task leaves no outcome (in ordered mode get skips its
+ * place); a cleared submitted task completes MPROC_ECANCELED. */
 static void drop_task(mproc_pool *p, struct unit *u)
 {
+    if (u->task != NULL) {
+        mproc__pool_deliver(p, u, MPROC_ECANCELED, NULL, 0, NULL);
+        mproc__unit_free(u);
+        return;
+    }
     if (p->opts.ordered) {
         p->win[u->index & (p->wcap - 1)] = &mproc__cleared;
     }
@@ -819,6 +913,7 @@ int mproc_pool_clear(mproc_pool *p)
     }
     mproc__pool_wake_all(p);
     pthread_mutex_unlock(&p->mu);
+    mproc__pool_finish_tasks(p);
     return dropped;
 }
 

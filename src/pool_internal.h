@@ -20,6 +20,7 @@
 #include "core/worker.h"
 #include "core/zygote.h"
 #include "mproc/pool.h"
+#include "task_internal.h"
 
 /* One dispatch unit: a put task, or a chunk of consecutive map items. */
 struct unit {
@@ -29,6 +30,8 @@ struct unit {
     struct map_job *job;  /* NULL for a put task */
     struct outcome *out;  /* put: its outcome, allocated at put so that
                              delivering it never fails for lack of memory */
+    mproc_task *task;     /* submit: the task its outcome goes to (the unit
+                             holds the executor's reference) */
     size_t len;           /* put: payload length */
     char data[];          /* put: payload */
 };
@@ -129,6 +132,8 @@ struct mproc_pool {
     mproc__zygote zyg;
     struct worker *workers;
     int consecutive_fails; /* [mu] */
+    mproc_task *done_tasks; /* [mu] submitted tasks whose outcome is staged,
+                               to complete once mu is released */
 };
 
 /* Marks a cleared task's place in the ordered window. */
@@ -163,7 +168,10 @@ static inline int mproc__feeder_may_put(const mproc_pool *p)
  * consumed.  Call with mu held. */
 void mproc__pool_deliver(mproc_pool *p, struct unit *u, int err,
                          const void *data, size_t len, const char *errmsg);
-/* Frees a unit and its unused outcome. */
+/* Frees a unit and its unused outcome (not its task). */
 void mproc__unit_free(struct unit *u);
+/* Completes the submitted tasks staged by deliver, running their callbacks.
+ * Call WITHOUT mu: callbacks may call into the pool. */
+void mproc__pool_finish_tasks(mproc_pool *p);
 
 #endif

@@ -52,9 +52,62 @@ void mproc__pool_wake(mproc_pool *p)
 
 /* ---- delivering outcomes [mu held] ------------------------------------ */
 
+/* A submitted task's outcome is stored on the task (still PENDING, so no
+ * reader looks at it) and the task is queued for completion outside mu. */
+static void stage_task(mproc_pool *p, struct unit *u, int err,
+                       const void *data, size_t len, const char *errmsg)
+{
+    mproc_task *t = u->task;
+    u->task = NULL;
+    t->hook_data = NULL; /* cancel can no longer take it back */
+    t->err = err;
+    t->data = NULL;
+    t->len = 0;
+    if (err == 0 && len > 0) {
+        t->data = malloc(len);
+        if (t->data != NULL) {
+            memcpy(t->data, data, len);
+            t->len = len;
+        } else {
+            t->err = -ENOMEM;
+        }
+    }
+    t->errmsg = err != 0 && errmsg != NULL ? strdup(errmsg) : NULL;
+    t->next = p->done_tasks;
+    p->done_tasks = t;
+    p->unfinished--;
+}
+
+void mproc__pool_finish_tasks(mproc_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    mproc_task *list = p->done_tasks, *ordered = NULL;
+    p->done_tasks = NULL;
+    pthread_mutex_unlock(&p->mu);
+    while (list != NULL) { /* staged last-first: restore their order */
+        mproc_task *next = list->next;
+        list->next = ordered;
+        ordered = list;
+        list = next;
+    }
+    while (ordered != NULL) {
+        mproc_task *t = ordered;
+        ordered = t->next;
+        char *msg = t->errmsg;
+        void *data = t->data;
+        t->errmsg = NULL;
+        t->data = NULL;
+        mproc__task_complete(t, t->err, msg, NULL, data, t->len);
+    }
+}
+
 void mproc__pool_deliver(mproc_pool *p, struct unit *u, int err,
                          const void *data, size_t len, const char *errmsg)
 {
+    if (u->task != NULL) {
+        stage_task(p, u, err, data, len, errmsg);
+        return;
+    }
     struct outcome *o = u->out;
     u->out = NULL;
     o->next = NULL;
@@ -320,6 +373,7 @@ static void process_frames(mproc_pool *p, struct worker *w)
         }
         pthread_mutex_unlock(&p->mu);
     }
+    mproc__pool_finish_tasks(p);
 }
 
 static void read_channel(mproc_pool *p, struct worker *w)
@@ -725,6 +779,7 @@ static void worker_died(mproc_pool *p, struct worker *w)
     }
     mproc__pool_wake_all(p);
     pthread_mutex_unlock(&p->mu);
+    mproc__pool_finish_tasks(p);
     if (respawn) {
         spawn_worker(p, w);
     }
@@ -875,6 +930,7 @@ void *mproc__pool_io_main(void *arg)
         mproc__pool_flush(p);
         p->io_asleep = 1;
         pthread_mutex_unlock(&p->mu);
+        mproc__pool_finish_tasks(p); /* those failed by fail_queue above */
     wait:;
         struct epoll_event evs[64];
         int n = epoll_wait(p->epfd, evs, 64, timeout);
@@ -926,5 +982,6 @@ void *mproc__pool_io_main(void *arg)
     fail_queue(p, MPROC_ECLOSED, "the pool was closed");
     mproc__pool_wake_all(p);
     pthread_mutex_unlock(&p->mu);
+    mproc__pool_finish_tasks(p);
     return NULL;
 }

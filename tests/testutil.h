@@ -291,4 +291,64 @@ static inline int tu_icontains(const char *hay, const char *needle)
     return hay != NULL && strcasestr(hay, needle) != NULL;
 }
 
+/* ---- thread-task helpers (tpool, task, async, limiter tests) ------------ */
+
+/* Polls (bounded, 1 ms steps) until `cond` holds or `timeout_ms` passes;
+ * sets `ok` to 1 if it held. */
+#define TU_POLL_UNTIL(cond, timeout_ms, ok)                                    \
+    do {                                                                       \
+        int64_t tu_end_ = harness_now_ms() + (timeout_ms);                     \
+        (ok) = 0;                                                              \
+        for (;;) {                                                             \
+            if (cond) {                                                        \
+                (ok) = 1;                                                      \
+                break;                                                         \
+            }                                                                  \
+            if (harness_now_ms() > tu_end_) {                                  \
+                break;                                                         \
+            }                                                                  \
+            usleep(1000);                                                      \
+        }                                                                      \
+    } while (0)
+
+/* A thread task that blocks: tu_blocker_fn(b) writes one byte to
+ * b->started when it begins, then waits for one byte on b->release. */
+typedef struct tu_blocker {
+    int started[2];
+    int release[2];
+} tu_blocker;
+
+static inline void tu_blocker_open(tu_blocker *b)
+{
+    tu_pipe(b->started);
+    tu_pipe(b->release);
+}
+
+static inline void tu_blocker_close(tu_blocker *b)
+{
+    tu_close_pipe(b->started);
+    tu_close_pipe(b->release);
+}
+
+static inline int tu_blocker_fn(void *arg, void **result)
+{
+    tu_blocker *b = arg;
+    (void)result;
+    if (tu_write_all(b->started[1], "s", 1) != 0) {
+        return -EPIPE;
+    }
+    return tu_read_byte(b->release[0]);
+}
+
+/* Waits (bounded) until `n` blocked calls have begun. */
+static inline void tu_blocker_wait_started(tu_blocker *b, int n)
+{
+    char buf[64];
+    while (n > 0) {
+        int k = n < (int)sizeof buf ? n : (int)sizeof buf;
+        CHECK_EQ(tu_read_n(b->started[0], buf, (size_t)k, T_LONG), k);
+        n -= k;
+    }
+}
+
 #endif

@@ -27,7 +27,9 @@
     X(EINIT, -10013, "a worker failed to initialise")                          \
     X(EBROKEN, -10014, "no worker can be started any more")                    \
     X(EPROTO, -10015, "malformed message from a peer")                         \
-    X(ECANCELED, -10016, "the operation was cancelled")
+    X(ECANCELED, -10016, "the operation was cancelled")                       \
+    X(EPENDING, -10017, "the task has not completed yet")                     \
+    X(EFREED, -10018, "the handle was already freed")
 
 enum mproc_errno {
 #define MPROC__ERR_ENUM(name, value, msg) MPROC_##name = (value),

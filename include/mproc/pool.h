@@ -54,6 +54,7 @@
 
 #include "mproc/common.h"
 #include "mproc/log.h"
+#include "mproc/task.h"
 #include "mproc/worker.h"
 
 typedef struct mproc_pool mproc_pool;
@@ -179,6 +180,17 @@ MPROC_EXPORT int64_t mproc_pool_put_f64(mproc_pool *pool, double value,
                                         int timeout_ms);
 MPROC_EXPORT int64_t mproc_pool_put_str(mproc_pool *pool, const char *str,
                                         int timeout_ms);
+
+/* Queues one task like put (same bytes, bound and timeout), but its outcome
+ * goes to a new mproc_task in *task (free with mproc_task_free) instead of
+ * to get: wait on it like any thread task; mproc_task_result gives the reply
+ * bytes and a crashed worker completes it with MPROC_EWORKER.  A pending
+ * submitted task can be cancelled with mproc_task_cancel; clear drops it
+ * too (it completes MPROC_ECANCELED).  Returns 0, or the errors of put (then
+ * *task is NULL). */
+MPROC_EXPORT int mproc_pool_submit(mproc_pool *pool, const void *data,
+                                   size_t len, int timeout_ms,
+                                   mproc_task **task);
 
 /* Produces the next item for put_iter: set *data and *len (borrowed until the
  * next call) and return 1, return 0 at the end, or a negative code to stop
