@@ -9,7 +9,8 @@
 # bench/peers/glib_threadpool.c into the build tree, runs build/tpool_bench,
 # the GLib peer and bench/peer_threads.py one after the other on the same
 # workload (no-op tasks, 2 threads), then prints the raw lines and a table:
-# measurement | mproc | GLib exclusive | GLib shared | Python | ratio | target.
+# measurement | mproc | GLib exclusive | GLib shared | Python | ratio | target
+# (thread pool throughput target: mproc >= 1.5x GLib exclusive).
 #
 # Works from any directory and without stdin.  About 1-2 minutes (plus the
 # GLib install and the build the first time).
@@ -18,6 +19,8 @@
 #   MPROC_BENCH_NO_BUILD=1    use the existing build tree as it is
 #   MPROC_BENCH_NO_INSTALL=1  never run apt-get (GLib rows are skipped if
 #                             GLib is missing)
+#   MPROC_BENCH_ROUNDS        rounds of the mproc and GLib throughput runs
+#                             (default 5; the table shows medians)
 #   MPROC_BENCH_PY_ITEMS      tasks for Python's throughput run (default
 #                             1000000, ~25 s and ~1.8 GB; fewer is noted in
 #                             Python's line)
@@ -35,6 +38,11 @@ python=${PYTHON:-python3}
 cc=${CC:-cc}
 py_items=${MPROC_BENCH_PY_ITEMS:-1000000}
 items=1000000
+rounds=${MPROC_BENCH_ROUNDS:-5}
+case "$rounds" in '' | *[!0-9]* | 0)
+    echo "run_threads.sh: MPROC_BENCH_ROUNDS must be a positive integer" >&2
+    exit 2 ;;
+esac
 
 log_dir=$(mktemp -d "${TMPDIR:-/tmp}/mproc-bench-threads.XXXXXX")
 trap 'rm -rf "$log_dir"' EXIT
@@ -137,41 +145,70 @@ mp=$log_dir/mproc.txt gl=$log_dir/glib.txt py=$log_dir/py.txt
 : >"$gl"
 : >"$py"
 
-echo "== mproc: tpool_bench"
+# Throughput figures on these machines are noisy and at times bimodal (a
+# pool whose threads keep up with the producer sleeps and wakes per task;
+# one that falls behind never sleeps), so the throughput runs are repeated,
+# interleaved round by round so that mproc and GLib see the same machine,
+# and the table shows medians.
+echo "== throughput, $rounds interleaved rounds: tpool_bench and the GLib peer"
+for ((r = 1; r <= rounds; r++)); do
+    run 60 "$mp" "$bench" --mode throughput --items "$items"
+    if [ -z "$glib_skip" ]; then
+        run 60 "$gl" "$glib_bin" --mode exclusive --items "$items"
+        run 60 "$gl" "$glib_bin" --mode shared --items "$items"
+    fi
+    run 60 "$mp" "$bench" --mode throughput_tasks --items "$items"
+done
+echo
+echo "== mproc: tpool_bench, latency and memory"
+run 60 "$mp" "$bench" --mode latency --samples 20000 --warmup 1000
+run 60 "$mp" "$bench" --mode latency --samples 5000 --warmup 100 --gap-us 1000
 run 60 "$mp" "$bench" --mode memory --memory-items "$items"
 run 60 "$mp" "$bench" --mode memory_ff --memory-items "$items"
-run 60 "$mp" "$bench" --mode throughput --items "$items"
-run 60 "$mp" "$bench" --mode throughput_tasks --items "$items"
-run 60 "$mp" "$bench" --mode latency --samples 20000 --warmup 1000
 echo
 if [ -z "$glib_skip" ]; then
-    echo "== GLib peer: bench/peers/glib_threadpool.c"
+    echo "== GLib peer: bench/peers/glib_threadpool.c, memory"
     run 60 "$gl" "$glib_bin" --mode memory --memory-items "$items"
-    run 60 "$gl" "$glib_bin" --mode exclusive --items "$items"
-    run 60 "$gl" "$glib_bin" --mode shared --items "$items"
 else
     echo "== GLib peer: skipped: $glib_skip"
 fi
 echo
 echo "== Python peer: bench/peer_threads.py"
-run 60 "$py" "$python" "$here/peer_threads.py" --mode memory \
-    --memory-items 200000
 run 150 "$py" "$python" "$here/peer_threads.py" --mode throughput \
     --items "$py_items"
 run 60 "$py" "$python" "$here/peer_threads.py" --mode latency \
     --samples 20000 --warmup 1000
+run 60 "$py" "$python" "$here/peer_threads.py" --mode latency \
+    --samples 5000 --warmup 100 --gap-us 1000
+run 60 "$py" "$python" "$here/peer_threads.py" --mode memory \
+    --memory-items 200000
 
 # --- table -------------------------------------------------------------------
 
-# field MEASUREMENT KEY MATCH FILE: the value of KEY= on the first line of
-# FILE that starts with MEASUREMENT and contains MATCH; empty if none.
+# field MEASUREMENT KEY MATCH FILE [STAT]: over the lines of FILE that start
+# with MEASUREMENT and contain MATCH, the value of KEY=: the median (STAT
+# "median", the default; the mean of the two middle values for an even
+# count), "min", "max" or "count".  Empty if no line matches.
 field() {
-    awk -v m="$1" -v k="$2" -v want="$3" '
+    awk -v m="$1" -v k="$2" -v want="$3" -v stat="${5:-median}" '
         $1 == m && index($0, want) {
             for (i = 2; i <= NF; i++) {
                 split($i, kv, "=")
-                if (kv[1] == k) { print kv[2]; exit }
+                if (kv[1] == k) { v[++n] = kv[2] + 0; break }
             }
+        }
+        END {
+            if (n == 0) exit
+            for (i = 2; i <= n; i++) {      # insertion sort: n is small
+                x = v[i]
+                for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]
+                v[j + 1] = x
+            }
+            if (stat == "count") print n
+            else if (stat == "min") print v[1]
+            else if (stat == "max") print v[n]
+            else if (n % 2) print v[(n + 1) / 2]
+            else print (v[n / 2] + v[n / 2 + 1]) / 2
         }' "$4"
 }
 
@@ -202,18 +239,21 @@ row() {
         }'
 }
 
-m() { field "$1" "$2" "${3:-}" "$mp"; }
-g() { field "$1" "$2" "${3:-}" "$gl"; }
-p() { field "$1" "$2" "${3:-}" "$py"; }
+m() { field "$1" "$2" "${3:-}" "$mp" "${4:-}"; }
+g() { field "$1" "$2" "${3:-}" "$gl" "${4:-}"; }
+p() { field "$1" "$2" "${3:-}" "$py" "${4:-}"; }
 
 py_n=$(p throughput_tasks items)
 py_label="throughput, a handle per task (tasks/s)"
 if [ -n "$py_n" ] && [ "$py_n" != "$items" ]; then
-    py_label="throughput, a handle per task (tasks/s) [Py: $py_n]"
+    py_label="throughput, handle per task (tasks/s) [Py: $py_n]"
 fi
+# latency lines: back to back (gap_us=0) or after 1 ms idle (gap_us=1000)
+l0="gap_us=0 " l1="gap_us=1000 "
 
 echo
-echo "== Summary (2 threads, no-op tasks, $items per throughput run)"
+echo "== Summary (2 threads, no-op tasks, $items per throughput run;" \
+    "throughput: median of $rounds rounds)"
 printf '| %-44s | %10s | %10s | %10s | %10s | %8s | %-18s |\n' measurement \
     mproc "GLib excl" "GLib shrd" Python ratio target
 printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" \
@@ -229,16 +269,34 @@ row "$py_label" \
     "$(g throughput tasks_per_s impl=glib_exclusive)" \
     "$(g throughput tasks_per_s impl=glib_shared)" \
     "$(p throughput_tasks tasks_per_s)" glib report -
-row "submit-to-start latency, p50 (us)" "$(m latency p50_us)" "" "" \
-    "$(p latency p50_us)" py report -
-row "submit-to-start latency, p99 (us)" "$(m latency p99_us)" "" "" \
-    "$(p latency p99_us)" py report -
+row "submit-to-start latency, p50 (us)" "$(m latency p50_us "$l0")" "" "" \
+    "$(p latency p50_us "$l0")" py report -
+row "submit-to-start latency, p99 (us)" "$(m latency p99_us "$l0")" "" "" \
+    "$(p latency p99_us "$l0")" py report -
+row "same after 1 ms idle, p50 (us)" "$(m latency p50_us "$l1")" "" "" \
+    "$(p latency p50_us "$l1")" py report -
+row "same after 1 ms idle, p99 (us)" "$(m latency p99_us "$l1")" "" "" \
+    "$(p latency p99_us "$l1")" py report -
 row "memory per pending task, with handle (B)" \
     "$(m memory bytes_per_task handles=1)" "" "" \
     "$(p memory bytes_per_task handles=1)" py report -
 row "memory per pending task, no handle (B)" \
     "$(m memory bytes_per_task handles=0)" \
     "$(g memory bytes_per_task)" "" "" glib report -
+echo
+# range LABEL GETTER ARGS...: "LABEL min..max" over the rounds
+range() {
+    local label=$1 lo hi
+    shift
+    lo=$("$@" min) hi=$("$@" max)
+    [ -n "$lo" ] && printf '  %-34s %s .. %s\n' "$label" "$lo" "$hi"
+    return 0
+}
+echo "throughput spread over the rounds (tasks/s, min .. max):"
+range "mproc fire-and-forget" m throughput tasks_per_s ""
+range "mproc, a handle per task" m throughput_tasks tasks_per_s ""
+range "GLib exclusive" g throughput tasks_per_s impl=glib_exclusive
+range "GLib shared" g throughput tasks_per_s impl=glib_shared
 echo
 echo "ratio: mproc / GLib exclusive; marked Py: mproc / Python (latency and"
 echo "memory with handles; lower is better there).  GThreadPool has no"

@@ -69,7 +69,7 @@ static int init_rc;
  * itself. */
 static _Thread_local int on_call_thread;
 
-/* ---- setup and fork safety ------------------------------------------------ */
+/* ---- setup and fork safety --------------------------------------------- */
 
 /* Fork handlers: a process forked while another thread holds A.mu (a pool's
  * fork server, hence every worker forked from it) would otherwise inherit
@@ -88,8 +88,10 @@ static void on_fork_parent(void)
 
 static void on_fork_child(void)
 {
-    pthread_mutex_init(&A.mu, NULL);
-    mproc__cond_init(&A.cv);
+    /* Neither can fail with default attributes once they worked in the
+     * parent, and a fork handler has no way to report it anyway. */
+    (void)pthread_mutex_init(&A.mu, NULL);
+    (void)mproc__cond_init(&A.cv);
     A.entries = NULL;
     A.inflight = 0;
     A.threads = 0;
@@ -100,8 +102,8 @@ static void init_once_fn(void)
 {
     init_rc = mproc__cond_init(&A.cv);
     if (init_rc == 0) {
-        init_rc = -pthread_atfork(on_fork_prepare, on_fork_parent,
-                                  on_fork_child);
+        init_rc =
+            -pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
     }
 }
 
@@ -112,7 +114,7 @@ static int async_init(void)
     return rc != 0 ? -rc : init_rc;
 }
 
-/* ---- the registry ------------------------------------------------------------ */
+/* ---- the registry ------------------------------------------------------ */
 
 static int is_thread_kind(int kind)
 {
@@ -170,8 +172,7 @@ static int proc_trampoline(const void *task, size_t len,
  * error; *out is NULL on failure. */
 static int make_proc_pool(int kind, mproc_pool **out)
 {
-    mproc_pool_opts o = {.fn = proc_trampoline,
-                         .queue_size = MPROC_UNBOUNDED};
+    mproc_pool_opts o = {.fn = proc_trampoline, .queue_size = MPROC_UNBOUNDED};
     if (kind == K_PROC_FRESH) {
         o.max_tasks_per_worker = 1; /* each call gets an unused process */
     } else if (kind == K_PROC_DAEMON) {
@@ -271,8 +272,8 @@ static int get_executor(int kind, mproc_thread_fn tfn, mproc_task_fn pfn,
         free(copy);
         return -ENOMEM;
     }
-    *e = (struct entry){.next = A.entries, .kind = kind, .tfn = tfn,
-                        .pfn = pfn, .name = copy};
+    *e = (struct entry){
+        .next = A.entries, .kind = kind, .tfn = tfn, .pfn = pfn, .name = copy};
     A.entries = e;
     A.inflight++;
     pthread_mutex_unlock(&A.mu);
@@ -306,7 +307,7 @@ static int get_executor(int kind, mproc_thread_fn tfn, mproc_task_fn pfn,
     return rc;
 }
 
-/* ---- thread calls ---------------------------------------------------------- */
+/* ---- thread calls ------------------------------------------------------ */
 
 /* A per-call thread's start data (freed by the thread). */
 struct call {
@@ -385,8 +386,8 @@ static int call_on_thread(mproc_thread_fn fn, void *arg,
         return -ENOMEM;
     }
     *c = (struct call){t, fn, arg};
-    if (o->on_done != NULL && (rc = mproc_task_on_done(t, o->on_done,
-                                                       o->ctx)) != 0) {
+    if (o->on_done != NULL &&
+        (rc = mproc_task_on_done(t, o->on_done, o->ctx)) != 0) {
         free(c);
         discard_private(t);
         return rc;
@@ -511,7 +512,7 @@ int mproc_async_call(mproc_thread_fn fn, void *arg,
     return finish_submitted(t, o, task);
 }
 
-/* ---- process calls -------------------------------------------------------- */
+/* ---- process calls ----------------------------------------------------- */
 
 /* The target of every async process pool: the payload starts with the
  * function to call (see the top of this file). */
@@ -581,20 +582,19 @@ int mproc_async_process(mproc_task_fn fn, const void *data, size_t len,
     return finish_submitted(t, o, task);
 }
 
-/* ---- shutdown ------------------------------------------------------------- */
+/* ---- shutdown ---------------------------------------------------------- */
 
 /* Closes and frees one entry's pool with what is left of `deadline`.
- * Returns 0 or MPROC_ETIMEDOUT. */
+ * Returns 0, MPROC_ETIMEDOUT, or -EDEADLK when called from a call running
+ * in that very pool: it cannot wait for itself, so the pool is left running
+ * (the caller keeps the entry) rather than freed under the running call. */
 static int close_entry(struct entry *e, uint64_t deadline)
 {
     int rc;
     if (e->tpool != NULL) {
         rc = mproc_tpool_close(e->tpool, mproc__ms_left(deadline));
         if (rc == -EDEADLK) {
-            /* Called from a call running in this very pool: it cannot
-             * wait for itself, so the pool is left running (and leaked)
-             * rather than freed under the running call. */
-            return MPROC_ETIMEDOUT;
+            return rc;
         }
         mproc_tpool_free(e->tpool);
     } else {
@@ -627,20 +627,34 @@ int mproc_async_shutdown(int timeout_ms)
     while (A.inflight > 0) {
         mproc__cond_wait(&A.cv, &A.mu, UINT64_MAX);
     }
-    struct entry *list = A.entries;
+    struct entry *list = A.entries, *kept = NULL;
     A.entries = NULL;
     pthread_mutex_unlock(&A.mu);
 
     while (list != NULL) {
         struct entry *e = list;
         list = e->next;
-        if (close_entry(e, deadline) != 0) {
+        int r = close_entry(e, deadline);
+        if (r != 0) {
             rc = MPROC_ETIMEDOUT;
         }
-        entry_free(e);
+        if (r == -EDEADLK) {
+            e->next = kept;
+            kept = e;
+        } else {
+            entry_free(e);
+        }
     }
 
     pthread_mutex_lock(&A.mu);
+    /* A pool that could not be closed stays in use, and a later shutdown
+     * (from outside it) closes it. */
+    while (kept != NULL) {
+        struct entry *e = kept;
+        kept = e->next;
+        e->next = A.entries;
+        A.entries = e;
+    }
     int self = on_call_thread ? 1 : 0;
     while (A.threads > self) {
         if (mproc__cond_wait(&A.cv, &A.mu, deadline) != 0) {

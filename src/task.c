@@ -346,6 +346,11 @@ int mproc_task_cancel(mproc_task *t)
     if (rc != 0) {
         return rc;
     }
+    /* A complete task's executor may be gone (a freed pool): answer
+     * without asking it. */
+    if (settled(t)) {
+        return MPROC_EBUSY;
+    }
     if (t->cancel_hook != NULL) {
         return t->cancel_hook(t);
     }

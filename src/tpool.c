@@ -547,11 +547,13 @@ int mproc_tpool_submit(mproc_tpool *p, mproc_thread_fn fn, void *arg,
 int mproc_tpool_map(mproc_tpool *p, mproc_thread_fn fn, void *const *args,
                     size_t count, size_t chunksize, mproc_task **tasks)
 {
+    if (tasks != NULL) {
+        memset(tasks, 0, sizeof(*tasks) * count);
+    }
     if (p == NULL || fn == NULL ||
         (count > 0 && (args == NULL || tasks == NULL))) {
         return -EINVAL;
     }
-    memset(tasks, 0, sizeof(*tasks) * count);
     if (chunksize == 0) {
         chunksize = (count + (size_t)p->max - 1) / (size_t)p->max;
     }
@@ -590,12 +592,13 @@ int mproc_tpool_map(mproc_tpool *p, mproc_thread_fn fn, void *const *args,
     }
     /* Every chunk has the same priority, so only the first push can fail
      * (making its FIFO); the others append.  Either all are queued or none. */
+    struct job *rest = ordered ? ordered->next : NULL; /* push clears next */
     if (rc == 0 && ordered != NULL) {
         rc = push_job(p, ordered);
     }
     if (rc == 0 && ordered != NULL) {
         p->pending += (long)ordered->count;
-        for (struct job *j = ordered->next; j != NULL;) {
+        for (struct job *j = rest; j != NULL;) {
             struct job *next = j->next;
             push_job(p, j);
             p->pending += (long)j->count;

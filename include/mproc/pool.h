@@ -186,8 +186,10 @@ MPROC_EXPORT int64_t mproc_pool_put_str(mproc_pool *pool, const char *str,
  * to get: wait on it like any thread task; mproc_task_result gives the reply
  * bytes and a crashed worker completes it with MPROC_EWORKER.  A pending
  * submitted task can be cancelled with mproc_task_cancel; clear drops it
- * too (it completes MPROC_ECANCELED).  Returns 0, or the errors of put (then
- * *task is NULL). */
+ * too (it completes MPROC_ECANCELED).  Cancelling must not race with
+ * mproc_pool_free of the pool (free waits for every task first, so a task
+ * whose pool is freed is complete, and cancel then just says MPROC_EBUSY).
+ * Returns 0, or the errors of put (then *task is NULL). */
 MPROC_EXPORT int mproc_pool_submit(mproc_pool *pool, const void *data,
                                    size_t len, int timeout_ms,
                                    mproc_task **task);
