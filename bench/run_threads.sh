@@ -194,21 +194,23 @@ field() {
         $1 == m && index($0, want) {
             for (i = 2; i <= NF; i++) {
                 split($i, kv, "=")
-                if (kv[1] == k) { v[++n] = kv[2] + 0; break }
+                if (kv[1] == k) { n++; v[n] = kv[2] + 0; raw[n] = kv[2]; break }
             }
         }
         END {
             if (n == 0) exit
             for (i = 2; i <= n; i++) {      # insertion sort: n is small
-                x = v[i]
-                for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]
-                v[j + 1] = x
+                x = v[i]; xr = raw[i]
+                for (j = i - 1; j >= 1 && v[j] > x; j--) {
+                    v[j + 1] = v[j]; raw[j + 1] = raw[j]
+                }
+                v[j + 1] = x; raw[j + 1] = xr
             }
             if (stat == "count") print n
-            else if (stat == "min") print v[1]
-            else if (stat == "max") print v[n]
-            else if (n % 2) print v[(n + 1) / 2]
-            else print (v[n / 2] + v[n / 2 + 1]) / 2
+            else if (stat == "min") print raw[1]
+            else if (stat == "max") print raw[n]
+            else if (n % 2) print raw[(n + 1) / 2]
+            else printf "%.0f\n", (v[n / 2] + v[n / 2 + 1]) / 2
         }' "$4"
 }
 
@@ -246,7 +248,7 @@ p() { field "$1" "$2" "${3:-}" "$py" "${4:-}"; }
 py_n=$(p throughput_tasks items)
 py_label="throughput, a handle per task (tasks/s)"
 if [ -n "$py_n" ] && [ "$py_n" != "$items" ]; then
-    py_label="throughput, handle per task (tasks/s) [Py: $py_n]"
+    py_label="throughput, handles (tasks/s) [Py: $py_n]"
 fi
 # latency lines: back to back (gap_us=0) or after 1 ms idle (gap_us=1000)
 l0="gap_us=0 " l1="gap_us=1000 "

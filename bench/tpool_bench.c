@@ -173,8 +173,8 @@ static int start_pool(mproc_tpool **pool, int workers)
     /* Every thread should be up before anything is timed: give each one a
      * task and wait for them. */
     for (int i = 0; i < workers; i++) {
-        rc = mproc_tpool_submit(*pool, noop, NULL, MPROC_PRIORITY_DEFAULT,
-                                NULL);
+        rc =
+            mproc_tpool_submit(*pool, noop, NULL, MPROC_PRIORITY_DEFAULT, NULL);
         if (rc != 0) {
             mproc_tpool_free(*pool);
             *pool = NULL;
@@ -217,8 +217,8 @@ static int check_and_free_tasks(const char *what, mproc_task **tasks, long n)
         if (err != 0) {
             if (bad_count == 0) {
                 first_err = err;
-                fprintf(stderr, "tpool_bench: %s: task %ld: %s (%s)\n", what,
-                        i, mproc_err_name(err),
+                fprintf(stderr, "tpool_bench: %s: task %ld: %s (%s)\n", what, i,
+                        mproc_err_name(err),
                         err == MPROC_EPENDING ? "not complete"
                                               : mproc_strerror(err));
             }
@@ -227,8 +227,9 @@ static int check_and_free_tasks(const char *what, mproc_task **tasks, long n)
         mproc_task_free(tasks[i]);
     }
     if (bad_count != 0) {
-        fprintf(stderr, "tpool_bench: %s: %ld tasks not successful (first: %s)\n",
-                what, bad_count, mproc_err_name(first_err));
+        fprintf(stderr,
+                "tpool_bench: %s: %ld tasks not successful (first: %s)\n", what,
+                bad_count, mproc_err_name(first_err));
         return 1;
     }
     return 0;
@@ -288,7 +289,8 @@ static int run_throughput(long n, int workers, int keep_tasks)
         return 1;
     }
     printf("%s items=%ld workers=%d seconds=%.3f tasks_per_s=%.0f", name, n,
-           workers, (double)(t1 - t0) / 1e9, (double)n * 1e9 / (double)(t1 - t0));
+           workers, (double)(t1 - t0) / 1e9,
+           (double)n * 1e9 / (double)(t1 - t0));
     if (keep_tasks) {
         printf(" check_and_free_seconds=%.3f", (double)(t2 - t1) / 1e9);
     }
@@ -363,8 +365,7 @@ static int64_t one_sample(mproc_tpool *pool, long long gap_us)
     return at - before;
 }
 
-static int run_latency(long samples, long warmup, int workers,
-                       long long gap_us)
+static int run_latency(long samples, long warmup, int workers, long long gap_us)
 {
     mproc_tpool *pool;
     int64_t *lat = malloc((size_t)samples * sizeof *lat);
@@ -390,8 +391,7 @@ static int run_latency(long samples, long warmup, int workers,
             sum += s;
         }
     }
-    if (check_ran("latency", warmup + samples) != 0 ||
-        finish_pool(pool) != 0) {
+    if (check_ran("latency", warmup + samples) != 0 || finish_pool(pool) != 0) {
         free(lat);
         return 1;
     }
@@ -401,8 +401,7 @@ static int run_latency(long samples, long warmup, int workers,
            samples, warmup, workers, gap_us,
            (double)percentile(lat, samples, 50) / 1e3,
            (double)percentile(lat, samples, 99) / 1e3,
-           (double)sum / (double)samples / 1e3,
-           (double)lat[samples - 1] / 1e3);
+           (double)sum / (double)samples / 1e3, (double)lat[samples - 1] / 1e3);
     fflush(stdout);
     free(lat);
     return 0;
@@ -412,8 +411,7 @@ static int run_latency(long samples, long warmup, int workers,
 
 static int run_memory(long n, int workers, int handles)
 {
-    gate g = {.mu = PTHREAD_MUTEX_INITIALIZER,
-              .cv = PTHREAD_COND_INITIALIZER};
+    gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     mproc_tpool *pool;
     mproc_task **tasks = NULL, **blockers;
     long rss_before, rss_after, pending, i, queued = 0;
@@ -469,14 +467,16 @@ static int run_memory(long n, int workers, int handles)
     rss_after = status_kb("VmRSS");
     pending = mproc_tpool_pending(pool);
     if (!bad && atomic_load(&ran) != 0) {
-        fprintf(stderr, "tpool_bench: memory: %ld tasks ran while both "
-                        "threads were blocked\n",
+        fprintf(stderr,
+                "tpool_bench: memory: %ld tasks ran while both "
+                "threads were blocked\n",
                 atomic_load(&ran));
         bad = 1;
     }
     if (!bad && pending != n) {
-        fprintf(stderr, "tpool_bench: memory: mproc_tpool_pending says %ld, "
-                        "expected %ld\n",
+        fprintf(stderr,
+                "tpool_bench: memory: mproc_tpool_pending says %ld, "
+                "expected %ld\n",
                 pending, n);
         bad = 1;
     }
@@ -542,8 +542,7 @@ static void usage(FILE *f)
             "  --workers W       min_workers = max_workers = W (default 2)\n");
 }
 
-static int parse_ll(const char *s, long long min, long long max,
-                    long long *out)
+static int parse_ll(const char *s, long long min, long long max, long long *out)
 {
     char *end;
     long long v;
@@ -641,8 +640,7 @@ int main(int argc, char **argv)
         bad = run_throughput((long)o.items, o.workers, 1);
     }
     if (!bad && (all || o.mode == MODE_LATENCY)) {
-        bad = run_latency((long)o.samples, (long)o.warmup, o.workers,
-                          o.gap_us);
+        bad = run_latency((long)o.samples, (long)o.warmup, o.workers, o.gap_us);
     }
     return bad ? 1 : 0;
 }

@@ -49,6 +49,9 @@ struct mproc_task_set {
 };
 
 static _Thread_local mproc_task *current_task;
+/* The task whose callback this thread is running: borrowed for the call
+ * even when the caller has already freed its handle. */
+static _Thread_local mproc_task *callback_task;
 
 /* ---- quarantine --------------------------------------------------------- */
 
@@ -180,7 +183,10 @@ static void settle(mproc_task *t, int err, char *errmsg, void *value,
     }
     pthread_mutex_unlock(stripe(t));
     if (cb != NULL) {
+        mproc_task *outer = callback_task;
+        callback_task = t;
         cb(t, ctx);
+        callback_task = outer;
     }
     atomic_store(&t->state, MPROC__T_DONE);
     if (atomic_load(&t->waiters)) {
@@ -232,7 +238,8 @@ static int check(mproc_task *t)
     if (t == NULL) {
         return -EINVAL;
     }
-    return atomic_load_explicit(&t->magic, memory_order_relaxed) == TASK_LIVE
+    return atomic_load_explicit(&t->magic, memory_order_relaxed) == TASK_LIVE ||
+                   t == callback_task
                ? 0
                : MPROC_EFREED;
 }

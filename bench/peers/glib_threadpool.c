@@ -147,8 +147,9 @@ static int check_ran(const char *what, long want)
 {
     long got = g_atomic_int_get(&ran);
     if (got != want) {
-        fprintf(stderr, "glib_threadpool: %s: %ld task calls ran, "
-                        "expected %ld\n",
+        fprintf(stderr,
+                "glib_threadpool: %s: %ld task calls ran, "
+                "expected %ld\n",
                 what, got, want);
         return 1;
     }
@@ -233,8 +234,8 @@ static int run_memory(long n, int threads)
         return 1;
     }
     if (pending != n) {
-        fprintf(stderr, "glib_threadpool: %ld pending, expected %ld\n",
-                pending, n);
+        fprintf(stderr, "glib_threadpool: %ld pending, expected %ld\n", pending,
+                n);
         return 1;
     }
     printf("memory impl=glib_exclusive handles=0 items=%ld workers=%d "
@@ -302,8 +303,8 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--memory-items") == 0 &&
                    parse_long(v, 1, G_MAXINT, &memory_items) == 0) {
         } else {
-            fprintf(stderr, "glib_threadpool: bad option or value: %s %s\n",
-                    a, v);
+            fprintf(stderr, "glib_threadpool: bad option or value: %s %s\n", a,
+                    v);
             usage(stderr);
             return 2;
         }

@@ -38,7 +38,9 @@ typedef int (*mproc_thread_fn)(void *arg, void **result);
  * pool thread that ran it, the process pool's I/O thread, or the thread
  * that called cancel) -- or, if the task was already complete when the
  * callback was attached, on the attaching thread before mproc_task_on_done
- * returns.  `task` is borrowed for the call. */
+ * returns.  `task` is borrowed for the call: its outcome can be read even
+ * when the caller has already freed its handle (fire-and-forget).  Waiting
+ * on it inside its own callback returns only after the callback: don't. */
 typedef void (*mproc_task_cb)(mproc_task *task, void *ctx);
 
 /* Waits until the task is complete.  Returns 0 (complete: look at
