@@ -40,7 +40,8 @@ static int noop_fn(void *arg, void **result)
     return 0;
 }
 
-/* ---- a recording function ------------------------------------------------- */
+/* ---- a recording function -------------------------------------------------
+ */
 
 enum {
     REC_MAX = 64
@@ -103,7 +104,8 @@ static void rec_args_init(rec_arg *a, int n, recorder *rec)
     }
 }
 
-/* ---- callbacks -------------------------------------------------------------- */
+/* ---- callbacks --------------------------------------------------------------
+ */
 
 typedef struct cb_count {
     atomic_int n;
@@ -136,7 +138,8 @@ static void finish_ok(mproc_task *t, void *expect)
     mproc_task_free(t);
 }
 
-/* ---- thread mode ------------------------------------------------------------ */
+/* ---- thread mode ------------------------------------------------------------
+ */
 
 static void test_thread_mode(void)
 {
@@ -150,13 +153,11 @@ static void test_thread_mode(void)
     recorder_init(&rec);
     rec_args_init(args, N, &rec);
     cb_count_init(&cb);
-    mproc_async_opts o = {.mode = MPROC_ASYNC_THREAD,
-                          .on_done = count_cb,
-                          .ctx = &cb};
+    mproc_async_opts o = {
+        .mode = MPROC_ASYNC_THREAD, .on_done = count_cb, .ctx = &cb};
     for (int i = 0; i < N; i++) {
         t[i] = NULL;
-        CHECK_OK(mproc_async_call(rec_fn, &args[i], i % 2 ? &o : NULL,
-                                  &t[i]));
+        CHECK_OK(mproc_async_call(rec_fn, &args[i], i % 2 ? &o : NULL, &t[i]));
         CHECK(t[i] != NULL);
     }
     for (int i = 0; i < N; i++) {
@@ -198,8 +199,7 @@ static void test_thread_mode_concurrent(void)
     tu_blocker_wait_started(&b, N);
     for (int i = 0; i < N; i++) {
         for (int j = 0; j < i; j++) {
-            CHECK(atomic_load(&rec.threads[i]) !=
-                  atomic_load(&rec.threads[j]));
+            CHECK(atomic_load(&rec.threads[i]) != atomic_load(&rec.threads[j]));
         }
     }
     tu_release(b.release[1], N);
@@ -210,7 +210,8 @@ static void test_thread_mode_concurrent(void)
     tu_blocker_close(&b);
 }
 
-/* ---- daemon mode ------------------------------------------------------------ */
+/* ---- daemon mode ------------------------------------------------------------
+ */
 
 static void test_daemon_order(void)
 {
@@ -227,9 +228,8 @@ static void test_daemon_order(void)
     rec_args_init(args, N, &rec);
     cb_count_init(&cb);
     args[0].block = &b; /* the rest queue up behind it */
-    mproc_async_opts o = {.mode = MPROC_ASYNC_DAEMON,
-                          .on_done = count_cb,
-                          .ctx = &cb};
+    mproc_async_opts o = {
+        .mode = MPROC_ASYNC_DAEMON, .on_done = count_cb, .ctx = &cb};
     CHECK_OK(mproc_async_call(rec_fn, &args[0], &o, &t[0]));
     tu_blocker_wait_started(&b, 1);
     for (int i = 1; i < N; i++) {
@@ -357,7 +357,8 @@ static void test_daemon_respawn(void)
     tu_blocker_close(&b);
 }
 
-/* ---- pool mode -------------------------------------------------------------- */
+/* ---- pool mode --------------------------------------------------------------
+ */
 
 static void test_pool_named(void)
 {
@@ -476,12 +477,12 @@ static void test_pool_named_busy(void)
     atomic_init(&w.rc, 1);
     CHECK_OK(pthread_create(&th, NULL, idle_wait_thread, &w));
     /* Accepted probes are fire-and-forget no-ops (no callback). */
-    TU_POLL_UNTIL((rc = mproc_async_call(noop_fn, NULL,
-                                         &(mproc_async_opts){
-                                             .mode = MPROC_ASYNC_POOL,
-                                             .pool_name = "async_busy"},
-                                         NULL)) == MPROC_EBUSY,
-                  T_LONG, ok);
+    TU_POLL_UNTIL(
+        (rc = mproc_async_call(noop_fn, NULL,
+                               &(mproc_async_opts){.mode = MPROC_ASYNC_POOL,
+                                                   .pool_name = "async_busy"},
+                               NULL)) == MPROC_EBUSY,
+        T_LONG, ok);
     CHECK_MSG(ok, "last call gave %s", mproc_err_name(rc));
     t1 = (mproc_task *)&t1;
     CHECK_ERR(mproc_async_call(rec_fn, &args[1], &o, &t1), MPROC_EBUSY);
@@ -505,12 +506,11 @@ static void test_pool_per_function(void)
     cb_count_init(&cb);
     recorder_init(&rec);
     rec_args_init(args, 6, &rec);
-    mproc_async_opts o = {.mode = MPROC_ASYNC_POOL,
-                          .on_done = count_cb,
-                          .ctx = &cb};
+    mproc_async_opts o = {
+        .mode = MPROC_ASYNC_POOL, .on_done = count_cb, .ctx = &cb};
     for (int i = 0; i < 6; i++) {
-        CHECK_OK(mproc_async_call(i % 2 ? rec_fn2 : rec_fn, &args[i], &o,
-                                  &t[i]));
+        CHECK_OK(
+            mproc_async_call(i % 2 ? rec_fn2 : rec_fn, &args[i], &o, &t[i]));
     }
     for (int i = 0; i < 6; i++) {
         finish_ok(t[i], &args[i]);
@@ -586,7 +586,8 @@ static void test_concurrent_callers(void)
     CHECK_OK(mproc_async_shutdown(T_LONG));
 }
 
-/* ---- the macros --------------------------------------------------------------- */
+/* ---- the macros
+ * --------------------------------------------------------------- */
 
 static int triple_fn(void *arg, void **result)
 {
@@ -616,7 +617,8 @@ static void test_threaded_macro(void)
     CHECK_OK(mproc_async_shutdown(T_LONG));
 }
 
-/* ---- bad input and shutdown ------------------------------------------------- */
+/* ---- bad input and shutdown -------------------------------------------------
+ */
 
 static void test_bad_input(void)
 {
@@ -644,8 +646,7 @@ static void test_bad_input(void)
     CHECK(t == NULL);
     CHECK_ERR(mproc_async_process(NULL, &x, sizeof x, NULL, NULL), -EINVAL);
     t = (mproc_task *)&t;
-    CHECK_ERR(mproc_async_process(sq_task, NULL, 5, NULL, &t),
-              -EINVAL);
+    CHECK_ERR(mproc_async_process(sq_task, NULL, 5, NULL, &t), -EINVAL);
     CHECK(t == NULL);
     CHECK_OK(mproc_async_shutdown(T_LONG));
     CHECK_OK(mproc_async_shutdown(0)); /* nothing left: idempotent */
@@ -698,8 +699,7 @@ static void test_shutdown(void)
     CHECK_ERR(mproc_async_call(noop_fn, NULL, &od, &x), MPROC_ECLOSED);
     CHECK(x == NULL);
     int64_t v = 1;
-    CHECK_ERR(mproc_async_process(sq_task, &v, sizeof v, NULL,
-                                  &x),
+    CHECK_ERR(mproc_async_process(sq_task, &v, sizeof v, NULL, &x),
               MPROC_ECLOSED);
     CHECK_EQ(atomic_load(&s.done), 0); /* it waits for the daemon's work */
     tu_release(b.release[1], 1);
@@ -720,7 +720,8 @@ static void test_shutdown(void)
     tu_blocker_close(&b);
 }
 
-/* ---- process mode -------------------------------------------------------------- */
+/* ---- process mode
+ * -------------------------------------------------------------- */
 
 /* Each process pool forks its fork server from this (multi-threaded)
  * process when it starts.  gcc 12's AddressSanitizer does not make its
@@ -776,8 +777,7 @@ static int rev_task(const void *task, size_t len, const void *sa, size_t sl,
     return 0;
 }
 
-static int64_t proc_i64(mproc_task_fn fn, int64_t x,
-                        const mproc_async_opts *o)
+static int64_t proc_i64(mproc_task_fn fn, int64_t x, const mproc_async_opts *o)
 {
     mproc_task *t = NULL;
     int64_t v = 0;
@@ -875,9 +875,8 @@ static void test_process_bytes(void)
         size_t len = 0;
         cb_count cb;
         cb_count_init(&cb);
-        mproc_async_opts o = {.mode = modes[m],
-                              .on_done = count_cb,
-                              .ctx = &cb};
+        mproc_async_opts o = {
+            .mode = modes[m], .on_done = count_cb, .ctx = &cb};
         CHECK_OK(mproc_async_process(rev_task, buf, strlen(buf), &o, &t));
         memset(buf, 'z', strlen(buf)); /* the bytes were copied */
         CHECK_OK(mproc_task_wait(t, T_LONG));
@@ -906,9 +905,9 @@ static void test_process_bytes(void)
     /* Oversized input is refused before anything is copied. */
     char one = 0;
     mproc_task *t = (mproc_task *)&t;
-    CHECK_ERR(mproc_async_process(rev_task, &one, MPROC_PAYLOAD_MAX + 1, NULL,
-                                  &t),
-              MPROC_ETOOBIG);
+    CHECK_ERR(
+        mproc_async_process(rev_task, &one, MPROC_PAYLOAD_MAX + 1, NULL, &t),
+        MPROC_ETOOBIG);
     CHECK(t == NULL);
     CHECK_OK(mproc_async_shutdown(T_LONG));
 }

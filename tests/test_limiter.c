@@ -37,7 +37,8 @@ static void gauge_leave(gauge *g)
     atomic_fetch_sub(&g->inside, 1);
 }
 
-/* ---- acquire / release ----------------------------------------------------- */
+/* ---- acquire / release -----------------------------------------------------
+ */
 
 static void test_new_bad_input(void)
 {
@@ -123,7 +124,8 @@ static void test_acquire_waits(void)
     mproc_limiter_free(l);
 }
 
-/* ---- blocking mode --------------------------------------------------------- */
+/* ---- blocking mode ---------------------------------------------------------
+ */
 
 static int ret_fn(void *arg, void **result)
 {
@@ -267,7 +269,8 @@ static void test_call_admits_n(void)
     mproc_limiter_free(l);
 }
 
-/* ---- non-blocking mode ----------------------------------------------------- */
+/* ---- non-blocking mode -----------------------------------------------------
+ */
 
 /* Counts itself in, signals, blocks until released, counts itself out. */
 typedef struct async_arg {
@@ -312,8 +315,8 @@ static void run_async_serialises(const mproc_async_opts *opts)
         args[i].order = &order;
         atomic_init(&args[i].pos, -1);
         t[i] = NULL;
-        CHECK_OK(mproc_limiter_async(l, limited_block_fn, &args[i], opts,
-                                     &t[i]));
+        CHECK_OK(
+            mproc_limiter_async(l, limited_block_fn, &args[i], opts, &t[i]));
         CHECK(t[i] != NULL);
     }
     CHECK_MSG(harness_now_ms() - t0 < 5000, "submitting took %lld ms",
@@ -380,8 +383,8 @@ static void test_async_admits_n(void)
         args[i].b = &b;
         args[i].order = &order;
         atomic_init(&args[i].pos, -1);
-        CHECK_OK(mproc_limiter_async(l, limited_block_fn, &args[i], NULL,
-                                     &t[i]));
+        CHECK_OK(
+            mproc_limiter_async(l, limited_block_fn, &args[i], NULL, &t[i]));
     }
     tu_blocker_wait_started(&b, 2);
     CHECK_EQ(atomic_load(&g.inside), 2);

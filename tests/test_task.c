@@ -23,14 +23,15 @@ __attribute__((constructor)) static void set_main_thread(void)
 static mproc_tpool *tpool_start(int min, int max)
 {
     mproc_tpool *p = NULL;
-    CHECK_OK(mproc_tpool_new(&p, &(mproc_tpool_opts){.min_workers = min,
-                                                      .max_workers = max}));
+    CHECK_OK(mproc_tpool_new(
+        &p, &(mproc_tpool_opts){.min_workers = min, .max_workers = max}));
     CHECK(p != NULL);
     CHECK_OK(mproc_tpool_start(p));
     return p;
 }
 
-/* ---- thread task functions ------------------------------------------------ */
+/* ---- thread task functions ------------------------------------------------
+ */
 
 /* Stores its argument as the result. */
 static int ret_arg_fn(void *arg, void **result)
@@ -79,7 +80,8 @@ static int fail_fn(void *arg, void **result)
     }
 }
 
-/* ---- callbacks ------------------------------------------------------------- */
+/* ---- callbacks -------------------------------------------------------------
+ */
 
 typedef struct cb_rec {
     atomic_int count;
@@ -119,7 +121,8 @@ static void free_self_cb(mproc_task *task, void *ctx)
     tu_write_all(r->release_fd, "c", 1);
 }
 
-/* ---- waiting and outcomes ------------------------------------------------- */
+/* ---- waiting and outcomes -------------------------------------------------
+ */
 
 static void test_success_value(void)
 {
@@ -127,8 +130,7 @@ static void test_success_value(void)
     void *v = NULL;
     mproc_task *t = NULL;
     mproc_tpool *p = tpool_start(1, 1);
-    CHECK_OK(mproc_tpool_submit(p, ret_arg_fn, &x, MPROC_PRIORITY_DEFAULT,
-                                &t));
+    CHECK_OK(mproc_tpool_submit(p, ret_arg_fn, &x, MPROC_PRIORITY_DEFAULT, &t));
     CHECK(t != NULL);
     CHECK_OK(mproc_task_wait(t, T_LONG));
     CHECK_EQ(mproc_task_is_done(t), 1);
@@ -249,8 +251,7 @@ static void test_fail_codes(void)
     CHECK_ERR(mproc_task_err(t[3]), MPROC_ETASK);
     m = mproc_task_errmsg(t[3]);
     CHECK(m != NULL);
-    CHECK_MSG(strlen(m) <= 4000 && strlen(m) >= 3900, "length %zu",
-              strlen(m));
+    CHECK_MSG(strlen(m) <= 4000 && strlen(m) >= 3900, "length %zu", strlen(m));
     CHECK(m[0] == 'x');
     /* A message set before a negative return is kept with that code. */
     CHECK_ERR(mproc_task_err(t[4]), -ERANGE);
@@ -264,7 +265,8 @@ static void test_fail_codes(void)
     CHECK_ERR(mproc_task_fail("nobody %d", 1), MPROC_ETASK);
 }
 
-/* ---- completion callbacks ------------------------------------------------- */
+/* ---- completion callbacks -------------------------------------------------
+ */
 
 static void test_callback_success(void)
 {
@@ -444,7 +446,8 @@ static void test_callback_frees_task(void)
     tu_close_pipe(sig);
 }
 
-/* ---- cancellation ---------------------------------------------------------- */
+/* ---- cancellation ----------------------------------------------------------
+ */
 
 static void test_cancel(void)
 {
@@ -470,8 +473,8 @@ static void test_cancel(void)
     CHECK_EQ(mproc_task_is_done(t), 1);
     CHECK_OK(mproc_task_wait(t, 0));
     CHECK_ERR(mproc_task_err(t), MPROC_ECANCELED);
-    CHECK_ERR(mproc_task_cancel(t), MPROC_EBUSY);      /* already complete */
-    CHECK_ERR(mproc_task_cancel(blk), MPROC_EBUSY);    /* running */
+    CHECK_ERR(mproc_task_cancel(t), MPROC_EBUSY);   /* already complete */
+    CHECK_ERR(mproc_task_cancel(blk), MPROC_EBUSY); /* running */
     CHECK_EQ(mproc_task_is_done(blk), 0);
 
     tu_release(b.release[1], 1);
@@ -489,7 +492,8 @@ static void test_cancel(void)
     tu_blocker_close(&b);
 }
 
-/* ---- handles ---------------------------------------------------------------- */
+/* ---- handles ----------------------------------------------------------------
+ */
 
 static void test_freed_handle(void)
 {
@@ -595,7 +599,8 @@ static void test_null_args(void)
     (void)s;
 }
 
-/* ---- as_completed ----------------------------------------------------------- */
+/* ---- as_completed -----------------------------------------------------------
+ */
 
 static void test_as_completed_order(void)
 {
@@ -832,8 +837,8 @@ static void test_thread_and_process(void)
     mproc_pool *pp = proc_pool(1); /* forks before any thread exists */
     mproc_tpool *tp = tpool_start(1, 2);
     mproc_task *tt = NULL;
-    CHECK_OK(mproc_tpool_submit(tp, square_thread_fn, (void *)(intptr_t)6, 0,
-                                &tt));
+    CHECK_OK(
+        mproc_tpool_submit(tp, square_thread_fn, (void *)(intptr_t)6, 0, &tt));
     /* The one worker blocks, so that the next task is still pending when
      * its callback is attached. */
     mproc_task *blk = proc_submit(pp, -5);

@@ -22,8 +22,7 @@ static mproc_tpool *tpool_start(const mproc_tpool_opts *o)
 
 static mproc_tpool *single_pool(void)
 {
-    return tpool_start(&(mproc_tpool_opts){.min_workers = 1,
-                                           .max_workers = 1});
+    return tpool_start(&(mproc_tpool_opts){.min_workers = 1, .max_workers = 1});
 }
 
 static int noop_fn(void *arg, void **result)
@@ -40,7 +39,8 @@ static int count_fn(void *arg, void **result)
     return 0;
 }
 
-/* ---- recording the order of execution -------------------------------------- */
+/* ---- recording the order of execution --------------------------------------
+ */
 
 enum {
     REC_MAX = 64
@@ -79,8 +79,8 @@ static int record_fn(void *arg, void **result)
 static mproc_task *occupy(mproc_tpool *p, tu_blocker *b)
 {
     mproc_task *t = NULL;
-    CHECK_OK(mproc_tpool_submit(p, tu_blocker_fn, b, MPROC_PRIORITY_DEFAULT,
-                                &t));
+    CHECK_OK(
+        mproc_tpool_submit(p, tu_blocker_fn, b, MPROC_PRIORITY_DEFAULT, &t));
     tu_blocker_wait_started(b, 1);
     return t;
 }
@@ -150,13 +150,13 @@ static void test_priority_negative(void)
 
 static void test_priority_extremes(void)
 {
-    static const int prios[] = {INT32_MAX, INT32_MIN, 0, INT32_MAX,
-                                INT32_MIN};
+    static const int prios[] = {INT32_MAX, INT32_MIN, 0, INT32_MAX, INT32_MIN};
     static const int expect[] = {1, 4, 2, 0, 3};
     run_order(prios, 5, expect);
 }
 
-/* ---- arguments, results, fire-and-forget ---------------------------------- */
+/* ---- arguments, results, fire-and-forget ----------------------------------
+ */
 
 static int twice_fn(void *arg, void **result)
 {
@@ -223,8 +223,8 @@ static void test_submit_from_task(void)
 {
     nest_arg a;
     mproc_task *t = NULL;
-    mproc_tpool *p = tpool_start(&(mproc_tpool_opts){.min_workers = 2,
-                                                     .max_workers = 2});
+    mproc_tpool *p =
+        tpool_start(&(mproc_tpool_opts){.min_workers = 2, .max_workers = 2});
     a.pool = p;
     atomic_init(&a.inner_ran, 0);
     CHECK_OK(mproc_tpool_submit(p, nested_fn, &a, 0, &t));
@@ -235,7 +235,8 @@ static void test_submit_from_task(void)
     mproc_tpool_free(p);
 }
 
-/* ---- map -------------------------------------------------------------------- */
+/* ---- map --------------------------------------------------------------------
+ */
 
 /* x == 13 fails with -ERANGE; others give x * 2. */
 static int map_fn(void *arg, void **result)
@@ -283,8 +284,8 @@ static void check_map(mproc_tpool *p, size_t count, size_t chunksize)
 
 static void test_map(void)
 {
-    mproc_tpool *p = tpool_start(&(mproc_tpool_opts){.min_workers = 1,
-                                                     .max_workers = 3});
+    mproc_tpool *p =
+        tpool_start(&(mproc_tpool_opts){.min_workers = 1, .max_workers = 3});
     check_map(p, 20, 0);
     check_map(p, 20, 1);
     check_map(p, 20, 3);
@@ -363,11 +364,11 @@ static void test_map_bad_input(void)
 typedef struct submitter {
     mproc_tpool *pool;
     tu_blocker *b;
-    atomic_int go;        /* set when the main thread enters wait_idle */
-    atomic_int ok;        /* submissions accepted */
-    atomic_int busy;      /* submissions refused with MPROC_EBUSY */
-    atomic_int other;     /* any other outcome */
-    atomic_int ran;       /* accepted work that ran */
+    atomic_int go;    /* set when the main thread enters wait_idle */
+    atomic_int ok;    /* submissions accepted */
+    atomic_int busy;  /* submissions refused with MPROC_EBUSY */
+    atomic_int other; /* any other outcome */
+    atomic_int ran;   /* accepted work that ran */
     int stop_on_busy;
 } submitter;
 
@@ -405,8 +406,8 @@ static void run_wait_idle(int block_new)
     submitter s;
     pthread_t th;
     tu_blocker_open(&b);
-    mproc_tpool *p = tpool_start(&(mproc_tpool_opts){.min_workers = 1,
-                                                     .max_workers = 2});
+    mproc_tpool *p =
+        tpool_start(&(mproc_tpool_opts){.min_workers = 1, .max_workers = 2});
     mproc_task *blk = occupy(p, &b);
     s.pool = p;
     s.b = &b;
@@ -519,8 +520,8 @@ static void test_deadlock_from_task(void)
 {
     self_arg a;
     mproc_task *t = NULL;
-    mproc_tpool *p = tpool_start(&(mproc_tpool_opts){.min_workers = 2,
-                                                     .max_workers = 2});
+    mproc_tpool *p =
+        tpool_start(&(mproc_tpool_opts){.min_workers = 2, .max_workers = 2});
     a.pool = p;
     atomic_init(&a.wait_rc, 1);
     atomic_init(&a.close_rc, 1);
@@ -570,7 +571,8 @@ static void test_close_other_pool_from_task(void)
     mproc_tpool_free(p);
 }
 
-/* ---- autoscaling ---------------------------------------------------------- */
+/* ---- autoscaling ----------------------------------------------------------
+ */
 
 static void test_autoscale(void)
 {
@@ -865,14 +867,15 @@ static void test_free_runs_queued(void)
     tu_blocker_close(&b);
 }
 
-/* ---- bad input and state errors -------------------------------------------- */
+/* ---- bad input and state errors --------------------------------------------
+ */
 
 static void test_new_bad_input(void)
 {
     mproc_tpool *p = (mproc_tpool *)&p;
     CHECK_ERR(mproc_tpool_new(NULL, NULL), -EINVAL);
-    CHECK_ERR(mproc_tpool_new(&p, &(mproc_tpool_opts){.min_workers = 3,
-                                                      .max_workers = 2}),
+    CHECK_ERR(mproc_tpool_new(
+                  &p, &(mproc_tpool_opts){.min_workers = 3, .max_workers = 2}),
               -EINVAL);
     CHECK(p == NULL);
     p = (mproc_tpool *)&p;
@@ -891,8 +894,8 @@ static void test_new_bad_input(void)
     CHECK(p == NULL);
 
     /* The bounds themselves are fine; defaults too. */
-    CHECK_OK(mproc_tpool_new(&p, &(mproc_tpool_opts){.min_workers = 2,
-                                                     .max_workers = 2}));
+    CHECK_OK(mproc_tpool_new(
+        &p, &(mproc_tpool_opts){.min_workers = 2, .max_workers = 2}));
     mproc_tpool_free(p);
     CHECK_OK(mproc_tpool_new(&p, &(mproc_tpool_opts){.max_workers = 4096}));
     mproc_tpool_free(p); /* never started */
@@ -969,8 +972,8 @@ static void test_registry(void)
     CHECK(mproc_tpool_find("tp_beta") == b);
     CHECK_OK(mproc_tpool_start(a));
     CHECK_OK(mproc_tpool_start(b));
-    CHECK_OK(mproc_tpool_submit(mproc_tpool_find("tp_alpha"), noop_fn, NULL,
-                                0, NULL));
+    CHECK_OK(mproc_tpool_submit(mproc_tpool_find("tp_alpha"), noop_fn, NULL, 0,
+                                NULL));
     blk = occupy(b, &bl);
     mproc_task *queued = NULL;
     CHECK_OK(mproc_tpool_submit(b, noop_fn, NULL, 0, &queued));
@@ -1047,7 +1050,8 @@ static void test_registry_close_all(void)
     mproc_tpool_free(anon);
 }
 
-/* ---- stress ---------------------------------------------------------------- */
+/* ---- stress ----------------------------------------------------------------
+ */
 
 enum {
     ST_THREADS = 4,
