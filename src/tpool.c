@@ -694,6 +694,9 @@ int mproc_tpool_map(mproc_tpool *p, mproc_thread_fn fn, void *const *args,
     struct job *rest = ordered ? ordered->next : NULL; /* push clears next */
     if (rc == 0 && ordered != NULL) {
         rc = push_job(p, ordered);
+        if (rc != 0) {
+            ordered->next = rest; /* keep the chain for the cleanup below */
+        }
     }
     if (rc == 0 && ordered != NULL) {
         p->pending += (long)ordered->count;

@@ -27,8 +27,9 @@
  *     mproc_task *t;
  *     fetch_async("http://x", &t);
  *
- * The pools and workers made here live until mproc_async_shutdown.  All
- * functions are thread-safe.
+ * The pools and workers made here live until mproc_async_shutdown, which
+ * leaves alone the named pools the program made itself.  All functions are
+ * thread-safe.
  */
 #ifndef MPROC_ASYNC_H
 #define MPROC_ASYNC_H
@@ -47,7 +48,8 @@ enum mproc_async_mode {
  * (a new thread, or a fresh process, per call). */
 typedef struct mproc_async_opts {
     int mode;               /* an mproc_async_mode */
-    const char *pool_name;  /* MPROC_ASYNC_POOL: the registry name (copied) */
+    const char *pool_name;  /* MPROC_ASYNC_POOL: the registry name (copied;
+                               "" is -EINVAL) */
     int priority;           /* thread POOL/DAEMON modes; 0 means
                                MPROC_PRIORITY_DEFAULT */
     mproc_task_cb on_done;  /* attached before the call can complete */
@@ -76,7 +78,9 @@ MPROC_EXPORT int mproc_async_process(mproc_task_fn fn, const void *data,
 /* Closes and frees every pool and worker the async layer made, waiting for
  * their work with one shared deadline (work left at the deadline is
  * cancelled or terminated), and joins the per-call threads.  Later calls
- * start afresh.  Returns 0 or MPROC_ETIMEDOUT. */
+ * start afresh.  Returns 0 or MPROC_ETIMEDOUT (also when called from a task
+ * of one of those pools, which cannot close itself: that pool is kept for
+ * a later shutdown). */
 MPROC_EXPORT int mproc_async_shutdown(int timeout_ms);
 
 /* Defines `static int name(void *arg, mproc_task **task)` that runs

@@ -26,7 +26,8 @@ MPROC_EXPORT int mproc_limiter_new(mproc_limiter **lim, int max_concurrent);
  * (timeout 0 and none free), MPROC_ETIMEDOUT, -EINVAL. */
 MPROC_EXPORT int mproc_limiter_acquire(mproc_limiter *lim, int timeout_ms);
 
-/* Returns a permit taken by acquire.  Returns 0, or -EINVAL (NULL, or no
+/* Returns a permit taken by acquire, from any thread (a permit is not
+ * owned by the thread that took it).  Returns 0, or -EINVAL (NULL, or no
  * permit is held). */
 MPROC_EXPORT int mproc_limiter_release(mproc_limiter *lim);
 

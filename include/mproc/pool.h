@@ -39,7 +39,12 @@
  * server" process from the calling thread; it forks every worker, first
  * ones and replacements, so a replacement is never forked from the owner
  * once the owner is multi-threaded.  Workers therefore see the program's
- * memory as it was when start was called.  The pool runs one I/O thread in
+ * memory as it was when start was called.  The fork server itself is forked
+ * by start, so the usual rule of fork applies to that one moment: a lock
+ * another thread holds then (one of the program's own mutexes) stays held
+ * in the workers.  glibc's malloc and stdio are safe; gcc 12's
+ * AddressSanitizer allocator is not, so under ASan start pools while no
+ * other thread is allocating (e.g. before starting threads).  The pool runs one I/O thread in
  * the owner (dispatch, results, logs, worker deaths) and, while put_iter
  * runs, one feeder thread.  See docs/design.md.
  *

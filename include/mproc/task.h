@@ -61,8 +61,9 @@ MPROC_EXPORT int mproc_task_err(mproc_task *task);
 MPROC_EXPORT const char *mproc_task_errmsg(mproc_task *task);
 
 /* A complete process task's result bytes (borrowed; valid until
- * mproc_task_free; *data NULL and *len 0 for an empty result).  Returns
- * mproc_task_err's value; the outputs are set only when it is 0. */
+ * mproc_task_free; *data NULL and *len 0 for an empty result, and for a
+ * thread task, which has a value instead).  Returns mproc_task_err's value;
+ * the outputs are set only when it is 0. */
 MPROC_EXPORT int mproc_task_result(mproc_task *task, const void **data,
                                    size_t *len);
 
@@ -104,7 +105,7 @@ typedef struct mproc_task_set mproc_task_set;
 
 /* Makes a set that yields `count` tasks in the order they complete (the
  * array is copied; the tasks are borrowed and must not be freed before the
- * set).  Returns 0 and a new set (free with mproc_task_set_free), -EINVAL
+ * set; a set of 0 tasks is valid and yields nothing).  Returns 0 and a new set (free with mproc_task_set_free), -EINVAL
  * (NULL, a NULL task, the same task twice), MPROC_EFREED, -ENOMEM. */
 MPROC_EXPORT int mproc_task_set_new(mproc_task_set **set,
                                     mproc_task *const *tasks, size_t count);

@@ -64,7 +64,8 @@ MPROC_EXPORT int mproc_tpool_start(mproc_tpool *pool);
 
 /* Queues fn(arg) at `priority`.  With `task` non-NULL, *task receives a new
  * task (free with mproc_task_free); with NULL the work is fire-and-forget.
- * Returns 0, -EINVAL (NULL pool or fn), MPROC_ENOTSTARTED, MPROC_ECLOSED,
+ * Returns 0, -EINVAL (NULL pool or fn), MPROC_ENOTSTARTED, MPROC_ECLOSED
+ * (also for a pool closed before it was started),
  * MPROC_EBUSY (another thread's wait_idle is blocking new work), -ENOMEM.
  * On failure nothing is queued and *task is NULL. */
 MPROC_EXPORT int mproc_tpool_submit(mproc_tpool *pool, mproc_thread_fn fn,
