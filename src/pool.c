@@ -439,9 +439,12 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     u->index = (uint64_t)index;
     p->unfinished++;
     enqueue_back(p, u);
-    if (p->io_asleep && p->opts.task_timeout_ms == 0) {
-        /* Send it ourselves rather than wake the I/O thread to do it: one
-         * context switch less per task.  (With a task timeout the I/O thread
+    if (p->io_asleep && p->unfinished == 1 && p->opts.task_timeout_ms == 0) {
+        /* An idle pool: send it ourselves rather than wake the I/O thread
+         * to do it, one context switch less for this task.  When other
+         * tasks are in flight the I/O thread is better: woken once, it
+         * writes many tasks per syscall, where dispatching from every put
+         * would cost a syscall each.  (With a task timeout the I/O thread
          * must wake anyway, to watch the new task's clock.) */
         mproc__pool_dispatch(p);
         mproc__pool_flush(p);
