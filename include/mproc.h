@@ -11,5 +11,6 @@
 #include "mproc/tpool.h"
 #include "mproc/async.h"
 #include "mproc/limiter.h"
+#include "mproc/group.h"
 
 #endif
