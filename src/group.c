@@ -76,6 +76,7 @@ struct mproc_group {
     int workers;          /* [mu] sum of the segments' sizes */
     int state;            /* [mu] */
     long running, waiting; /* [mu] */
+    int in_handlers;       /* [mu] handlers being called: join waits too */
     int ingesting;         /* [mu] ingests not finished */
     uint64_t seq;          /* [mu] */
     struct result_node *rhead, *rtail; /* [mu] outcomes for next */
@@ -111,6 +112,22 @@ static int find_tag(const mproc_group *g, const char *name)
     return -1;
 }
 
+/* Workers the group needs: every slot, plus the tasks still running in
+ * slots a shrink took away (they keep their workers until they finish).
+ * `ti`/`n` and `general` override the current sizes.  [mu] */
+static long needed_workers(const mproc_group *g, int ti, int n, int general)
+{
+    long need = 0;
+    for (int i = 0; i < g->ntags; i++) {
+        int slots = i == 0 ? general : i == ti ? n : g->tags[i].slots;
+        need += slots > g->tags[i].own ? slots : g->tags[i].own;
+    }
+    if (ti < 0) {
+        need += n; /* a tag being added */
+    }
+    return need;
+}
+
 static int total_slots(const mproc_group *g)
 {
     int total = 0;
@@ -124,6 +141,11 @@ static int total_slots(const mproc_group *g)
  * Returns 0 (own), 1 (borrowed), or -1 (none free). */
 static int take_slot(mproc_group *g, int ti)
 {
+    /* Never more tasks than workers: after a shrink, tasks still running
+     * in slots that are gone keep their workers until they finish. */
+    if (g->running >= g->workers) {
+        return -1;
+    }
     if (ti > 0 && g->tags[ti].own < g->tags[ti].slots) {
         g->tags[ti].own++;
         return 0;
@@ -243,20 +265,25 @@ static void task_done(mproc_task *t, void *arg)
     int err = mproc_task_err(t);
     mproc_group_fn fn =
         err == 0 ? e->handlers.on_result : e->handlers.on_error;
-    int to_next = e->handlers.on_result == NULL &&
-                  e->handlers.on_error == NULL;
     const char *tag = e->tag_copy;
     pthread_mutex_lock(&g->mu);
     if (e->tag > 0) {
         tag = g->tags[e->tag].name;
     }
-    if (to_next) {
-        push_result(g, e, t);
+    if (fn == NULL) {
+        push_result(g, e, t); /* no handler for this outcome: to next */
+    } else {
+        g->in_handlers++;
     }
-    give_slot(g, e);
+    give_slot(g, e); /* the slot is free while the handler runs */
     pthread_mutex_unlock(&g->mu);
     if (fn != NULL) {
         fn(e->handlers.ctx, tag, t);
+        pthread_mutex_lock(&g->mu);
+        if (--g->in_handlers == 0) {
+            pthread_cond_broadcast(&g->done_cv);
+        }
+        pthread_mutex_unlock(&g->mu);
     }
     free(e->tag_copy);
     free(e);
@@ -522,7 +549,8 @@ int mproc_group_ingest(mproc_group *g, const char *tag, mproc_task_fn fn,
 
 static int idle(const mproc_group *g)
 {
-    return g->running == 0 && g->waiting == 0 && g->ingesting == 0;
+    return g->running == 0 && g->waiting == 0 && g->ingesting == 0 &&
+           g->in_handlers == 0;
 }
 
 int mproc_group_next(mproc_group *g, mproc_result *out, int timeout_ms)
@@ -629,10 +657,15 @@ int mproc_group_adjust(mproc_group *g, const char *tag, int n,
     if (rc == 0 && ti < 0 && (name = strdup(tag)) == NULL) {
         rc = -ENOMEM;
     }
-    /* Growing is immediate: add workers before anything changes, so a
-     * failure leaves the group as it was. */
-    if (rc == 0 && g->state == G_RUNNING && total > g->workers) {
-        rc = add_segment(g, (int)total - g->workers);
+    /* Growing is immediate, even while a shrink still drains: add workers
+     * before anything changes, so a failure leaves the group as it was. */
+    long need = needed_workers(g, ti, tag == NULL ? 0 : n, general);
+    if (rc == 0 && g->state == G_RUNNING && need > g->workers) {
+        if (need > MPROC_GROUP_SLOTS_MAX) {
+            rc = -EINVAL;
+        } else {
+            rc = add_segment(g, (int)need - g->workers);
+        }
     }
     if (rc == 0) {
         if (ti < 0 && tag != NULL) {

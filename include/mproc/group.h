@@ -22,10 +22,18 @@
  * failed, crashed or timed-out task frees its slot like any other.  The
  * sum of slots only changes through mproc_group_adjust.
  *
- * Results.  Each task's outcome goes to the handlers given with it, else to
- * the group's handlers (opts), else to mproc_group_next.  Handlers run on an
- * I/O thread of the group's process pools and must not call blocking group
- * functions (put with a timeout, join, close, stop, free).
+ * Results.  A task's outcome goes to the handler for it (on_result for a
+ * success, on_error for a failure) in the handlers given with the task,
+ * else in the group's handlers (opts); an outcome with no handler goes to
+ * mproc_group_next.  Handlers run on an I/O thread of the group's process
+ * pools (or, for a task so quick that it completed before put returned, on
+ * the thread that called put or the ingest thread) and must not call
+ * blocking group functions (put with a timeout, join, close, stop, free).
+ * join waits for handlers to return.
+ *
+ * Shrinking.  Tasks already running keep their workers when slots shrink
+ * or move: a group never runs more tasks than it has worker processes, so
+ * the new sizes take effect as those tasks finish.
  *
  * Threading: every function is thread-safe.
  */
@@ -53,8 +61,8 @@ typedef struct mproc_group_tag {
 typedef void (*mproc_group_fn)(void *ctx, const char *tag, mproc_task *task);
 
 typedef struct mproc_group_handlers {
-    mproc_group_fn on_result; /* the task succeeded */
-    mproc_group_fn on_error;  /* it failed (err < 0); NULL: dropped */
+    mproc_group_fn on_result; /* the task succeeded; NULL: to next */
+    mproc_group_fn on_error;  /* it failed (err < 0); NULL: to next */
     void *ctx;
 } mproc_group_handlers;
 
@@ -67,15 +75,16 @@ typedef struct mproc_group_opts {
      * the difference goes to the general group (the seed's behaviour).
      * 0: no such total. */
     int total;
-    /* Default handlers for tasks put without their own; both NULL:
-     * results go to mproc_group_next. */
+    /* Default handlers for tasks put without their own (an outcome with
+     * no handler goes to mproc_group_next). */
     mproc_group_handlers handlers;
     /* Passed to the worker processes' pools (see mproc_pool_opts). */
     int task_timeout_ms;
     int max_tasks_per_worker;
 } mproc_group_opts;
 
-/* The most slots a group may have in all (and so worker processes). */
+/* The most slots a group may have in all (and so worker processes), and
+ * the most tags. */
 #define MPROC_GROUP_SLOTS_MAX 1024
 
 /* Allocates a group.  Returns 0 and a new group (free with
@@ -92,9 +101,11 @@ MPROC_EXPORT int mproc_group_start(mproc_group *group);
 /* Runs fn on a copy of data/len under `tag` once a slot is free: the tag's
  * own first, then a general one, waiting up to `timeout_ms`.  With `task`
  * non-NULL, *task receives the task (free with mproc_task_free; its
- * callback slot is the group's: mproc_task_on_done gives MPROC_EBUSY).  The
- * outcome goes to `handlers` (NULL: the group's).  Returns 0, -EINVAL (NULL
- * group or fn, NULL data with len > 0), MPROC_ETOOBIG, MPROC_ENOTFOUND (a
+ * callback slot is the group's: mproc_task_on_done gives MPROC_EBUSY); it
+ * is NULL on failure.  The outcome goes to `handlers` (NULL: the group's).
+ * Returns 0, -EINVAL (NULL group or fn, NULL data with len > 0),
+ * MPROC_ETOOBIG (len above MPROC_PAYLOAD_MAX less the 8 bytes that name the
+ * function), MPROC_ENOTFOUND (a
  * tag with no slots of its own and no general slots), MPROC_EFULL (timeout
  * 0, no slot free), MPROC_ETIMEDOUT, MPROC_ENOTSTARTED, MPROC_ECLOSED
  * (after stop or close; also if stop comes while waiting), -ENOMEM.  On
@@ -110,8 +121,8 @@ MPROC_EXPORT int mproc_group_put(mproc_group *group, const char *tag,
  * than there are free slots, so memory stays flat however long the
  * sequence.  Several ingests may run at once.  Returns 0, -EINVAL,
  * MPROC_ENOTFOUND, MPROC_ENOTSTARTED, MPROC_ECLOSED, or a thread-creation
- * error.  The ingest stops at the iterator's end, at its first error, or at
- * stop. */
+ * error.  The ingest stops at the iterator's end, at its first error, at an
+ * item put would refuse (NULL data with len > 0, too big), or at stop. */
 MPROC_EXPORT int mproc_group_ingest(mproc_group *group, const char *tag,
                                     mproc_task_fn fn, mproc_iter_fn next,
                                     void *ctx,
@@ -128,7 +139,8 @@ MPROC_EXPORT int mproc_group_next(mproc_group *group, mproc_result *out,
 /* Tasks running plus puts and ingests waiting for a slot; -EINVAL. */
 MPROC_EXPORT long mproc_group_pending(mproc_group *group);
 
-/* Copies the state of up to `max` tags into out[] (the general group first,
+/* Copies the state of up to `max` tags into out[] (out may be NULL when max
+ * is 0, to count them; the general group first,
  * name NULL, then the tags in table order; names borrowed, valid until the
  * group is freed) and returns how many there are (may exceed max), or
  * -EINVAL. */
@@ -149,8 +161,8 @@ MPROC_EXPORT int mproc_group_get_tags(mproc_group *group,
 MPROC_EXPORT int mproc_group_adjust(mproc_group *group, const char *tag, int n,
                                     int use_general);
 
-/* Waits until every ingest has finished and no task runs or waits.
- * Returns 0, MPROC_ETIMEDOUT, -EINVAL. */
+/* Waits until every ingest has finished, no task runs or waits, and no
+ * handler is running.  Returns 0, MPROC_ETIMEDOUT, -EINVAL. */
 MPROC_EXPORT int mproc_group_join(mproc_group *group, int timeout_ms);
 
 /* Stops promptly: ingests stop, waiting puts fail MPROC_ECLOSED, running
