@@ -957,6 +957,31 @@ static void stop_threads(mproc_pool *p, int kill)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* Moves a started pool to P_CLOSING and returns 1: the caller must now stop
+ * it.  Returns 0 when there is nothing left to do: the pool was never
+ * started or is closed, or another thread was closing it (then this waits
+ * for that close to finish, first making it stop at once if `hurry`).
+ * [mu] */
+static int enter_closing(mproc_pool *p, int hurry)
+{
+    if (p->state == P_NEW || p->state == P_CLOSED) {
+        p->state = P_CLOSED;
+        return 0;
+    }
+    if (p->state == P_CLOSING) {
+        if (hurry) {
+            p->terminating = 1;
+            mproc__pool_wake(p);
+        }
+        while (p->state != P_CLOSED) {
+            mproc__cond_wait(&p->done_cv, &p->mu, UINT64_MAX);
+        }
+        return 0;
+    }
+    p->state = P_CLOSING;
+    return 1;
+}
+
 int mproc_pool_close(mproc_pool *p, int timeout_ms)
 {
     if (p == NULL) {
@@ -964,20 +989,10 @@ int mproc_pool_close(mproc_pool *p, int timeout_ms)
     }
     uint64_t deadline = mproc__deadline(timeout_ms);
     pthread_mutex_lock(&p->mu);
-    if (p->state == P_NEW || p->state == P_CLOSED) {
-        p->state = P_CLOSED;
+    if (!enter_closing(p, 0)) {
         pthread_mutex_unlock(&p->mu);
         return 0;
     }
-    if (p->state == P_CLOSING) {
-        /* Another thread is closing: wait for it. */
-        while (p->state != P_CLOSED) {
-            mproc__cond_wait(&p->done_cv, &p->mu, UINT64_MAX);
-        }
-        pthread_mutex_unlock(&p->mu);
-        return 0;
-    }
-    p->state = P_CLOSING;
     p->feeder_stop = 1;
     mproc__pool_wake_all(p);
     int rc = 0;
@@ -998,24 +1013,11 @@ int mproc_pool_terminate(mproc_pool *p)
         return -EINVAL;
     }
     pthread_mutex_lock(&p->mu);
-    if (p->state == P_NEW || p->state == P_CLOSED) {
-        p->state = P_CLOSED;
-        pthread_mutex_unlock(&p->mu);
-        return 0;
-    }
-    if (p->state == P_CLOSING) {
-        /* A close is draining: make it stop now, and wait for it. */
-        p->terminating = 1;
-        mproc__pool_wake(p);
-        while (p->state != P_CLOSED) {
-            mproc__cond_wait(&p->done_cv, &p->mu, UINT64_MAX);
-        }
-        pthread_mutex_unlock(&p->mu);
-        return 0;
-    }
-    p->state = P_CLOSING;
+    int go = enter_closing(p, 1);
     pthread_mutex_unlock(&p->mu);
-    stop_threads(p, 1);
+    if (go) {
+        stop_threads(p, 1);
+    }
     return 0;
 }
 
