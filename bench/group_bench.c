@@ -41,11 +41,16 @@
 
 #include <mproc.h>
 
+#define BENCH_PROG "group_bench"
+#include "bench_util.h"
+
 enum {
     MODE_OVERHEAD,
     MODE_FLOOD,
     MODE_ALL
 };
+
+static const char *const mode_names[] = {"overhead", "flood", "all"};
 
 typedef struct bench_opts {
     int mode;
@@ -61,61 +66,24 @@ typedef struct bench_opts {
  * processes, forked later, see it. */
 static int64_t spin_ns = 200000;
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static double now_s(void)
-{
-    return (double)now_ns() * 1e-9;
-}
-
-static int fail(const char *what, int code)
-{
-    fprintf(stderr, "group_bench: %s: %s (%s, %d)\n", what,
-            mproc_strerror(code), mproc_err_name(code), code);
-    return 1;
-}
-
 /* ---- tasks (run in the worker processes) ---- */
 
-/* x -> x + 1: the overhead workload and the web no-op. */
-static int plus_one(const void *task, size_t len, const void *static_args,
-                    size_t static_len, mproc_reply *reply)
-{
-    int64_t x;
-    (void)static_args;
-    (void)static_len;
-    if (mproc_decode_i64(task, len, &x) != 0) {
-        return mproc_reply_error(reply, "expected an int64, got %zu bytes",
-                                 len);
-    }
-    return mproc_reply_i64(reply, x + 1);
-}
+/* bench_plus_one, x -> x + 1, is the overhead workload and the web no-op. */
 
 /* Spins for spin_ns on the CPU, then x -> x + 1: the flood's bulk task. */
 static int spin_plus_one(const void *task, size_t len, const void *static_args,
                          size_t static_len, mproc_reply *reply)
 {
-    int64_t x, end = now_ns() + spin_ns;
+    int64_t x, end = bench_now_ns() + spin_ns;
     (void)static_args;
     (void)static_len;
     if (mproc_decode_i64(task, len, &x) != 0) {
         return mproc_reply_error(reply, "expected an int64, got %zu bytes",
                                  len);
     }
-    while (now_ns() < end) {
+    while (bench_now_ns() < end) {
     }
     return mproc_reply_i64(reply, x + 1);
-}
-
-/* The input for item i.  Not just i, so a result cannot match by accident. */
-static int64_t item_value(uint64_t i)
-{
-    return (int64_t)(i * 3 + 7);
 }
 
 /* The item whose result is y, or UINT64_MAX if no item gives y. */
@@ -183,17 +151,17 @@ static int check_result(const mproc_result *r, seen_set *seen, const char *what)
     if (seen_mark(seen, r->index, what) != 0) {
         return 1;
     }
-    if (y != item_value(r->index) + 1) {
+    if (y != bench_item_value(r->index) + 1) {
         fprintf(stderr,
                 "group_bench: %s: task %" PRIu64 ": got %" PRId64
                 ", expected %" PRId64 "\n",
-                what, r->index, y, item_value(r->index) + 1);
+                what, r->index, y, bench_item_value(r->index) + 1);
         return 1;
     }
     return 0;
 }
 
-/* ---- an iterator over item_value(0 .. count-1) ---- */
+/* ---- an iterator over bench_item_value(0 .. count-1) ---- */
 
 typedef struct counter_iter {
     uint64_t next;
@@ -207,7 +175,7 @@ static int counter_next(void *ctx, const void **data, size_t *len)
     if (it->next >= it->count) {
         return 0;
     }
-    it->value = item_value(it->next++);
+    it->value = bench_item_value(it->next++);
     *data = &it->value;
     *len = sizeof it->value;
     return 1;
@@ -220,13 +188,13 @@ static int start_group(mproc_group **g, const mproc_group_opts *opts)
     int rc = mproc_group_new(g, opts);
     if (rc != 0) {
         *g = NULL;
-        return fail("mproc_group_new", rc);
+        return bench_fail("mproc_group_new", rc);
     }
     rc = mproc_group_start(*g);
     if (rc != 0) {
         mproc_group_free(*g);
         *g = NULL;
-        return fail("mproc_group_start", rc);
+        return bench_fail("mproc_group_start", rc);
     }
     return 0;
 }
@@ -236,7 +204,7 @@ static int finish_group(mproc_group *g)
 {
     int rc = mproc_group_close(g, 10000);
     mproc_group_free(g);
-    return rc == 0 ? 0 : fail("mproc_group_close", rc);
+    return rc == 0 ? 0 : bench_fail("mproc_group_close", rc);
 }
 
 /* ---- overhead: the group ---- */
@@ -253,16 +221,16 @@ static int overhead_group(uint64_t n, double *seconds)
     int rc, bad = 0;
 
     if (seen_init(&seen, n) != 0) {
-        return fail("allocating", -ENOMEM);
+        return bench_fail("allocating", -ENOMEM);
     }
     if (start_group(&g, &opts) != 0) {
         seen_free(&seen);
         return 1;
     }
-    t0 = now_s();
-    rc = mproc_group_ingest(g, "t", plus_one, counter_next, &it, NULL);
+    t0 = bench_now_s();
+    rc = mproc_group_ingest(g, "t", bench_plus_one, counter_next, &it, NULL);
     if (rc != 0) {
-        bad = fail("mproc_group_ingest", rc);
+        bad = bench_fail("mproc_group_ingest", rc);
     }
     while (!bad) {
         mproc_result r;
@@ -271,17 +239,17 @@ static int overhead_group(uint64_t n, double *seconds)
             break;
         }
         if (rc != 0) {
-            bad = fail("mproc_group_next", rc);
+            bad = bench_fail("mproc_group_next", rc);
             break;
         }
         bad = check_result(&r, &seen, "group");
         mproc_result_clear(&r);
     }
-    *seconds = now_s() - t0;
+    *seconds = bench_now_s() - t0;
     if (!bad) {
         rc = mproc_group_join(g, 10000);
         if (rc != 0) {
-            bad = fail("mproc_group_join", rc);
+            bad = bench_fail("mproc_group_join", rc);
         }
     }
     /* next said MPROC_ENOTASK, so the ingest has ended and `it` is ours:
@@ -306,18 +274,18 @@ static int overhead_group(uint64_t n, double *seconds)
 
 static int start_pool(mproc_pool **pool)
 {
-    mproc_pool_opts opts = {.fn = plus_one, .size = 2};
+    mproc_pool_opts opts = {.fn = bench_plus_one, .size = 2};
     int rc = mproc_pool_new(pool, &opts);
     if (rc != 0) {
         *pool = NULL;
-        return fail("mproc_pool_new", rc);
+        return bench_fail("mproc_pool_new", rc);
     }
     rc = mproc_pool_start(*pool);
     if (rc != 0) {
         fprintf(stderr, "group_bench: %s\n", mproc_pool_last_error(*pool));
         mproc_pool_free(*pool);
         *pool = NULL;
-        return fail("mproc_pool_start", rc);
+        return bench_fail("mproc_pool_start", rc);
     }
     return 0;
 }
@@ -335,25 +303,26 @@ static int overhead_pool(uint64_t n, int window, double *seconds)
     int rc, bad = 0;
 
     if (seen_init(&seen, n) != 0) {
-        return fail("allocating", -ENOMEM);
+        return bench_fail("allocating", -ENOMEM);
     }
     if (start_pool(&pool) != 0) {
         seen_free(&seen);
         return 1;
     }
-    t0 = now_s();
+    t0 = bench_now_s();
     if (window == 0) {
         rc = mproc_pool_put_iter(pool, counter_next, &it);
         if (rc != 0) {
-            bad = fail("mproc_pool_put_iter", rc);
+            bad = bench_fail("mproc_pool_put_iter", rc);
         }
     }
     while (!bad) {
         mproc_result r;
         while (window > 0 && put < n && put - seen.count < (uint64_t)window) {
-            int64_t idx = mproc_pool_put_i64(pool, item_value(put), 10000);
+            int64_t idx =
+                mproc_pool_put_i64(pool, bench_item_value(put), 10000);
             if (idx != (int64_t)put) {
-                bad = idx < 0 ? fail("mproc_pool_put_i64", (int)idx) : 1;
+                bad = idx < 0 ? bench_fail("mproc_pool_put_i64", (int)idx) : 1;
                 break;
             }
             put++;
@@ -366,17 +335,17 @@ static int overhead_pool(uint64_t n, int window, double *seconds)
             break;
         }
         if (rc != 0) {
-            bad = fail("mproc_pool_get", rc);
+            bad = bench_fail("mproc_pool_get", rc);
             break;
         }
         bad = check_result(&r, &seen, "pool");
         mproc_result_clear(&r);
     }
-    *seconds = now_s() - t0;
+    *seconds = bench_now_s() - t0;
     if (!bad && window == 0) {
         rc = mproc_pool_wait_iter(pool, 10000);
         if (rc != 0) {
-            bad = fail("mproc_pool_wait_iter", rc);
+            bad = bench_fail("mproc_pool_wait_iter", rc);
         }
         put = it.next;
     }
@@ -393,15 +362,7 @@ static int overhead_pool(uint64_t n, int window, double *seconds)
         mproc_pool_free(pool);
         return 1;
     }
-    rc = mproc_pool_close(pool, 10000);
-    mproc_pool_free(pool);
-    return rc == 0 ? 0 : fail("mproc_pool_close", rc);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+    return bench_pool_finish(pool);
 }
 
 /* Prints one overhead line from `rounds` wall times (sorted here). */
@@ -409,7 +370,7 @@ static double print_overhead(const char *what, uint64_t n, double *times,
                              int rounds)
 {
     double med;
-    qsort(times, (size_t)rounds, sizeof *times, cmp_double);
+    qsort(times, (size_t)rounds, sizeof *times, bench_cmp_double);
     med = times[rounds / 2];
     printf("overhead %s items=%" PRIu64 " rounds=%d seconds=%.3f "
            "us_per_task=%.2f tasks_per_s=%.0f min_us_per_task=%.2f "
@@ -428,7 +389,7 @@ static int run_overhead(uint64_t n, int rounds)
     int r;
 
     if (tg == NULL) {
-        return fail("allocating", -ENOMEM);
+        return bench_fail("allocating", -ENOMEM);
     }
     /* Interleaved, so that a slow spell of the machine hits all three. */
     for (r = 0; r < rounds; r++) {
@@ -507,7 +468,8 @@ static int check_tags(mproc_group *g, int *bulk_running)
     mproc_group_tag t[3];
     int n = mproc_group_get_tags(g, t, 3);
     if (n != 3) {
-        return fail("mproc_group_get_tags (expected 3 entries)", n < 0 ? n : 0);
+        return bench_fail("mproc_group_get_tags (expected 3 entries)",
+                          n < 0 ? n : 0);
     }
     if (t[0].name != NULL || t[0].slots != 0 || t[0].running != 0 ||
         t[1].slots != 1 || t[1].running < 0 || t[1].running > 1 ||
@@ -526,25 +488,6 @@ static int check_tags(mproc_group *g, int *bulk_running)
     return 0;
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of sorted samples (as in pool_bench). */
-static int64_t percentile(const int64_t *sorted, uint64_t n, double p)
-{
-    uint64_t rank = (uint64_t)(p / 100.0 * (double)n + 0.999999);
-    if (rank < 1) {
-        rank = 1;
-    }
-    if (rank > n) {
-        rank = n;
-    }
-    return sorted[rank - 1];
-}
-
 /* Puts `count` web tasks one at a time, waiting for each; samples[] gets
  * the put-to-completion times (NULL: untimed).  Every 64th task also checks
  * the slot limits, and *bulk_busy counts the checks that saw bulk running. */
@@ -553,18 +496,18 @@ static int web_round(mproc_group *g, const mproc_group_handlers *h,
                      long *bulk_busy)
 {
     for (uint64_t i = 0; i < count; i++) {
-        int64_t x = item_value(first + i), y = 0, t0 = now_ns(), t1;
+        int64_t x = bench_item_value(first + i), y = 0, t0 = bench_now_ns(), t1;
         mproc_task *task = NULL;
-        int rc =
-            mproc_group_put(g, "web", plus_one, &x, sizeof x, h, 10000, &task);
+        int rc = mproc_group_put(g, "web", bench_plus_one, &x, sizeof x, h,
+                                 10000, &task);
         if (rc != 0) {
-            return fail("mproc_group_put web", rc);
+            return bench_fail("mproc_group_put web", rc);
         }
         rc = mproc_task_wait(task, 10000);
-        t1 = now_ns();
+        t1 = bench_now_ns();
         if (rc != 0) {
             mproc_task_free(task);
-            return fail("mproc_task_wait web", rc);
+            return bench_fail("mproc_task_wait web", rc);
         }
         rc = mproc_task_result_i64(task, &y);
         mproc_task_free(task);
@@ -589,18 +532,14 @@ static int web_round(mproc_group *g, const mproc_group_handlers *h,
     return 0;
 }
 
-static void print_latency(int flood, const int64_t *samples, uint64_t n,
+/* Prints one web_latency line.  Sorts the samples. */
+static void print_latency(int flood, int64_t *samples, uint64_t n,
                           const char *extra)
 {
-    int64_t sum = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        sum += samples[i];
-    }
+    bench_latency l = bench_latency_of(samples, n);
     printf("web_latency flood=%d samples=%" PRIu64
            " p50_us=%.1f p99_us=%.1f mean_us=%.1f max_us=%.1f%s\n",
-           flood, n, (double)percentile(samples, n, 50) / 1e3,
-           (double)percentile(samples, n, 99) / 1e3,
-           (double)sum / (double)n / 1e3, (double)samples[n - 1] / 1e3, extra);
+           flood, n, l.p50_us, l.p99_us, l.mean_us, l.max_us, extra);
     fflush(stdout);
 }
 
@@ -626,7 +565,7 @@ static int run_flood(uint64_t bulk, uint64_t web, uint64_t warmup)
     pthread_mutex_init(&st.lock, NULL);
     if (samples == NULL || seen_init(&st.bulk_seen, bulk) != 0) {
         free(samples);
-        return fail("allocating", -ENOMEM);
+        return bench_fail("allocating", -ENOMEM);
     }
     if (start_group(&g, &opts) != 0) {
         goto failed;
@@ -641,15 +580,14 @@ static int run_flood(uint64_t bulk, uint64_t web, uint64_t warmup)
         fprintf(stderr, "group_bench: bulk ran before any bulk task\n");
         goto failed;
     }
-    qsort(samples, web, sizeof *samples, cmp_i64);
     print_latency(0, samples, web, "");
 
     /* Phase 2: the flood.  Wait until bulk's slot is taken, then time. */
-    t0 = now_s();
+    t0 = bench_now_s();
     rc = mproc_group_ingest(g, "bulk", spin_plus_one, counter_next, &it,
                             &bulk_h);
     if (rc != 0) {
-        fail("mproc_group_ingest bulk", rc);
+        bench_fail("mproc_group_ingest bulk", rc);
         goto failed;
     }
     for (;;) {
@@ -659,7 +597,7 @@ static int run_flood(uint64_t bulk, uint64_t web, uint64_t warmup)
         if (running == 1) {
             break;
         }
-        if (now_s() - t0 > 10) {
+        if (bench_now_s() - t0 > 10) {
             fprintf(stderr, "group_bench: bulk did not start in 10 s\n");
             goto failed;
         }
@@ -683,7 +621,6 @@ static int run_flood(uint64_t bulk, uint64_t web, uint64_t warmup)
                 "use more --bulk items\n");
         goto failed;
     }
-    qsort(samples, web, sizeof *samples, cmp_i64);
     snprintf(extra, sizeof extra,
              " bulk_items=%" PRIu64 " spin_us=%.0f bulk_done_meanwhile=%" PRIu64
              " checks_bulk_running=%ld/%" PRIu64,
@@ -692,9 +629,9 @@ static int run_flood(uint64_t bulk, uint64_t web, uint64_t warmup)
     print_latency(1, samples, web, extra);
 
     rc = mproc_group_join(g, (int)(bulk * spin_ns / 1000000) * 4 + 30000);
-    t_bulk = now_s() - t0;
+    t_bulk = bench_now_s() - t0;
     if (rc != 0) {
-        fail("mproc_group_join", rc);
+        bench_fail("mproc_group_join", rc);
         goto failed;
     }
     /* Count the outcomes only after close: join returns once no task runs,
@@ -702,7 +639,7 @@ static int run_flood(uint64_t bulk, uint64_t web, uint64_t warmup)
      * every handler call has returned. */
     rc = mproc_group_close(g, 10000);
     if (rc != 0) {
-        fail("mproc_group_close", rc);
+        bench_fail("mproc_group_close", rc);
         goto failed;
     }
     pthread_mutex_lock(&st.lock);
@@ -762,19 +699,6 @@ static void usage(FILE *f)
            "  all       both (default)\n");
 }
 
-static int parse_ll(const char *s, long long min, long long max, long long *out)
-{
-    char *end;
-    long long v;
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
     o->mode = MODE_ALL;
@@ -786,42 +710,29 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     o->spin_us = 200;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        }
+        const char *v = bench_opt_value(argc, argv, &i, usage);
         if (v == NULL) {
-            fprintf(stderr, "group_bench: %s needs a value\n", a);
             return -1;
         }
-        i++;
         if (strcmp(a, "--mode") == 0) {
-            if (strcmp(v, "overhead") == 0) {
-                o->mode = MODE_OVERHEAD;
-            } else if (strcmp(v, "flood") == 0) {
-                o->mode = MODE_FLOOD;
-            } else if (strcmp(v, "all") == 0) {
-                o->mode = MODE_ALL;
-            } else {
-                fprintf(stderr, "group_bench: unknown mode %s\n", v);
+            o->mode = bench_mode(mode_names, MODE_ALL + 1, v);
+            if (o->mode < 0) {
                 return -1;
             }
         } else if (strcmp(a, "--items") == 0 &&
-                   parse_ll(v, 1, 1LL << 32, &o->items) == 0) {
+                   bench_parse_ll(v, 1, 1LL << 32, &o->items) == 0) {
         } else if (strcmp(a, "--rounds") == 0 &&
-                   parse_ll(v, 1, 1000, &o->rounds) == 0) {
+                   bench_parse_ll(v, 1, 1000, &o->rounds) == 0) {
         } else if (strcmp(a, "--bulk") == 0 &&
-                   parse_ll(v, 1, 1LL << 28, &o->bulk) == 0) {
+                   bench_parse_ll(v, 1, 1LL << 28, &o->bulk) == 0) {
         } else if (strcmp(a, "--web") == 0 &&
-                   parse_ll(v, 1, 1LL << 28, &o->web) == 0) {
+                   bench_parse_ll(v, 1, 1LL << 28, &o->web) == 0) {
         } else if (strcmp(a, "--warmup") == 0 &&
-                   parse_ll(v, 0, 1LL << 28, &o->warmup) == 0) {
+                   bench_parse_ll(v, 0, 1LL << 28, &o->warmup) == 0) {
         } else if (strcmp(a, "--spin-us") == 0 &&
-                   parse_ll(v, 0, 1000000, &o->spin_us) == 0) {
+                   bench_parse_ll(v, 0, 1000000, &o->spin_us) == 0) {
         } else {
-            fprintf(stderr, "group_bench: bad option or value: %s %s\n", a, v);
-            return -1;
+            return bench_bad_option(a, v);
         }
     }
     return 0;

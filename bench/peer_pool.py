@@ -15,8 +15,13 @@ Pool start-up is not timed, as in pool_bench.
 
 import argparse
 import multiprocessing
+import os
 import sys
 import time
+
+# peer_util.py sits beside this script; find it from any working directory.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_util import percentile  # noqa: E402
 
 
 def f(x):
@@ -29,15 +34,6 @@ def check(xs, ys, what):
     for x, y in zip(xs, ys):
         if y != x + 1:
             sys.exit(f"{what}: f({x}) gave {y}, expected {x + 1}")
-
-
-def percentile(sorted_vals, p):
-    # Nearest-rank percentile, the same rule as pool_bench.
-    if not sorted_vals:
-        return 0.0
-    rank = int(p / 100.0 * len(sorted_vals) + 0.999999)
-    rank = min(max(rank, 1), len(sorted_vals))
-    return sorted_vals[rank - 1]
 
 
 def bench_putget(pool, n, workers):

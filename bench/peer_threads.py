@@ -25,20 +25,16 @@ note=).
 import argparse
 import concurrent.futures as cf
 import itertools
+import os
 import sys
 import threading
 import time
 
+# peer_util.py sits beside this script; find it from any working directory.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_util import percentile  # noqa: E402
+
 MPROC_ITEMS = 1_000_000  # what tpool_bench runs; the lines note a shortfall
-
-
-def percentile(sorted_vals, p):
-    # Nearest-rank percentile, the same rule as tpool_bench.
-    if not sorted_vals:
-        return 0.0
-    rank = int(p / 100.0 * len(sorted_vals) + 0.999999)
-    rank = min(max(rank, 1), len(sorted_vals))
-    return sorted_vals[rank - 1]
 
 
 def status_kb(key):

@@ -20,12 +20,16 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <mproc.h>
+
+#define BENCH_PROG "pool_bench"
+#include "bench_util.h"
 
 enum {
     MODE_PUTGET,
@@ -34,6 +38,9 @@ enum {
     MODE_STREAM,
     MODE_ALL
 };
+
+static const char *const mode_names[] = {"putget", "map", "latency", "stream",
+                                         "all"};
 
 typedef struct bench_opts {
     int mode;
@@ -47,72 +54,10 @@ typedef struct bench_opts {
     double max_seconds; /* stream: end the sequence after this; 0: never */
 } bench_opts;
 
-/* The task: x -> x + 1. */
-static int plus_one(const void *task, size_t len, const void *static_args,
-                    size_t static_len, mproc_reply *reply)
-{
-    int64_t x;
-    (void)static_args;
-    (void)static_len;
-    if (mproc_decode_i64(task, len, &x) != 0) {
-        return mproc_reply_error(reply, "expected an int64, got %zu bytes",
-                                 len);
-    }
-    return mproc_reply_i64(reply, x + 1);
-}
-
-/* The input for item i.  Not just i, so a result cannot match by accident. */
-static int64_t item_value(uint64_t i)
-{
-    return (int64_t)(i * 3 + 7);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Reads one "Key:   123 kB" field of /proc/self/status, in kB; -1 if not
- * found. */
-static long status_kb(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t klen = strlen(key);
-    long kb = -1;
-    if (f == NULL) {
-        return -1;
-    }
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
-            kb = strtol(line + klen + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
-static int fail(const char *what, int code)
-{
-    fprintf(stderr, "pool_bench: %s: %s (%s, %d)\n", what, mproc_strerror(code),
-            mproc_err_name(code), code);
-    return 1;
-}
-
 static int start_pool(mproc_pool **pool, int workers, int queue, int ordered)
 {
     mproc_pool_opts opts = {
-        .fn = plus_one,
+        .fn = bench_plus_one,
         .size = workers,
         .queue_size = queue,
         .ordered = ordered,
@@ -120,7 +65,7 @@ static int start_pool(mproc_pool **pool, int workers, int queue, int ordered)
     int rc = mproc_pool_new(pool, &opts);
     if (rc != 0) {
         *pool = NULL;
-        return fail("mproc_pool_new", rc);
+        return bench_fail("mproc_pool_new", rc);
     }
     rc = mproc_pool_start(*pool);
     if (rc != 0) {
@@ -128,17 +73,9 @@ static int start_pool(mproc_pool **pool, int workers, int queue, int ordered)
                 mproc_pool_last_error(*pool));
         mproc_pool_free(*pool);
         *pool = NULL;
-        return fail("mproc_pool_start", rc);
+        return bench_fail("mproc_pool_start", rc);
     }
     return 0;
-}
-
-/* Finishes a pool: close must succeed; then free. */
-static int finish_pool(mproc_pool *pool)
-{
-    int rc = mproc_pool_close(pool, 10000);
-    mproc_pool_free(pool);
-    return rc == 0 ? 0 : fail("mproc_pool_close", rc);
 }
 
 /* Checks one result of the put_iter/get runs.  `expect_index` is the index
@@ -166,11 +103,11 @@ static int check_result(const mproc_result *r, uint64_t expect_index,
                 r->errmsg != NULL ? r->errmsg : "no message");
         return 1;
     }
-    if (y != item_value(r->index) + 1) {
+    if (y != bench_item_value(r->index) + 1) {
         fprintf(stderr,
                 "pool_bench: task %" PRIu64 ": got %" PRId64
                 ", expected %" PRId64 "\n",
-                r->index, y, item_value(r->index) + 1);
+                r->index, y, bench_item_value(r->index) + 1);
         return 1;
     }
     return 0;
@@ -181,12 +118,12 @@ static int check_result(const mproc_result *r, uint64_t expect_index,
 typedef struct counter_iter {
     uint64_t next;
     uint64_t count;
-    double deadline; /* now_s() after which the sequence ends; 0: none */
+    double deadline; /* bench_now_s() after which the sequence ends; 0: none */
     int64_t value;   /* what *data points to, valid until the next call */
 } counter_iter;
 
-/* Yields item_value(0), item_value(1), ... up to `count` items, or fewer
- * when the deadline passes (the feeder simply ends the sequence there, so
+/* Yields bench_item_value(0), bench_item_value(1), ... up to `count` items, or
+ * fewer when the deadline passes (the feeder simply ends the sequence there, so
  * every item fed is still run, got and checked). */
 static int counter_next(void *ctx, const void **data, size_t *len)
 {
@@ -194,11 +131,12 @@ static int counter_next(void *ctx, const void **data, size_t *len)
     if (it->next >= it->count) {
         return 0;
     }
-    if (it->deadline > 0 && (it->next & 4095) == 0 && now_s() >= it->deadline) {
+    if (it->deadline > 0 && (it->next & 4095) == 0 &&
+        bench_now_s() >= it->deadline) {
         it->count = it->next;
         return 0;
     }
-    it->value = item_value(it->next++);
+    it->value = bench_item_value(it->next++);
     *data = &it->value;
     *len = sizeof it->value;
     return 1;
@@ -211,7 +149,7 @@ static int run_iter(const char *name, uint64_t n, int workers, int queue,
 {
     mproc_pool *pool;
     counter_iter it = {.next = 0, .count = n};
-    long rss_start = status_kb("VmRSS"), rss_1m = -1, rss_end, hwm;
+    long rss_start = bench_status_kb("VmRSS"), rss_1m = -1, rss_end, hwm;
     double t0, dt;
     int rc, bad = 0;
     uint64_t i;
@@ -220,12 +158,12 @@ static int run_iter(const char *name, uint64_t n, int workers, int queue,
     if (start_pool(&pool, workers, queue, ordered) != 0) {
         return 1;
     }
-    t0 = now_s();
+    t0 = bench_now_s();
     it.deadline = max_seconds > 0 ? t0 + max_seconds : 0;
     rc = mproc_pool_put_iter(pool, counter_next, &it);
     if (rc != 0) {
         mproc_pool_free(pool);
-        return fail("mproc_pool_put_iter", rc);
+        return bench_fail("mproc_pool_put_iter", rc);
     }
     /* Get until nothing is outstanding and the feeder has ended. */
     for (i = 0;; i++) {
@@ -236,7 +174,7 @@ static int run_iter(const char *name, uint64_t n, int workers, int queue,
         }
         if (rc != 0) {
             fprintf(stderr, "pool_bench: get #%" PRIu64 ": ", i);
-            bad = fail("mproc_pool_get", rc);
+            bad = bench_fail("mproc_pool_get", rc);
             break;
         }
         bad = check_result(&r, ordered ? i : UINT64_MAX, n);
@@ -245,14 +183,14 @@ static int run_iter(const char *name, uint64_t n, int workers, int queue,
             break;
         }
         if (stream && i + 1 == 1000000) {
-            rss_1m = status_kb("VmRSS");
+            rss_1m = bench_status_kb("VmRSS");
         }
     }
-    dt = now_s() - t0;
+    dt = bench_now_s() - t0;
     if (!bad) {
         rc = mproc_pool_wait_iter(pool, 10000);
         if (rc != 0) {
-            bad = fail("mproc_pool_wait_iter", rc);
+            bad = bench_fail("mproc_pool_wait_iter", rc);
         }
     }
     /* The feeder has ended, so `it` is ours again: exactly one outcome for
@@ -263,13 +201,13 @@ static int run_iter(const char *name, uint64_t n, int workers, int queue,
                 it.next);
         bad = 1;
     }
-    rss_end = status_kb("VmRSS");
-    hwm = status_kb("VmHWM");
+    rss_end = bench_status_kb("VmRSS");
+    hwm = bench_status_kb("VmHWM");
     if (bad) {
         mproc_pool_free(pool);
         return 1;
     }
-    if (finish_pool(pool) != 0) {
+    if (bench_pool_finish(pool) != 0) {
         return 1;
     }
     if (queue == 0) {
@@ -309,10 +247,10 @@ static int run_map(uint64_t n, int workers)
         free(values);
         free(items);
         free(out);
-        return fail("allocating the map arrays", -ENOMEM);
+        return bench_fail("allocating the map arrays", -ENOMEM);
     }
     for (i = 0; i < n; i++) {
-        values[i] = item_value(i);
+        values[i] = bench_item_value(i);
         items[i].data = &values[i];
         items[i].len = sizeof values[i];
     }
@@ -327,11 +265,11 @@ static int run_map(uint64_t n, int workers)
     enum { MAP_ROUNDS = 7 };
     double times[MAP_ROUNDS];
     for (int round = 0; round < MAP_ROUNDS && !bad; round++) {
-        t0 = now_s();
+        t0 = bench_now_s();
         rc = mproc_pool_map(pool, items, n, out);
-        times[round] = now_s() - t0;
+        times[round] = bench_now_s() - t0;
         if (rc != 0) {
-            bad = fail("mproc_pool_map", rc);
+            bad = bench_fail("mproc_pool_map", rc);
         }
         for (i = 0; i < n; i++) {
             if (!bad && out[i].index != i) {
@@ -347,13 +285,7 @@ static int run_map(uint64_t n, int workers)
             mproc_result_clear(&out[i]);
         }
     }
-    for (int a = 1; a < MAP_ROUNDS; a++) { /* insertion sort: 7 values */
-        for (int b = a; b > 0 && times[b] < times[b - 1]; b--) {
-            double tmp = times[b];
-            times[b] = times[b - 1];
-            times[b - 1] = tmp;
-        }
-    }
+    qsort(times, MAP_ROUNDS, sizeof *times, bench_cmp_double);
     dt = times[MAP_ROUNDS / 2];
     free(values);
     free(items);
@@ -362,7 +294,7 @@ static int run_map(uint64_t n, int workers)
         mproc_pool_free(pool);
         return 1;
     }
-    if (finish_pool(pool) != 0) {
+    if (bench_pool_finish(pool) != 0) {
         return 1;
     }
     printf("map items=%" PRIu64 " workers=%d rounds=%d seconds=%.3f "
@@ -375,37 +307,17 @@ static int run_map(uint64_t n, int workers)
 
 /* ---- latency ---- */
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of sorted samples (the same rule as
- * peer_pool.py). */
-static int64_t percentile(const int64_t *sorted, uint64_t n, double p)
-{
-    uint64_t rank = (uint64_t)(p / 100.0 * (double)n + 0.999999);
-    if (rank < 1) {
-        rank = 1;
-    }
-    if (rank > n) {
-        rank = n;
-    }
-    return sorted[rank - 1];
-}
-
 static int round_trip(mproc_pool *pool, uint64_t i)
 {
     mproc_result r;
-    int64_t idx = mproc_pool_put_i64(pool, item_value(i), 10000);
+    int64_t idx = mproc_pool_put_i64(pool, bench_item_value(i), 10000);
     int rc, bad;
     if (idx < 0) {
-        return fail("mproc_pool_put_i64", (int)idx);
+        return bench_fail("mproc_pool_put_i64", (int)idx);
     }
     rc = mproc_pool_get(pool, &r, 10000);
     if (rc != 0) {
-        return fail("mproc_pool_get", rc);
+        return bench_fail("mproc_pool_get", rc);
     }
     /* The pool numbers puts from 0; the check wants item i at index i. */
     bad = (uint64_t)idx != r.index;
@@ -415,7 +327,7 @@ static int round_trip(mproc_pool *pool, uint64_t i)
     } else {
         int64_t y;
         rc = mproc_result_i64(&r, &y);
-        if (rc != 0 || y != item_value(i) + 1) {
+        if (rc != 0 || y != bench_item_value(i) + 1) {
             fprintf(stderr, "pool_bench: round trip %" PRIu64 " wrong (%s)\n",
                     i, mproc_err_name(rc));
             bad = 1;
@@ -430,10 +342,10 @@ static int run_latency(uint64_t rounds, uint64_t warmup, int workers)
     mproc_pool *pool;
     int64_t *samples = malloc(rounds * sizeof *samples);
     uint64_t i;
-    int64_t sum = 0;
+    bench_latency lat;
 
     if (samples == NULL) {
-        return fail("allocating the samples", -ENOMEM);
+        return bench_fail("allocating the samples", -ENOMEM);
     }
     if (start_pool(&pool, workers, 0, 1) != 0) {
         free(samples);
@@ -445,24 +357,20 @@ static int run_latency(uint64_t rounds, uint64_t warmup, int workers)
         }
     }
     for (i = 0; i < rounds; i++) {
-        int64_t t0 = now_ns();
+        int64_t t0 = bench_now_ns();
         if (round_trip(pool, warmup + i) != 0) {
             goto failed;
         }
-        samples[i] = now_ns() - t0;
-        sum += samples[i];
+        samples[i] = bench_now_ns() - t0;
     }
-    if (finish_pool(pool) != 0) {
+    if (bench_pool_finish(pool) != 0) {
         free(samples);
         return 1;
     }
-    qsort(samples, rounds, sizeof *samples, cmp_i64);
+    lat = bench_latency_of(samples, rounds);
     printf("latency rounds=%" PRIu64 " workers=%d median_us=%.1f p99_us=%.1f "
            "mean_us=%.1f max_us=%.1f\n",
-           rounds, workers, (double)percentile(samples, rounds, 50) / 1e3,
-           (double)percentile(samples, rounds, 99) / 1e3,
-           (double)sum / (double)rounds / 1e3,
-           (double)samples[rounds - 1] / 1e3);
+           rounds, workers, lat.p50_us, lat.p99_us, lat.mean_us, lat.max_us);
     fflush(stdout);
     free(samples);
     return 0;
@@ -496,19 +404,6 @@ static void usage(FILE *f)
                "                (default: ordered, like imap)\n");
 }
 
-static int parse_ll(const char *s, long long min, long long *out)
-{
-    char *end;
-    long long v;
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
     int i;
@@ -518,53 +413,42 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     o->rounds = 20000;
     o->warmup = 1000;
     for (i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *a = argv[i], *v;
         long long x;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        } else if (strcmp(a, "--unordered") == 0) {
+        if (strcmp(a, "--unordered") == 0) {
             o->unordered = 1;
             continue;
         }
+        v = bench_opt_value(argc, argv, &i, usage);
         if (v == NULL) {
-            fprintf(stderr, "pool_bench: %s needs a value\n", a);
             return -1;
         }
-        i++;
         if (strcmp(a, "--mode") == 0) {
-            static const char *names[] = {"putget", "map", "latency", "stream",
-                                          "all"};
-            int m;
-            for (m = 0; m <= MODE_ALL; m++) {
-                if (strcmp(v, names[m]) == 0) {
-                    break;
-                }
-            }
-            if (m > MODE_ALL) {
-                fprintf(stderr, "pool_bench: unknown mode %s\n", v);
+            o->mode = bench_mode(mode_names, MODE_ALL + 1, v);
+            if (o->mode < 0) {
                 return -1;
             }
-            o->mode = m;
-        } else if (strcmp(a, "--items") == 0 && parse_ll(v, 1, &x) == 0) {
+        } else if (strcmp(a, "--items") == 0 &&
+                   bench_parse_ll(v, 1, LLONG_MAX, &x) == 0) {
             o->items = x;
-        } else if (strcmp(a, "--workers") == 0 && parse_ll(v, 1, &x) == 0 &&
-                   x <= 1024) {
+        } else if (strcmp(a, "--workers") == 0 &&
+                   bench_parse_ll(v, 1, 1024, &x) == 0) {
             o->workers = (int)x;
-        } else if (strcmp(a, "--queue") == 0 && parse_ll(v, -1, &x) == 0 &&
-                   x <= 1 << 24) {
+        } else if (strcmp(a, "--queue") == 0 &&
+                   bench_parse_ll(v, -1, 1 << 24, &x) == 0) {
             o->queue = (int)x;
             o->queue_given = 1;
-        } else if (strcmp(a, "--rounds") == 0 && parse_ll(v, 1, &x) == 0) {
+        } else if (strcmp(a, "--rounds") == 0 &&
+                   bench_parse_ll(v, 1, LLONG_MAX, &x) == 0) {
             o->rounds = x;
-        } else if (strcmp(a, "--warmup") == 0 && parse_ll(v, 0, &x) == 0) {
+        } else if (strcmp(a, "--warmup") == 0 &&
+                   bench_parse_ll(v, 0, LLONG_MAX, &x) == 0) {
             o->warmup = x;
-        } else if (strcmp(a, "--max-seconds") == 0 && parse_ll(v, 0, &x) == 0) {
+        } else if (strcmp(a, "--max-seconds") == 0 &&
+                   bench_parse_ll(v, 0, LLONG_MAX, &x) == 0) {
             o->max_seconds = (double)x;
         } else {
-            fprintf(stderr, "pool_bench: bad option or value: %s %s\n", a, v);
-            return -1;
+            return bench_bad_option(a, v);
         }
     }
     return 0;

@@ -19,58 +19,20 @@ set -euo pipefail
 exec </dev/null
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-build=${BUILD_DIR:-$root/build}
-case "$build" in /*) ;; *) build=$root/$build ;; esac
-python=${PYTHON:-python3}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 stream_seconds=${MPROC_BENCH_STREAM_SECONDS:-60}
 
-log_dir=$(mktemp -d "${TMPDIR:-/tmp}/mproc-bench.XXXXXX")
-trap 'rm -rf "$log_dir"' EXIT
+make_log_dir mproc-bench
 
 # --- build -------------------------------------------------------------------
 
-if [ "${MPROC_BENCH_NO_BUILD:-0}" != 1 ]; then
-    echo "building ($build) ..."
-    if ! make -C "$root" build BUILD_DIR="$build" >"$log_dir/build.log" 2>&1; then
-        tail -n 40 "$log_dir/build.log"
-        echo "run.sh: the build failed" >&2
-        exit 1
-    fi
-fi
-bench=$build/pool_bench
-if [ ! -x "$bench" ]; then
-    bench=$(find "$build" -type f -name pool_bench -perm -u+x 2>/dev/null |
-        head -n 1)
-fi
-if [ -z "$bench" ] || [ ! -x "$bench" ]; then
-    echo "run.sh: no pool_bench executable under $build" >&2
-    exit 1
-fi
+build_bench pool_bench
 
 # --- run ---------------------------------------------------------------------
 
-echo "machine: $(nproc) CPUs, $(uname -sr), $("$python" --version 2>&1)"
-echo "mproc:   $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo 'no commit'), $bench"
+machine_lines "$("$python" --version 2>&1)"
 echo
-
-status=0
-# run LIMIT OUTFILE CMD...: runs CMD with a time limit, its lines to OUTFILE
-# and to the terminal.
-run() {
-    local limit=$1 out=$2 rc=0
-    shift 2
-    timeout -k 10 "$limit" "$@" >"$out" || rc=$?
-    cat "$out"
-    if [ "$rc" -ne 0 ]; then
-        if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-            echo "run.sh: '$*' timed out after ${limit}s" >&2
-        else
-            echo "run.sh: '$*' failed (exit $rc)" >&2
-        fi
-        status=1
-    fi
-}
 
 echo "== Python peer: bench/peer_pool.py"
 run 150 "$log_dir/py.txt" "$python" "$here/peer_pool.py" \
@@ -89,47 +51,24 @@ cat "$log_dir"/mp[1-4].txt >"$log_dir/mproc.txt"
 
 # --- table -------------------------------------------------------------------
 
-# field FILE MEASUREMENT KEY [MATCH]: the value of KEY= on the first line of
-# FILE that starts with MEASUREMENT and contains MATCH; empty if none.
-field() {
-    awk -v m="$1" -v k="$2" -v want="${3:-}" '
-        $1 == m && index($0, want) {
-            for (i = 2; i <= NF; i++) {
-                split($i, kv, "=")
-                if (kv[1] == k) { print kv[2]; exit }
-            }
-        }' "$4"
-}
-mp() { field "$1" "$2" "${3:-}" "$log_dir/mproc.txt"; }
-py() { field "$1" "$2" "" "$log_dir/py.txt"; }
+# mp / py MEASUREMENT KEY [MATCH]: the value of KEY= on the first line of
+# mproc's / Python's output that starts with MEASUREMENT and contains MATCH;
+# empty if none.
+mp() { field "$1" "$2" "${3:-}" "$log_dir/mproc.txt" first; }
+py() { field "$1" "$2" "" "$log_dir/py.txt" first; }
 
+fmt='| %-42s | %12s | %10s | %8s | %-18s |\n'
 # row LABEL MPROC PYTHON TARGET KIND: KIND is "ge" (ratio >= target), "le"
 # (ratio <= target) or "-" (report only).
 row() {
-    awk -v label="$1" -v a="$2" -v b="$3" -v target="$4" -v kind="$5" '
-        function num(x) { return x ~ /^-?[0-9.]+$/ }
-        BEGIN {
-            ratio = "-"; verdict = ""
-            if (num(a) && num(b) && b + 0 > 0) {
-                r = a / b
-                ratio = sprintf("%.2fx", r)
-                if (kind == "ge") verdict = (r >= target) ? "met" : "NOT met"
-                if (kind == "le") verdict = (r <= target) ? "met" : "NOT met"
-            }
-            t = kind == "ge" ? ">= " target "x" : kind == "le" ? "<= " target "x" : target
-            printf "| %-42s | %12s | %10s | %8s | %-18s |\n", label,
-                   a == "" ? "-" : a, b == "" ? "-" : b, ratio,
-                   t (verdict == "" ? "" : " " verdict)
-        }'
+    ratio_cells "$2" "$3" "$4" "$5"
+    # shellcheck disable=SC2059 # one format for every row
+    printf "$fmt" "$1" "${2:--}" "${3:--}" "$cell_ratio" "$cell_target"
 }
 
 echo
 echo "== Summary (2 workers; f(x) = x + 1; ratio = mproc / Python)"
-printf '| %-42s | %12s | %10s | %8s | %-18s |\n' measurement mproc Python \
-    ratio target
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..44})" \
-    "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" \
-    "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..20})"
+table_head "$fmt" measurement mproc Python ratio target
 py_putget=$(py putget tasks_per_s)
 row "put/get per item, default queue (tasks/s)" \
     "$(mp putget tasks_per_s queue=default)" "$py_putget" 10 ge

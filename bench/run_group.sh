@@ -18,9 +18,8 @@ set -euo pipefail
 exec </dev/null
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-build=${BUILD_DIR:-$root/build}
-case "$build" in /*) ;; *) build=$root/$build ;; esac
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 rounds=${MPROC_BENCH_ROUNDS:-3}
 case "$rounds" in '' | *[!0-9]* | 0)
     echo "run_group.sh: MPROC_BENCH_ROUNDS must be a positive integer" >&2
@@ -28,52 +27,17 @@ case "$rounds" in '' | *[!0-9]* | 0)
     ;;
 esac
 
-log_dir=$(mktemp -d "${TMPDIR:-/tmp}/mproc-gbench.XXXXXX")
-trap 'rm -rf "$log_dir"' EXIT
+make_log_dir mproc-gbench
 
 # --- build -------------------------------------------------------------------
 
-if [ "${MPROC_BENCH_NO_BUILD:-0}" != 1 ]; then
-    echo "building ($build) ..."
-    if ! make -C "$root" build BUILD_DIR="$build" >"$log_dir/build.log" 2>&1; then
-        tail -n 40 "$log_dir/build.log"
-        echo "run_group.sh: the build failed" >&2
-        exit 1
-    fi
-fi
-bench=$build/group_bench
-if [ ! -x "$bench" ]; then
-    bench=$(find "$build" -type f -name group_bench -perm -u+x 2>/dev/null |
-        head -n 1)
-fi
-if [ -z "$bench" ] || [ ! -x "$bench" ]; then
-    echo "run_group.sh: no group_bench executable under $build" >&2
-    exit 1
-fi
+build_bench group_bench
 
 # --- run ---------------------------------------------------------------------
 
-echo "machine: $(nproc) CPUs, $(uname -sr)"
-echo "mproc:   $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo 'no commit'), $bench"
+# shellcheck disable=SC2119 # no Python version here
+machine_lines
 echo
-
-status=0
-# run LIMIT OUTFILE CMD...: runs CMD with a time limit, its lines to OUTFILE
-# and to the terminal.
-run() {
-    local limit=$1 out=$2 rc=0
-    shift 2
-    timeout -k 10 "$limit" "$@" >"$out" || rc=$?
-    cat "$out"
-    if [ "$rc" -ne 0 ]; then
-        if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-            echo "run_group.sh: '$*' timed out after ${limit}s" >&2
-        else
-            echo "run_group.sh: '$*' failed (exit $rc)" >&2
-        fi
-        status=1
-    fi
-}
 
 echo "== group_bench"
 run $((60 * rounds + 60)) "$log_dir/g1.txt" "$bench" --mode overhead \
@@ -86,26 +50,19 @@ cat "$log_dir"/g[12].txt >"$log_dir/all.txt"
 
 # val MEASUREMENT KEY [MATCH]: the value of KEY= on the first line that
 # starts with MEASUREMENT and contains MATCH; empty if none.
-val() {
-    awk -v m="$1" -v k="$2" -v want="${3:-}" '
-        $1 == m && index($0, want) {
-            for (i = 2; i <= NF; i++) {
-                split($i, kv, "=")
-                if (kv[1] == k) { print kv[2]; exit }
-            }
-        }' "$log_dir/all.txt"
-}
+val() { field "$1" "$2" "${3:-}" "$log_dir/all.txt" first; }
 
+fmt='| %-54s | %10s | %-22s |\n'
 # row LABEL VALUE TARGET [LIMIT]: with LIMIT, the target is "<= LIMIT" and
 # gets a verdict.
 row() {
-    awk -v label="$1" -v v="$2" -v target="$3" -v limit="${4:-}" '
-        BEGIN {
-            t = target
-            if (limit != "" && v ~ /^[0-9.]+$/)
-                t = t ((v + 0 <= limit + 0) ? " met" : " NOT met")
-            printf "| %-54s | %10s | %-22s |\n", label, v == "" ? "-" : v, t
-        }'
+    local t=$3
+    if [ -n "${4:-}" ] && [[ $2 =~ ^[0-9.]+$ ]]; then
+        t+=$(awk -v v="$2" -v limit="$4" \
+            'BEGIN { print (v + 0 <= limit + 0) ? " met" : " NOT met" }')
+    fi
+    # shellcheck disable=SC2059 # one format for every row
+    printf "$fmt" "$1" "${2:--}" "$t"
 }
 
 g_us=$(val overhead us_per_task impl=group)
@@ -114,9 +71,7 @@ w_us=$(val overhead us_per_task feed=window)
 
 echo
 echo "== Summary (f(x) = x + 1; 2 workers; medians of $rounds rounds)"
-printf '| %-54s | %10s | %-22s |\n' measurement value target
-printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..56})" \
-    "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..24})"
+table_head "$fmt" measurement value target
 row "group per task, 1 tag x 2 slots, ingest + next (us)" "$g_us" report
 row "pool per task, put_iter + get, default queue (us)" "$p_us" report
 row "pool per task, put + get, 2 in flight (us)" "$w_us" report

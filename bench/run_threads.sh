@@ -31,10 +31,8 @@ set -euo pipefail
 exec </dev/null
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-build=${BUILD_DIR:-$root/build}
-case "$build" in /*) ;; *) build=$root/$build ;; esac
-python=${PYTHON:-python3}
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 cc=${CC:-cc}
 py_items=${MPROC_BENCH_PY_ITEMS:-1000000}
 items=1000000
@@ -44,10 +42,7 @@ case "$rounds" in '' | *[!0-9]* | 0)
     exit 2 ;;
 esac
 
-log_dir=$(mktemp -d "${TMPDIR:-/tmp}/mproc-bench-threads.XXXXXX")
-trap 'rm -rf "$log_dir"' EXIT
-
-status=0
+make_log_dir mproc-bench-threads
 
 # --- GLib --------------------------------------------------------------------
 
@@ -80,28 +75,13 @@ fi
 
 # --- build -------------------------------------------------------------------
 
-if [ "${MPROC_BENCH_NO_BUILD:-0}" != 1 ]; then
-    echo "building ($build) ..."
-    if ! make -C "$root" build BUILD_DIR="$build" >"$log_dir/build.log" 2>&1; then
-        tail -n 40 "$log_dir/build.log"
-        echo "run_threads.sh: the build failed" >&2
-        exit 1
-    fi
-fi
-bench=$build/tpool_bench
-if [ ! -x "$bench" ]; then
-    bench=$(find "$build" -type f -name tpool_bench -perm -u+x 2>/dev/null |
-        head -n 1)
-fi
-if [ -z "$bench" ] || [ ! -x "$bench" ]; then
-    echo "run_threads.sh: no tpool_bench executable under $build" >&2
-    exit 1
-fi
+build_bench tpool_bench
 
 glib_bin=$build/glib_threadpool
 if [ -z "$glib_skip" ]; then
+    # -I"$here": the peer includes bench/bench_util.h.
     # shellcheck disable=SC2046 # pkg-config's flags are meant to split
-    if ! "$cc" -O2 -o "$glib_bin" "$here/peers/glib_threadpool.c" \
+    if ! "$cc" -O2 -I"$here" -o "$glib_bin" "$here/peers/glib_threadpool.c" \
             $(pkg-config --cflags --libs glib-2.0) >"$log_dir/cc.log" 2>&1; then
         cat "$log_dir/cc.log"
         glib_skip="bench/peers/glib_threadpool.c did not compile"
@@ -111,32 +91,13 @@ fi
 
 # --- run ---------------------------------------------------------------------
 
-echo "machine: $(nproc) CPUs, $(uname -sr), $("$python" --version 2>&1)"
-echo "mproc:   $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo 'no commit'), $bench"
+machine_lines "$("$python" --version 2>&1)"
 if [ -z "$glib_skip" ]; then
     echo "GLib:    $(pkg-config --modversion glib-2.0), $glib_bin"
 else
     echo "GLib:    skipped: $glib_skip"
 fi
 echo
-
-# run LIMIT OUTFILE CMD...: runs CMD with a time limit, appends its lines to
-# OUTFILE and shows them.
-run() {
-    local limit=$1 out=$2 rc=0
-    shift 2
-    timeout -k 10 "$limit" "$@" >"$log_dir/one.txt" || rc=$?
-    cat "$log_dir/one.txt"
-    cat "$log_dir/one.txt" >>"$out"
-    if [ "$rc" -ne 0 ]; then
-        if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-            echo "run_threads.sh: '$*' timed out after ${limit}s" >&2
-        else
-            echo "run_threads.sh: '$*' failed (exit $rc)" >&2
-        fi
-        status=1
-    fi
-}
 
 # Each measurement runs in a process of its own, so that memory freed by one
 # run cannot hide the growth measured by the next.
@@ -185,60 +146,22 @@ run 60 "$py" "$python" "$here/peer_threads.py" --mode memory \
 
 # --- table -------------------------------------------------------------------
 
-# field MEASUREMENT KEY MATCH FILE [STAT]: over the lines of FILE that start
-# with MEASUREMENT and contain MATCH, the value of KEY=: the median (STAT
-# "median", the default; the mean of the two middle values for an even
-# count), "min", "max" or "count".  Empty if no line matches.
-field() {
-    awk -v m="$1" -v k="$2" -v want="$3" -v stat="${5:-median}" '
-        $1 == m && index($0, want) {
-            for (i = 2; i <= NF; i++) {
-                split($i, kv, "=")
-                if (kv[1] == k) { n++; v[n] = kv[2] + 0; raw[n] = kv[2]; break }
-            }
-        }
-        END {
-            if (n == 0) exit
-            for (i = 2; i <= n; i++) {      # insertion sort: n is small
-                x = v[i]; xr = raw[i]
-                for (j = i - 1; j >= 1 && v[j] > x; j--) {
-                    v[j + 1] = v[j]; raw[j + 1] = raw[j]
-                }
-                v[j + 1] = x; raw[j + 1] = xr
-            }
-            if (stat == "count") print n
-            else if (stat == "min") print raw[1]
-            else if (stat == "max") print raw[n]
-            else if (n % 2) print raw[(n + 1) / 2]
-            else printf "%.0f\n", (v[n / 2] + v[n / 2 + 1]) / 2
-        }' "$4"
-}
-
+fmt='| %-44s | %10s | %10s | %10s | %10s | %8s | %-18s |\n'
 # row LABEL MPROC GLIB_EXCL GLIB_SHARED PYTHON PEER TARGET KIND: the ratio is
 # MPROC / GLIB_EXCL when PEER is "glib", MPROC / PYTHON (marked "Py") when it
 # is "py".  KIND is "ge" (ratio >= TARGET), "le" (ratio <= TARGET) or "-"
 # (report only; TARGET is printed as it is).
 row() {
-    awk -v label="$1" -v a="$2" -v g="$3" -v s="$4" -v p="$5" -v peer="$6" \
-        -v target="$7" -v kind="$8" '
-        function num(x) { return x ~ /^-?[0-9.]+$/ }
-        function show(x) { return x == "" ? "-" : x }
-        BEGIN {
-            b = peer == "glib" ? g : p
-            ratio = "-"; verdict = ""
-            if (num(a) && num(b) && b + 0 > 0) {
-                r = a / b
-                ratio = sprintf("%.2fx", r) (peer == "py" ? " Py" : "")
-                if (kind == "ge") verdict = (r >= target) ? "met" : "NOT met"
-                if (kind == "le") verdict = (r <= target) ? "met" : "NOT met"
-            } else if (kind != "-") {
-                verdict = "no figure"
-            }
-            t = kind == "ge" ? ">= " target "x" : kind == "le" ? "<= " target "x" : target
-            printf "| %-44s | %10s | %10s | %10s | %10s | %8s | %-18s |\n",
-                   label, show(a), show(g), show(s), show(p), ratio,
-                   t (verdict == "" ? "" : " " verdict)
-        }'
+    local b=$5 mark=""
+    if [ "$6" = glib ]; then
+        b=$3
+    elif [ "$6" = py ]; then
+        mark=" Py"
+    fi
+    ratio_cells "$2" "$b" "$7" "$8" "$mark" "no figure"
+    # shellcheck disable=SC2059 # one format for every row
+    printf "$fmt" "$1" "${2:--}" "${3:--}" "${4:--}" "${5:--}" "$cell_ratio" \
+        "$cell_target"
 }
 
 m() { field "$1" "$2" "${3:-}" "$mp" "${4:-}"; }
@@ -256,12 +179,8 @@ l0="gap_us=0 " l1="gap_us=1000 "
 echo
 echo "== Summary (2 threads, no-op tasks, $items per throughput run;" \
     "throughput: median of $rounds rounds)"
-printf '| %-44s | %10s | %10s | %10s | %10s | %8s | %-18s |\n' measurement \
-    mproc "GLib excl" "GLib shrd" Python ratio target
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" \
-    "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})" \
-    "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})" \
-    "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..20})"
+table_head "$fmt" measurement mproc "GLib excl" "GLib shrd" Python ratio \
+    target
 row "throughput, fire-and-forget (tasks/s)" \
     "$(m throughput tasks_per_s)" \
     "$(g throughput tasks_per_s impl=glib_exclusive)" \

@@ -39,6 +39,9 @@
 
 #include <mproc.h>
 
+#define BENCH_PROG "tpool_bench"
+#include "bench_util.h"
+
 enum {
     MODE_THROUGHPUT,
     MODE_THROUGHPUT_TASKS,
@@ -64,53 +67,6 @@ typedef struct bench_opts {
 /* How many task calls ran; every task adds one. */
 static atomic_long ran;
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Reads one "Key:   123 kB" field of /proc/self/status, in kB; -1 if not
- * found. */
-static long status_kb(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t klen = strlen(key);
-    long kb = -1;
-    if (f == NULL) {
-        return -1;
-    }
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
-            kb = strtol(line + klen + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
-static int fail(const char *what, int code)
-{
-    fprintf(stderr, "tpool_bench: %s: %s (%s, %d)\n", what,
-            mproc_strerror(code), mproc_err_name(code), code);
-    return 1;
-}
-
-/* Checks that exactly `want` task calls ran since the counter was reset. */
-static int check_ran(const char *what, long want)
-{
-    long got = atomic_load(&ran);
-    if (got != want) {
-        fprintf(stderr, "tpool_bench: %s: %ld task calls ran, expected %ld\n",
-                what, got, want);
-        return 1;
-    }
-    return 0;
-}
-
 /* ---- the tasks ---- */
 
 /* The no-op task: it only counts itself. */
@@ -127,7 +83,7 @@ static int stamp(void *arg, void **result)
 {
     _Atomic int64_t *started = arg;
     (void)result;
-    atomic_store(started, now_ns());
+    atomic_store(started, bench_now_ns());
     atomic_fetch_add_explicit(&ran, 1, memory_order_relaxed);
     return 0;
 }
@@ -162,13 +118,13 @@ static int start_pool(mproc_tpool **pool, int workers)
     int rc = mproc_tpool_new(pool, &opts);
     if (rc != 0) {
         *pool = NULL;
-        return fail("mproc_tpool_new", rc);
+        return bench_fail("mproc_tpool_new", rc);
     }
     rc = mproc_tpool_start(*pool);
     if (rc != 0) {
         mproc_tpool_free(*pool);
         *pool = NULL;
-        return fail("mproc_tpool_start", rc);
+        return bench_fail("mproc_tpool_start", rc);
     }
     /* Every thread should be up before anything is timed: give each one a
      * task and wait for them. */
@@ -178,14 +134,14 @@ static int start_pool(mproc_tpool **pool, int workers)
         if (rc != 0) {
             mproc_tpool_free(*pool);
             *pool = NULL;
-            return fail("warm-up submit", rc);
+            return bench_fail("warm-up submit", rc);
         }
     }
     rc = mproc_tpool_wait_idle(*pool, 10000, 0);
     if (rc != 0) {
         mproc_tpool_free(*pool);
         *pool = NULL;
-        return fail("warm-up wait_idle", rc);
+        return bench_fail("warm-up wait_idle", rc);
     }
     if (mproc_tpool_workers(*pool) != workers) {
         fprintf(stderr, "tpool_bench: %d threads after start, expected %d\n",
@@ -203,7 +159,7 @@ static int finish_pool(mproc_tpool *pool)
 {
     int rc = mproc_tpool_close(pool, 10000);
     mproc_tpool_free(pool);
-    return rc == 0 ? 0 : fail("mproc_tpool_close", rc);
+    return rc == 0 ? 0 : bench_fail("mproc_tpool_close", rc);
 }
 
 /* Checks that each of the n tasks completed successfully, and frees them
@@ -249,38 +205,38 @@ static int run_throughput(long n, int workers, int keep_tasks)
     if (keep_tasks) {
         tasks = calloc((size_t)n, sizeof *tasks);
         if (tasks == NULL) {
-            return fail("allocating the task array", -ENOMEM);
+            return bench_fail("allocating the task array", -ENOMEM);
         }
     }
     if (start_pool(&pool, workers) != 0) {
         free(tasks);
         return 1;
     }
-    t0 = now_ns();
+    t0 = bench_now_ns();
     for (i = 0; i < n; i++) {
         rc = mproc_tpool_submit(pool, noop, NULL, MPROC_PRIORITY_DEFAULT,
                                 keep_tasks ? &tasks[i] : NULL);
         if (rc != 0) {
             fprintf(stderr, "tpool_bench: submit #%ld: ", i);
-            bad = fail("mproc_tpool_submit", rc);
+            bad = bench_fail("mproc_tpool_submit", rc);
             n = i; /* only these were queued */
             break;
         }
     }
     rc = mproc_tpool_wait_idle(pool, 60000, 0);
-    t1 = now_ns();
+    t1 = bench_now_ns();
     if (rc != 0) {
-        bad = fail("mproc_tpool_wait_idle", rc);
+        bad = bench_fail("mproc_tpool_wait_idle", rc);
     }
     if (!bad) {
-        bad = check_ran(name, n);
+        bad = bench_check_ran(name, atomic_load(&ran), n);
     }
     if (keep_tasks) {
         /* Freeing is not part of the throughput figure but is reported. */
         bad |= check_and_free_tasks(name, tasks, n);
         free(tasks);
     }
-    t2 = now_ns();
+    t2 = bench_now_ns();
     if (bad) {
         mproc_tpool_free(pool);
         return 1;
@@ -301,26 +257,6 @@ static int run_throughput(long n, int workers, int keep_tasks)
 
 /* ---- latency ---- */
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of sorted samples (the same rule as
- * peer_threads.py and pool_bench). */
-static int64_t percentile(const int64_t *sorted, long n, double p)
-{
-    long rank = (long)(p / 100.0 * (double)n + 0.999999);
-    if (rank < 1) {
-        rank = 1;
-    }
-    if (rank > n) {
-        rank = n;
-    }
-    return sorted[rank - 1];
-}
-
 static void sleep_us(long long us)
 {
     struct timespec ts = {.tv_sec = (time_t)(us / 1000000),
@@ -340,11 +276,11 @@ static int64_t one_sample(mproc_tpool *pool, long long gap_us)
     if (gap_us > 0) {
         sleep_us(gap_us);
     }
-    before = now_ns();
+    before = bench_now_ns();
     rc = mproc_tpool_submit(pool, stamp, (void *)&started,
                             MPROC_PRIORITY_DEFAULT, &t);
     if (rc != 0) {
-        fail("mproc_tpool_submit", rc);
+        bench_fail("mproc_tpool_submit", rc);
         return -1;
     }
     rc = mproc_task_wait(t, 10000);
@@ -353,7 +289,7 @@ static int64_t one_sample(mproc_tpool *pool, long long gap_us)
     }
     mproc_task_free(t);
     if (rc != 0) {
-        fail("latency task", rc);
+        bench_fail("latency task", rc);
         return -1;
     }
     at = atomic_load(&started);
@@ -369,11 +305,11 @@ static int run_latency(long samples, long warmup, int workers, long long gap_us)
 {
     mproc_tpool *pool;
     int64_t *lat = malloc((size_t)samples * sizeof *lat);
-    int64_t sum = 0;
+    bench_latency l;
     long i;
 
     if (lat == NULL) {
-        return fail("allocating the samples", -ENOMEM);
+        return bench_fail("allocating the samples", -ENOMEM);
     }
     if (start_pool(&pool, workers) != 0) {
         free(lat);
@@ -388,20 +324,18 @@ static int run_latency(long samples, long warmup, int workers, long long gap_us)
         }
         if (i >= warmup) {
             lat[i - warmup] = s;
-            sum += s;
         }
     }
-    if (check_ran("latency", warmup + samples) != 0 || finish_pool(pool) != 0) {
+    if (bench_check_ran("latency", atomic_load(&ran), warmup + samples) != 0 ||
+        finish_pool(pool) != 0) {
         free(lat);
         return 1;
     }
-    qsort(lat, (size_t)samples, sizeof *lat, cmp_i64);
+    l = bench_latency_of(lat, (uint64_t)samples);
     printf("latency samples=%ld warmup=%ld workers=%d gap_us=%lld "
            "p50_us=%.1f p99_us=%.1f mean_us=%.1f max_us=%.1f\n",
-           samples, warmup, workers, gap_us,
-           (double)percentile(lat, samples, 50) / 1e3,
-           (double)percentile(lat, samples, 99) / 1e3,
-           (double)sum / (double)samples / 1e3, (double)lat[samples - 1] / 1e3);
+           samples, warmup, workers, gap_us, l.p50_us, l.p99_us, l.mean_us,
+           l.max_us);
     fflush(stdout);
     free(lat);
     return 0;
@@ -419,7 +353,7 @@ static int run_memory(long n, int workers, int handles)
 
     blockers = calloc((size_t)workers, sizeof *blockers);
     if (blockers == NULL) {
-        return fail("allocating", -ENOMEM);
+        return bench_fail("allocating", -ENOMEM);
     }
     if (handles) {
         /* The caller's array is not the pool's memory: allocate it and
@@ -429,7 +363,7 @@ static int run_memory(long n, int workers, int handles)
         tasks = malloc((size_t)n * sizeof *tasks);
         if (tasks == NULL) {
             free(blockers);
-            return fail("allocating the task array", -ENOMEM);
+            return bench_fail("allocating the task array", -ENOMEM);
         }
         memset(tasks, 0xa5, (size_t)n * sizeof *tasks);
     }
@@ -443,7 +377,7 @@ static int run_memory(long n, int workers, int handles)
         rc = mproc_tpool_submit(pool, blocker, &g, MPROC_PRIORITY_DEFAULT,
                                 &blockers[i]);
         if (rc != 0) {
-            bad = fail("submitting a blocker", rc);
+            bad = bench_fail("submitting a blocker", rc);
             break;
         }
     }
@@ -453,18 +387,18 @@ static int run_memory(long n, int workers, int handles)
     }
     pthread_mutex_unlock(&g.mu);
 
-    rss_before = status_kb("VmRSS");
+    rss_before = bench_status_kb("VmRSS");
     for (i = 0; !bad && i < n; i++) {
         rc = mproc_tpool_submit(pool, noop, NULL, MPROC_PRIORITY_DEFAULT,
                                 handles ? &tasks[i] : NULL);
         if (rc != 0) {
             fprintf(stderr, "tpool_bench: submit #%ld: ", i);
-            bad = fail("mproc_tpool_submit", rc);
+            bad = bench_fail("mproc_tpool_submit", rc);
             break;
         }
         queued++;
     }
-    rss_after = status_kb("VmRSS");
+    rss_after = bench_status_kb("VmRSS");
     pending = mproc_tpool_pending(pool);
     if (!bad && atomic_load(&ran) != 0) {
         fprintf(stderr,
@@ -488,10 +422,10 @@ static int run_memory(long n, int workers, int handles)
     pthread_mutex_unlock(&g.mu);
     rc = mproc_tpool_wait_idle(pool, 60000, 0);
     if (rc != 0) {
-        bad = fail("mproc_tpool_wait_idle", rc);
+        bad = bench_fail("mproc_tpool_wait_idle", rc);
     }
     if (!bad) {
-        bad = check_ran("memory", queued);
+        bad = bench_check_ran("memory", atomic_load(&ran), queued);
     }
     for (i = 0; i < workers; i++) {
         if (blockers[i] != NULL) {
@@ -542,19 +476,6 @@ static void usage(FILE *f)
             "  --workers W       min_workers = max_workers = W (default 2)\n");
 }
 
-static int parse_ll(const char *s, long long min, long long max, long long *out)
-{
-    char *end;
-    long long v;
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
     int i;
@@ -567,50 +488,36 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     o->memory_items = 1000000;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *v = bench_opt_value(argc, argv, &i, usage);
         long long x;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        }
         if (v == NULL) {
-            fprintf(stderr, "tpool_bench: %s needs a value\n", a);
             return -1;
         }
-        i++;
         if (strcmp(a, "--mode") == 0) {
-            int m;
-            for (m = 0; m <= MODE_ALL; m++) {
-                if (strcmp(v, mode_names[m]) == 0) {
-                    break;
-                }
-            }
-            if (m > MODE_ALL) {
-                fprintf(stderr, "tpool_bench: unknown mode %s\n", v);
+            o->mode = bench_mode(mode_names, MODE_ALL + 1, v);
+            if (o->mode < 0) {
                 return -1;
             }
-            o->mode = m;
         } else if (strcmp(a, "--items") == 0 &&
-                   parse_ll(v, 1, 1LL << 32, &x) == 0) {
+                   bench_parse_ll(v, 1, 1LL << 32, &x) == 0) {
             o->items = x;
         } else if (strcmp(a, "--workers") == 0 &&
-                   parse_ll(v, 1, 4096, &x) == 0) {
+                   bench_parse_ll(v, 1, 4096, &x) == 0) {
             o->workers = (int)x;
         } else if (strcmp(a, "--samples") == 0 &&
-                   parse_ll(v, 1, 1LL << 30, &x) == 0) {
+                   bench_parse_ll(v, 1, 1LL << 30, &x) == 0) {
             o->samples = x;
         } else if (strcmp(a, "--warmup") == 0 &&
-                   parse_ll(v, 0, 1LL << 30, &x) == 0) {
+                   bench_parse_ll(v, 0, 1LL << 30, &x) == 0) {
             o->warmup = x;
         } else if (strcmp(a, "--gap-us") == 0 &&
-                   parse_ll(v, 0, 10000000, &x) == 0) {
+                   bench_parse_ll(v, 0, 10000000, &x) == 0) {
             o->gap_us = x;
         } else if (strcmp(a, "--memory-items") == 0 &&
-                   parse_ll(v, 1, 1LL << 32, &x) == 0) {
+                   bench_parse_ll(v, 1, 1LL << 32, &x) == 0) {
             o->memory_items = x;
         } else {
-            fprintf(stderr, "tpool_bench: bad option or value: %s %s\n", a, v);
-            return -1;
+            return bench_bad_option(a, v);
         }
     }
     return 0;

@@ -2,8 +2,10 @@
  *
  * Not built by CMake (GLib is optional); bench/run_threads.sh builds it:
  *
- *     cc -O2 glib_threadpool.c -o glib_threadpool \
+ *     cc -O2 -I.. glib_threadpool.c -o glib_threadpool \
  *         $(pkg-config --cflags --libs glib-2.0)
+ *
+ * (-I.. for bench/bench_util.h, the helpers it shares with tpool_bench.)
  *
  * The workload is tpool_bench's: no-op tasks (each only counts itself) on a
  * pool of 2 threads, pushed one by one from the main thread with
@@ -40,6 +42,9 @@
 
 #include <glib.h>
 
+#define BENCH_PROG "glib_threadpool"
+#include "bench_util.h"
+
 static gint ran; /* task calls so far, g_atomic_int_* only */
 
 /* Holds a thread until the gate opens (memory mode). */
@@ -51,32 +56,6 @@ typedef struct gate {
 } gate;
 
 static gate the_gate;
-
-static gint64 now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (gint64)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static long status_kb(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t klen = strlen(key);
-    long kb = -1;
-    if (f == NULL) {
-        return -1;
-    }
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
-            kb = strtol(line + klen + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
 
 /* The pool function.  GThreadPool refuses NULL data, so the no-op task is
  * pushed with a dummy non-NULL pointer; &the_gate means "block". */
@@ -126,33 +105,20 @@ static int push(GThreadPool *pool, gpointer data)
  * before the clock starts. */
 static int warm_up(GThreadPool *pool, int threads)
 {
-    gint64 deadline = now_ns() + (gint64)10 * 1000000000;
+    gint64 deadline = bench_now_ns() + (gint64)10 * 1000000000;
     for (int i = 0; i < threads; i++) {
         if (push(pool, NOOP_DATA) != 0) {
             return 1;
         }
     }
     while (g_atomic_int_get(&ran) < threads) {
-        if (now_ns() > deadline) {
+        if (bench_now_ns() > deadline) {
             fprintf(stderr, "glib_threadpool: warm-up tasks did not run\n");
             return 1;
         }
         g_usleep(100);
     }
     g_atomic_int_set(&ran, 0);
-    return 0;
-}
-
-static int check_ran(const char *what, long want)
-{
-    long got = g_atomic_int_get(&ran);
-    if (got != want) {
-        fprintf(stderr,
-                "glib_threadpool: %s: %ld task calls ran, "
-                "expected %ld\n",
-                what, got, want);
-        return 1;
-    }
     return 0;
 }
 
@@ -170,7 +136,7 @@ static int run_throughput(long n, int threads, gboolean exclusive)
         }
         return 1;
     }
-    t0 = now_ns();
+    t0 = bench_now_ns();
     for (i = 0; i < n; i++) {
         if (push(pool, NOOP_DATA) != 0) {
             g_thread_pool_free(pool, TRUE, TRUE);
@@ -180,8 +146,8 @@ static int run_throughput(long n, int threads, gboolean exclusive)
     /* immediate = FALSE, wait_ = TRUE: returns once every queued task has
      * run. */
     g_thread_pool_free(pool, FALSE, TRUE);
-    t1 = now_ns();
-    if (check_ran(impl, n) != 0) {
+    t1 = bench_now_ns();
+    if (bench_check_ran(impl, g_atomic_int_get(&ran), n) != 0) {
         return 1;
     }
     printf("throughput impl=%s items=%ld workers=%d seconds=%.3f "
@@ -218,11 +184,11 @@ static int run_memory(long n, int threads)
     }
     g_mutex_unlock(&the_gate.mu);
 
-    rss_before = status_kb("VmRSS");
+    rss_before = bench_status_kb("VmRSS");
     for (i = 0; !bad && i < n; i++) {
         bad = push(pool, NOOP_DATA);
     }
-    rss_after = status_kb("VmRSS");
+    rss_after = bench_status_kb("VmRSS");
     pending = (long)g_thread_pool_unprocessed(pool);
 
     g_mutex_lock(&the_gate.mu);
@@ -230,7 +196,7 @@ static int run_memory(long n, int threads)
     g_cond_broadcast(&the_gate.cv);
     g_mutex_unlock(&the_gate.mu);
     g_thread_pool_free(pool, FALSE, TRUE);
-    if (bad || check_ran("memory", n) != 0) {
+    if (bad || bench_check_ran("memory", g_atomic_int_get(&ran), n) != 0) {
         return 1;
     }
     if (pending != n) {
@@ -261,50 +227,30 @@ static void usage(FILE *f)
                "  all        memory, exclusive, shared (default)\n");
 }
 
-static int parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    long v;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *mode = "all";
-    long items = 1000000, workers = 2, memory_items = 1000000;
+    long long items = 1000000, workers = 2, memory_items = 1000000;
     int all, bad = 0;
 
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
+        const char *a = argv[i], *v = bench_opt_value(argc, argv, &i, usage);
         if (v == NULL) {
-            fprintf(stderr, "glib_threadpool: %s needs a value\n", a);
             usage(stderr);
             return 2;
         }
-        i++;
         if (strcmp(a, "--mode") == 0 &&
             (strcmp(v, "exclusive") == 0 || strcmp(v, "shared") == 0 ||
              strcmp(v, "memory") == 0 || strcmp(v, "all") == 0)) {
             mode = v;
         } else if (strcmp(a, "--items") == 0 &&
-                   parse_long(v, 1, G_MAXINT, &items) == 0) {
+                   bench_parse_ll(v, 1, G_MAXINT, &items) == 0) {
         } else if (strcmp(a, "--workers") == 0 &&
-                   parse_long(v, 1, 1024, &workers) == 0) {
+                   bench_parse_ll(v, 1, 1024, &workers) == 0) {
         } else if (strcmp(a, "--memory-items") == 0 &&
-                   parse_long(v, 1, G_MAXINT, &memory_items) == 0) {
+                   bench_parse_ll(v, 1, G_MAXINT, &memory_items) == 0) {
         } else {
-            fprintf(stderr, "glib_threadpool: bad option or value: %s %s\n", a,
-                    v);
+            bench_bad_option(a, v);
             usage(stderr);
             return 2;
         }
@@ -312,13 +258,13 @@ int main(int argc, char **argv)
     all = strcmp(mode, "all") == 0;
     /* Memory first: memory freed by an earlier run would be reused. */
     if (!bad && (all || strcmp(mode, "memory") == 0)) {
-        bad = run_memory(memory_items, (int)workers);
+        bad = run_memory((long)memory_items, (int)workers);
     }
     if (!bad && (all || strcmp(mode, "exclusive") == 0)) {
-        bad = run_throughput(items, (int)workers, TRUE);
+        bad = run_throughput((long)items, (int)workers, TRUE);
     }
     if (!bad && (all || strcmp(mode, "shared") == 0)) {
-        bad = run_throughput(items, (int)workers, FALSE);
+        bad = run_throughput((long)items, (int)workers, FALSE);
     }
     return bad ? 1 : 0;
 }
