@@ -7,7 +7,7 @@
  * Every task runs cmd_fn on a tcmd.  Tasks that must be running at a known
  * moment synchronise with the test through two pipes made before start
  * (and so inherited by the workers): a blocking task writes one byte to
- * g_started when it begins, then reads one byte from g_release.  Tasks
+ * g_gate.started when it begins, then reads one byte from g_gate.release.  Tasks
  * also count themselves in a MAP_SHARED page (g_shm), per "lane", so the
  * test can see the most tasks of one kind that ever ran at once. */
 #include "harness.h"
@@ -28,15 +28,13 @@ typedef struct shm_counts {
     atomic_int ran[LANES]; /* started in all */
 } shm_counts;
 
-static int g_started[2] = {-1, -1};
-static int g_release[2] = {-1, -1};
+static tu_gate g_gate = {{-1, -1}, {-1, -1}};
 static shm_counts *g_shm;
 
 /* Before start: the pipes and the shared counters. */
 static void sync_open(void)
 {
-    tu_pipe(g_started);
-    tu_pipe(g_release);
+    tu_gate_open(&g_gate);
     void *p = mmap(NULL, sizeof *g_shm, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(p != MAP_FAILED);
@@ -45,8 +43,7 @@ static void sync_open(void)
 
 static void sync_close(void)
 {
-    tu_close_pipe(g_started);
-    tu_close_pipe(g_release);
+    tu_gate_close(&g_gate);
     if (g_shm != NULL) {
         munmap(g_shm, sizeof *g_shm);
         g_shm = NULL;
@@ -58,7 +55,7 @@ static void wait_started(int n)
     char buf[16];
     while (n > 0) {
         int k = n < (int)sizeof buf ? n : (int)sizeof buf;
-        CHECK_EQ(tu_read_n(g_started[0], buf, (size_t)k, T_LONG), k);
+        CHECK_EQ(tu_read_n(g_gate.started[0], buf, (size_t)k, T_LONG), k);
         n -= k;
     }
 }
@@ -125,8 +122,8 @@ static int cmd_fn(const void *task, size_t len, const void *sa, size_t sl,
         rc = mproc_reply_i64(reply, c.value);
         break;
     case OP_BLOCK:
-        tu_write_all(g_started[1], "s", 1);
-        if (tu_read_byte(g_release[0]) != 0) {
+        tu_write_all(g_gate.started[1], "s", 1);
+        if (tu_read_byte(g_gate.release[0]) != 0) {
             rc = -EPIPE;
             break;
         }
@@ -141,7 +138,7 @@ static int cmd_fn(const void *task, size_t len, const void *sa, size_t sl,
         rc = -EINTR;
         break;
     case OP_FOREVER:
-        tu_write_all(g_started[1], "s", 1);
+        tu_write_all(g_gate.started[1], "s", 1);
         for (;;) {
             pause();
         }
@@ -506,7 +503,7 @@ static void test_seed_adjust(void)
     CHECK_EQ(running_of(g, NULL), 9);
     CHECK_EQ(running_of(g, "ignore"), 1);
     CHECK_ERR(put_cmd(g, "test", OP_VALUE, 0, -1, NULL, 0, NULL), MPROC_EFULL);
-    tu_release(g_release[1], 11);
+    tu_release(g_gate.release[1], 11);
     for (int i = 0; i < 11; i++) {
         finish_ok(t[i], i);
     }
@@ -534,7 +531,7 @@ static void test_adjust_before_start(void)
     }
     wait_started(3);
     CHECK_ERR(put_cmd(g, "a", OP_VALUE, 0, -1, NULL, 0, NULL), MPROC_EFULL);
-    tu_release(g_release[1], 3);
+    tu_release(g_gate.release[1], 3);
     for (int i = 0; i < 3; i++) {
         finish_ok(t[i], i);
     }
@@ -588,7 +585,7 @@ static void test_total_option(void)
     CHECK_ERR(put_cmd(g, "a", OP_VALUE, 0, -1, NULL, 0, NULL), MPROC_EFULL);
     CHECK_ERR(put_cmd(g, NULL, OP_VALUE, 0, -1, NULL, 0, NULL), MPROC_EFULL);
     CHECK_EQ(atomic_load(&g_shm->max[0]), 5);
-    tu_release(g_release[1], 5);
+    tu_release(g_gate.release[1], 5);
     for (int i = 0; i < 5; i++) {
         finish_ok(t[i], i);
     }
@@ -643,7 +640,7 @@ static void test_shrink_waits(void)
     CHECK_ERR(put_cmd(g, "t", OP_VALUE, 0, 0, NULL, 0, NULL), MPROC_EFULL);
 
     /* One finishes: still one running, the single slot is taken. */
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     int ok;
     TU_POLL_UNTIL(mproc_task_is_done(a) == 1 || mproc_task_is_done(b) == 1,
                   T_LONG, ok);
@@ -658,7 +655,7 @@ static void test_shrink_waits(void)
     bg_put bp;
     bg_put_start(&bp, g, "t", OP_VALUE, 7, T_LONG); /* waits for the slot */
     wait_pending(g, 2);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     finish_ok(a, 1);
     finish_ok(b, 2);
     bg_put_join(&bp);
@@ -717,7 +714,7 @@ static void test_grow_immediate(void)
     CHECK_EQ(running_of(g, NULL), 2);
     CHECK_ERR(put_cmd(g, "t", OP_VALUE, 0, -1, NULL, 0, NULL), MPROC_EFULL);
 
-    tu_release(g_release[1], 4);
+    tu_release(g_gate.release[1], 4);
     finish_ok(a, 1);
     finish_ok(b, 2);
     finish_ok(c, 3);
@@ -750,7 +747,7 @@ static void test_adjust_new_tag(void)
     mproc_task *u = NULL;
     CHECK_OK(put_cmd(g, "fresh", OP_BLOCK, 2, -1, NULL, 0, &u));
     wait_started(1);
-    tu_release(g_release[1], 2);
+    tu_release(g_gate.release[1], 2);
     finish_ok(t, 1);
     finish_ok(u, 2);
 
@@ -815,7 +812,7 @@ static void test_adjust_to_zero_running(void)
     check_slots(g, "z", 0);
     CHECK_EQ(running_of(g, "z"), 1);
     CHECK_EQ(mproc_task_is_done(a), 0);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     finish_ok(a, 1);
     wait_running(g, "z", 0);
 
@@ -824,7 +821,7 @@ static void test_adjust_to_zero_running(void)
     CHECK_EQ(running_of(g, "z"), 1);
     CHECK_EQ(running_of(g, NULL), 1);
     CHECK_ERR(put_cmd(g, "z", OP_VALUE, 0, -1, NULL, 0, NULL), MPROC_EFULL);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     finish_ok(b, 2);
     wait_running(g, NULL, 0);
 
@@ -860,12 +857,12 @@ static void test_shrink_then_grow_other(void)
     /* Growing is immediate: "o" has a free slot now. */
     CHECK_OK(rc);
     char c;
-    size_t got = tu_read_n(g_started[0], &c, 1, 5000);
+    size_t got = tu_read_n(g_gate.started[0], &c, 1, 5000);
     CHECK_MSG(got == 1,
               "the new tag's task was admitted (running %d) but did not "
               "start within 5 s while the shrunk tag's two tasks run",
               running_of(g, "o"));
-    tu_release(g_release[1], 3);
+    tu_release(g_gate.release[1], 3);
     finish_ok(a, 1);
     finish_ok(b, 2);
     finish_ok(o, 3);
@@ -892,16 +889,16 @@ static void test_move_busy_general_slot(void)
     int rc = put_cmd(g, "a", OP_BLOCK, 3, -1, NULL, 0, &a3);
     if (rc == 0) {
         char c;
-        size_t got = tu_read_n(g_started[0], &c, 1, 5000);
+        size_t got = tu_read_n(g_gate.started[0], &c, 1, 5000);
         CHECK_MSG(got == 1,
                   "admitted with timeout 0 (a running %d, general running "
                   "%d, %d slots in all) but not started within 5 s",
                   running_of(g, "a"), running_of(g, NULL), total_slots(g));
-        tu_release(g_release[1], 3);
+        tu_release(g_gate.release[1], 3);
         finish_ok(a3, 3);
     } else {
         CHECK_ERR(rc, MPROC_EFULL);
-        tu_release(g_release[1], 2);
+        tu_release(g_gate.release[1], 2);
     }
     finish_ok(a1, 1);
     finish_ok(a2, 2);
@@ -1239,7 +1236,7 @@ static void test_next_timeouts(void)
     CHECK_ERR(mproc_group_next(g, &r, 100), MPROC_ETIMEDOUT);
     int64_t dt = harness_now_ms() - t0;
     CHECK_MSG(dt >= 80 && dt < 10000, "next(100) took %lld ms", (long long)dt);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     CHECK_OK(mproc_group_next(g, &r, T_LONG));
     CHECK_EQ(tu_res_i64(&r), 4);
     mproc_result_clear(&r);
@@ -1498,7 +1495,7 @@ static void test_borrowed_slot_returns(void)
     CHECK_EQ(running_of(g, NULL), 1);
     CHECK_ERR(put_cmd(g, "other", OP_VALUE, 0, -1, NULL, 0, NULL), MPROC_EFULL);
     CHECK_ERR(put_cmd(g, "a", OP_VALUE, 0, -1, NULL, 0, NULL), MPROC_EFULL);
-    tu_release(g_release[1], 2);
+    tu_release(g_gate.release[1], 2);
     finish_ok(a1, 1);
     finish_ok(a2, 2);
     wait_running(g, NULL, 0);
@@ -1517,7 +1514,7 @@ static void test_borrowed_slot_returns(void)
     wait_started(1);
     CHECK_EQ(running_of(g, "a"), 1);
     CHECK_ERR(put_cmd(g, "a", OP_VALUE, 0, -1, NULL, 0, NULL), MPROC_EFULL);
-    tu_release(g_release[1], 2);
+    tu_release(g_gate.release[1], 2);
     finish_ok(o, 3);
     finish_ok(a3, 4);
 
@@ -1707,13 +1704,13 @@ static void test_pending_join(void)
     int64_t dt = harness_now_ms() - t0;
     CHECK_MSG(dt >= 80 && dt < 10000, "join(100) took %lld ms", (long long)dt);
 
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     wait_started(1); /* the waiting put got the slot */
     bg_put_join(&bp);
     CHECK_OK(bp.rc);
     finish_ok(a, 1);
     wait_pending(g, 1);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     CHECK_OK(mproc_group_join(g, T_LONG));
     CHECK_EQ(mproc_group_pending(g), 0);
     finish_ok(bp.task, 2);
@@ -1737,7 +1734,7 @@ static void test_put_timeout(void)
     int64_t dt = harness_now_ms() - t0;
     CHECK_MSG(dt >= 120 && dt < 10000, "put(150) took %lld ms", (long long)dt);
     CHECK_EQ(mproc_group_pending(g), 1);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     finish_ok(a, 1);
     CHECK_OK(mproc_group_join(g, T_LONG));
     CHECK_EQ(atomic_load(&g_shm->ran[0]), 1); /* the timed-out one never ran */

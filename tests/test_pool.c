@@ -2,37 +2,34 @@
  *
  * Tasks that must be running at a known moment synchronise with the test
  * through two pipes made before start (and so inherited by the workers):
- * a task writes one byte to g_started when it begins, then blocks reading
- * one byte from g_release until the test lets it go. */
+ * a task writes one byte to g_gate.started when it begins, then blocks reading
+ * one byte from g_gate.release until the test lets it go. */
 #include "harness.h"
 #include "testutil.h"
 
-static int g_started[2] = {-1, -1};
-static int g_release[2] = {-1, -1};
+static tu_gate g_gate = {{-1, -1}, {-1, -1}};
 static int g_fini[2] = {-1, -1};
 
 static void sync_open(void)
 {
-    tu_pipe(g_started);
-    tu_pipe(g_release);
+    tu_gate_open(&g_gate);
 }
 
 static void sync_close(void)
 {
-    tu_close_pipe(g_started);
-    tu_close_pipe(g_release);
+    tu_gate_close(&g_gate);
 }
 
 /* ---- task side (runs in workers) ----------------------------------------- */
 
 static void task_signal(char c)
 {
-    tu_write_all(g_started[1], &c, 1);
+    tu_write_all(g_gate.started[1], &c, 1);
 }
 
 static int task_wait_release(void)
 {
-    return tu_read_byte(g_release[0]);
+    return tu_read_byte(g_gate.release[0]);
 }
 
 /* x -> x*x */
@@ -234,10 +231,10 @@ static void test_ordered_get(void)
         CHECK_EQ(mproc_pool_put_i64(p, i, T_LONG), i);
     }
     /* task 0 is running and blocked; tasks 1..N-1 have finished. */
-    CHECK_EQ(tu_read_n(g_started[0], buf, N, T_LONG), N);
+    CHECK_EQ(tu_read_n(g_gate.started[0], buf, N, T_LONG), N);
     CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_EEMPTY);
     CHECK_ERR(mproc_pool_get(p, &r, 100), MPROC_ETIMEDOUT);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     for (int64_t i = 0; i < N; i++) {
         CHECK_OK(mproc_pool_get(p, &r, T_LONG));
         CHECK_EQ(r.index, i);
@@ -555,7 +552,7 @@ static void test_put_timeouts(void)
     mproc_pool *p = tu_pool_start(
         &(mproc_pool_opts){.fn = block_fn, .size = 1, .queue_size = 2});
     CHECK_EQ(mproc_pool_put_i64(p, 0, T_LONG), 0);
-    CHECK_EQ(tu_read_n(g_started[0], &c, 1, T_LONG), 1); /* task 0 runs */
+    CHECK_EQ(tu_read_n(g_gate.started[0], &c, 1, T_LONG), 1); /* task 0 runs */
     CHECK_EQ(mproc_pool_put_i64(p, 1, 5000), 1);         /* waits */
     CHECK_EQ(mproc_pool_put_i64(p, 2, 5000), 2);         /* waits: full */
     CHECK_ERR(mproc_pool_put_i64(p, 3, 0), MPROC_EFULL);
@@ -569,10 +566,10 @@ static void test_put_timeouts(void)
     put_arg a = {p, 4, -1};
     pthread_t th;
     CHECK_OK(pthread_create(&th, NULL, put_thread, &a));
-    tu_release(g_release[1], 1); /* task 0 ends, task 1 starts: room */
+    tu_release(g_gate.release[1], 1); /* task 0 ends, task 1 starts: room */
     CHECK_OK(pthread_join(th, NULL));
     CHECK_NONNEG(a.ret);
-    tu_release(g_release[1], 3); /* tasks 1, 2 and the thread's */
+    tu_release(g_gate.release[1], 3); /* tasks 1, 2 and the thread's */
 
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
     CHECK_EQ(n, 4); /* the refused puts were not counted */
@@ -606,12 +603,12 @@ static void test_queue_bounds(void)
         tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
     CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
     CHECK_NONNEG(mproc_pool_put_i64(p, 1, T_LONG));
-    CHECK_EQ(tu_read_n(g_started[0], buf, 2, T_LONG), 2); /* both running */
+    CHECK_EQ(tu_read_n(g_gate.started[0], buf, 2, T_LONG), 2); /* both running */
     for (int64_t i = 2; i < 6; i++) {
         CHECK_EQ(mproc_pool_put_i64(p, i, 0), i); /* 4 may wait */
     }
     CHECK_ERR(mproc_pool_put_i64(p, 6, 0), MPROC_EFULL);
-    tu_release(g_release[1], 6);
+    tu_release(g_gate.release[1], 6);
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
     CHECK_EQ(n, 6);
     mproc_results_free(res, n);
@@ -622,11 +619,11 @@ static void test_queue_bounds(void)
     p = tu_pool_start(&(mproc_pool_opts){
         .fn = block_fn, .size = 1, .queue_size = MPROC_UNBOUNDED});
     CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
-    CHECK_EQ(tu_read_n(g_started[0], buf, 1, T_LONG), 1);
+    CHECK_EQ(tu_read_n(g_gate.started[0], buf, 1, T_LONG), 1);
     for (int64_t i = 1; i <= 200; i++) {
         CHECK_EQ(mproc_pool_put_i64(p, i, 0), i); /* never full */
     }
-    tu_release(g_release[1], 201);
+    tu_release(g_gate.release[1], 201);
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
     CHECK_EQ(n, 201);
     mproc_results_free(res, n);
@@ -644,7 +641,7 @@ static void test_get_timeouts(void)
     CHECK_ERR(mproc_pool_get(p, &r, MPROC_FOREVER), MPROC_ENOTASK);
     CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_ENOTASK);
     CHECK_NONNEG(mproc_pool_put_i64(p, 5, T_LONG));
-    CHECK_EQ(tu_read_n(g_started[0], &c, 1, T_LONG), 1);
+    CHECK_EQ(tu_read_n(g_gate.started[0], &c, 1, T_LONG), 1);
     memset(&r, 0xab, sizeof r);
     CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_EEMPTY);
     CHECK(r.data == NULL && r.errmsg == NULL && r.len == 0 && r.err == 0);
@@ -654,7 +651,7 @@ static void test_get_timeouts(void)
     int64_t dt = harness_now_ms() - t0;
     CHECK_MSG(dt >= 90 && dt < 10000, "timed get took %lld ms", (long long)dt);
     CHECK(r.data == NULL && r.errmsg == NULL && r.len == 0 && r.err == 0);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     CHECK_OK(mproc_pool_get(p, &r, T_LONG));
     CHECK_EQ(tu_res_i64(&r), 5);
     CHECK_EQ(r.index, 0);
@@ -719,9 +716,9 @@ static void test_get_all_timeout(void)
         tu_pool_start(&(mproc_pool_opts){.fn = block_fn, .size = 2});
     CHECK_NONNEG(mproc_pool_put_i64(p, 1000, T_LONG)); /* quick */
     CHECK_NONNEG(mproc_pool_put_i64(p, 1, T_LONG));    /* blocks */
-    CHECK_EQ(tu_read_n(g_started[0], &c, 1, T_LONG), 1);
+    CHECK_EQ(tu_read_n(g_gate.started[0], &c, 1, T_LONG), 1);
     CHECK_ERR(mproc_pool_get_all(p, &res, &n, 100), MPROC_ETIMEDOUT);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
     CHECK_EQ(n, 2); /* the quick one was not taken by the failed call */
     mproc_results_free(res, n);
@@ -744,7 +741,7 @@ static int iter_next(void *ctx, const void **data, size_t *len)
     iter_ctx *it = ctx;
     if (it->block_first && it->i == 0) {
         char c;
-        if (tu_read_n(g_release[0], &c, 1, 60000) != 1) {
+        if (tu_read_n(g_gate.release[0], &c, 1, 60000) != 1) {
             return -EPIPE;
         }
     }
@@ -805,7 +802,7 @@ static void test_wait_iter(void)
     CHECK_OK(mproc_pool_put_iter(p, iter_next, &it));
     CHECK_ERR(mproc_pool_wait_iter(p, 0), MPROC_ETIMEDOUT);
     CHECK_ERR(mproc_pool_wait_iter(p, 50), MPROC_ETIMEDOUT);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     CHECK_ERR(mproc_pool_wait_iter(p, T_LONG), -ERANGE);
     CHECK_ERR(mproc_pool_wait_iter(p, 0), -ERANGE); /* stays */
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
@@ -834,11 +831,11 @@ static void test_clear(void)
     for (int64_t i = 0; i < 10; i++) {
         CHECK_EQ(mproc_pool_put_i64(p, i, T_LONG), i);
     }
-    CHECK_EQ(tu_read_n(g_started[0], buf, 4, T_LONG), 4);
+    CHECK_EQ(tu_read_n(g_gate.started[0], buf, 4, T_LONG), 4);
     CHECK_EQ(mproc_pool_clear(p), 6);
     /* Enough tokens for all 10: a task clear failed to drop would run, not
      * hang, and be counted below. */
-    tu_release(g_release[1], 10);
+    tu_release(g_gate.release[1], 10);
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
     CHECK_EQ(n, 4);
     for (size_t i = 0; i < n; i++) {
@@ -846,7 +843,7 @@ static void test_clear(void)
         CHECK(res[i].index < 10);
     }
     mproc_results_free(res, n);
-    CHECK(!tu_readable(g_started[0])); /* no fifth task started */
+    CHECK(!tu_readable(g_gate.started[0])); /* no fifth task started */
     CHECK_EQ(mproc_pool_clear(p), 0);
     /* still usable */
     CHECK_NONNEG(mproc_pool_put_i64(p, 1234, T_LONG));
@@ -878,9 +875,9 @@ static void test_join(void)
     }
     CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_ENOTASK);
     CHECK_NONNEG(mproc_pool_put_i64(p, 1, T_LONG));
-    CHECK_EQ(tu_read_n(g_started[0], &c, 1, T_LONG), 1);
+    CHECK_EQ(tu_read_n(g_gate.started[0], &c, 1, T_LONG), 1);
     CHECK_ERR(mproc_pool_join(p, 100), MPROC_ETIMEDOUT);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     CHECK_OK(mproc_pool_join(p, T_LONG));
     CHECK_EQ(mproc_pool_is_alive(p), 1); /* join leaves the pool open */
     CHECK_OK(mproc_pool_get(p, &r, 0));
@@ -922,7 +919,7 @@ static void test_close_while_busy(void)
     for (int64_t i = 0; i < 4; i++) {
         CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
     }
-    CHECK_EQ(tu_read_n(g_started[0], buf, 2, T_LONG), 2);
+    CHECK_EQ(tu_read_n(g_gate.started[0], buf, 2, T_LONG), 2);
     int64_t t0 = harness_now_ms();
     CHECK_ERR(mproc_pool_close(p, 200), MPROC_ETIMEDOUT);
     int64_t dt = harness_now_ms() - t0;
@@ -955,8 +952,8 @@ static void test_close_drains(void)
     for (int64_t i = 0; i < 6; i++) {
         CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
     }
-    CHECK_EQ(tu_read_n(g_started[0], buf, 2, T_LONG), 2);
-    tu_release(g_release[1], 6);
+    CHECK_EQ(tu_read_n(g_gate.started[0], buf, 2, T_LONG), 2);
+    tu_release(g_gate.release[1], 6);
     CHECK_OK(mproc_pool_close(p, MPROC_FOREVER));
     CHECK_EQ(mproc_pool_is_alive(p), 0);
     mproc_result r;
@@ -1005,7 +1002,7 @@ static void test_terminate_while_busy(void)
     for (int64_t i = 0; i < 6; i++) {
         CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
     }
-    CHECK_EQ(tu_read_n(g_started[0], buf, 2, T_LONG), 2);
+    CHECK_EQ(tu_read_n(g_gate.started[0], buf, 2, T_LONG), 2);
     get_arg g = {p, 1, {0}};
     CHECK_OK(pthread_create(&th, NULL, get_thread, &g));
     CHECK_OK(mproc_pool_terminate(p));
@@ -1814,7 +1811,7 @@ static int hang_fn(const void *task, size_t len, const void *sa, size_t sl,
     }
     if (x < 0) {
         int32_t pid = (int32_t)getpid();
-        ssize_t k = write(g_started[1], &pid, sizeof pid);
+        ssize_t k = write(g_gate.started[1], &pid, sizeof pid);
         (void)k;
         for (;;) {
             pause();
@@ -1836,7 +1833,7 @@ static void test_task_timeout(void)
     for (int64_t i = 1; i <= 3; i++) {
         CHECK_EQ(mproc_pool_put_i64(p, i, T_LONG), i);
     }
-    CHECK_EQ(tu_read_n(g_started[0], &hung, sizeof hung, T_LONG), sizeof hung);
+    CHECK_EQ(tu_read_n(g_gate.started[0], &hung, sizeof hung, T_LONG), sizeof hung);
     mproc_result r;
     CHECK_OK(mproc_pool_get(p, &r, T_LONG));
     int64_t dt = harness_now_ms() - t0;
@@ -1890,13 +1887,13 @@ static void test_worker_id(void)
         CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
     }
     /* three blocking tasks, three workers: each runs on its own slot */
-    CHECK_EQ(tu_read_n(g_started[0], ids, 3, T_LONG), 3);
+    CHECK_EQ(tu_read_n(g_gate.started[0], ids, 3, T_LONG), 3);
     for (int i = 0; i < 3; i++) {
         CHECK(ids[i] >= 0 && ids[i] < 3);
         CHECK(!seen[(int)ids[i]]);
         seen[(int)ids[i]] = 1;
     }
-    tu_release(g_release[1], 3);
+    tu_release(g_gate.release[1], 3);
     for (int64_t i = 0; i < 13; i++) {
         CHECK_NONNEG(mproc_pool_put_i64(p, 1000 + i, T_LONG));
     }
@@ -1926,9 +1923,9 @@ static void test_clear_ordered(void)
     for (int64_t i = 0; i < 6; i++) {
         CHECK_EQ(mproc_pool_put_i64(p, i, T_LONG), i);
     }
-    CHECK_EQ(tu_read_n(g_started[0], buf, 2, T_LONG), 2);
+    CHECK_EQ(tu_read_n(g_gate.started[0], buf, 2, T_LONG), 2);
     CHECK_EQ(mproc_pool_clear(p), 4);
-    tu_release(g_release[1], 10);
+    tu_release(g_gate.release[1], 10);
     uint64_t last = 0;
     for (int i = 0; i < 2; i++) {
         CHECK_OK(mproc_pool_get(p, &r, T_LONG));

@@ -6,32 +6,29 @@
 #include <stdatomic.h>
 
 /* Pipes made before start, so the workers inherit them: tasks report on
- * g_started (a byte, or their pid) and block reading g_release. */
-static int g_started[2] = {-1, -1};
-static int g_release[2] = {-1, -1};
+ * g_gate.started (a byte, or their pid) and block reading g_gate.release. */
+static tu_gate g_gate = {{-1, -1}, {-1, -1}};
 static int g_done[2] = {-1, -1}; /* pidblock_fn: 'F' when a task finishes */
 
 static void sync_open(void)
 {
-    tu_pipe(g_started);
-    tu_pipe(g_release);
+    tu_gate_open(&g_gate);
 }
 
 static void sync_close(void)
 {
-    tu_close_pipe(g_started);
-    tu_close_pipe(g_release);
+    tu_gate_close(&g_gate);
 }
 
 static void report_pid(void)
 {
     int32_t pid = (int32_t)getpid();
-    tu_write_all(g_started[1], &pid, sizeof pid);
+    tu_write_all(g_gate.started[1], &pid, sizeof pid);
 }
 
 static int wait_release(void)
 {
-    return tu_read_byte(g_release[0]);
+    return tu_read_byte(g_gate.release[0]);
 }
 
 static int64_t task_i64(const void *task, size_t len)
@@ -71,7 +68,7 @@ static int count_fn(const void *task, size_t len, const void *sa, size_t sl,
     (void)task;
     (void)len;
     (void)reply;
-    ssize_t k = write(g_started[1], "t", 1);
+    ssize_t k = write(g_gate.started[1], "t", 1);
     (void)k;
     return 0;
 }
@@ -310,7 +307,7 @@ static void test_put_bad_args(void)
     }
     /* nothing ran, nothing is outstanding */
     CHECK_OK(mproc_pool_join(p, T_LONG));
-    CHECK(!tu_readable(g_started[0]));
+    CHECK(!tu_readable(g_gate.started[0]));
     CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_ENOTASK);
 
     /* NULL with len 0 is an empty task */
@@ -320,7 +317,7 @@ static void test_put_bad_args(void)
     CHECK_EQ(r.len, 0);
     mproc_result_clear(&r);
     char c;
-    CHECK_EQ(tu_read_n(g_started[0], &c, 1, T_LONG), 1);
+    CHECK_EQ(tu_read_n(g_gate.started[0], &c, 1, T_LONG), 1);
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
     CHECK_EQ(n, 0);
     mproc_pool_free(p);
@@ -858,7 +855,7 @@ static void test_owner_death(void)
     int st;
     sync_open();
     pid_t g = spawn_owner(forever_fn, SIZE, 0);
-    CHECK_EQ(tu_read_n(g_started[0], pids, sizeof pids, T_LONG), sizeof pids);
+    CHECK_EQ(tu_read_n(g_gate.started[0], pids, sizeof pids, T_LONG), sizeof pids);
     int nothers = tu_children_of(g, others, 8); /* the fork server */
     for (int i = 0; i < SIZE; i++) {
         char s = tu_proc_state(pids[i]);
@@ -887,10 +884,10 @@ static void test_owner_death_linger(void)
     sync_open();
     tu_pipe(g_pidpipe);
     pid_t g = spawn_owner(linger_fn, 1, 1);
-    CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG), sizeof pid);
+    CHECK_EQ(tu_read_n(g_gate.started[0], &pid, sizeof pid, T_LONG), sizeof pid);
     CHECK_OK(kill(g, SIGKILL));
     CHECK_EQ(waitpid(g, &st, 0), g);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     CHECK_MSG(tu_read_n(g_pidpipe[0], &d, 1, 10000) == 1 && d == 'D',
               "the lingering worker did not finish its task");
     CHECK_MSG(tu_wait_gone(pid, 10000, 1), "worker %d never exited", (int)pid);
@@ -954,7 +951,7 @@ static void test_no_leaks(void)
     }
     for (int i = 0; i < 2; i++) {
         int32_t pid;
-        CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG), sizeof pid);
+        CHECK_EQ(tu_read_n(g_gate.started[0], &pid, sizeof pid, T_LONG), sizeof pid);
         pids[npids++] = pid;
     }
     CHECK_OK(mproc_pool_terminate(p));
@@ -976,10 +973,10 @@ static void test_no_leaks(void)
     }
     for (int i = 0; i < 2; i++) {
         int32_t pid;
-        CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG), sizeof pid);
+        CHECK_EQ(tu_read_n(g_gate.started[0], &pid, sizeof pid, T_LONG), sizeof pid);
         pids[npids++] = pid;
     }
-    tu_release(g_release[1], 3);
+    tu_release(g_gate.release[1], 3);
     mproc_pool_free(p);
     {
         char fin[4];
@@ -996,7 +993,7 @@ static void test_no_leaks(void)
     CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
     {
         int32_t pid;
-        CHECK_EQ(tu_read_n(g_started[0], &pid, sizeof pid, T_LONG), sizeof pid);
+        CHECK_EQ(tu_read_n(g_gate.started[0], &pid, sizeof pid, T_LONG), sizeof pid);
         pids[npids++] = pid;
     }
     CHECK_ERR(mproc_pool_close(p, 50), MPROC_ETIMEDOUT);

@@ -760,8 +760,7 @@ static void test_set_bad_input(void)
 
 /* ---- process tasks: the same task type ----------------------------------- */
 
-static int g_started[2] = {-1, -1};
-static int g_release[2] = {-1, -1};
+static tu_gate g_gate = {{-1, -1}, {-1, -1}};
 
 /* x >= 0: reply x*x.  -1: SIGKILL itself.  -2: reply_error.  -3: three
  * bytes.  -4: empty reply.  -5: signal, block until released, reply 5.
@@ -786,13 +785,13 @@ static int proc_fn(const void *task, size_t len, const void *sa, size_t sl,
     case -4:
         return 0;
     case -5:
-        tu_write_all(g_started[1], "s", 1);
-        if (tu_read_byte(g_release[0]) != 0) {
+        tu_write_all(g_gate.started[1], "s", 1);
+        if (tu_read_byte(g_gate.release[0]) != 0) {
             return -EPIPE;
         }
         return mproc_reply_i64(reply, 5);
     case -6:
-        tu_write_all(g_started[1], "d", 1);
+        tu_write_all(g_gate.started[1], "d", 1);
         return mproc_reply_i64(reply, 6);
     default:
         return mproc_reply_i64(reply, x * x);
@@ -832,8 +831,7 @@ static void test_thread_and_process(void)
 {
     const char *msg = NULL;
     char c;
-    tu_pipe(g_started);
-    tu_pipe(g_release);
+    tu_gate_open(&g_gate);
     mproc_pool *pp = proc_pool(1); /* forks before any thread exists */
     mproc_tpool *tp = tpool_start(1, 2);
     mproc_task *tt = NULL;
@@ -842,13 +840,13 @@ static void test_thread_and_process(void)
     /* The one worker blocks, so that the next task is still pending when
      * its callback is attached. */
     mproc_task *blk = proc_submit(pp, -5);
-    CHECK_EQ(tu_read_n(g_started[0], &c, 1, T_LONG), 1);
+    CHECK_EQ(tu_read_n(g_gate.started[0], &c, 1, T_LONG), 1);
     mproc_task *pt = proc_submit(pp, 7);
     cb_rec r;
     cb_rec_init(&r);
     CHECK_OK(mproc_task_on_done(pt, count_cb, &r));
     CHECK_EQ(atomic_load(&r.count), 0);
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
 
     /* as_completed over both kinds. */
     mproc_task *both[2] = {tt, pt};
@@ -890,8 +888,7 @@ static void test_thread_and_process(void)
     mproc_task_free(pt);
     mproc_tpool_free(tp);
     mproc_pool_free(pp);
-    tu_close_pipe(g_started);
-    tu_close_pipe(g_release);
+    tu_gate_close(&g_gate);
 }
 
 static void test_process_outcomes(void)
@@ -949,11 +946,10 @@ static void test_process_cancel(void)
 {
     const char *msg = NULL;
     char c;
-    tu_pipe(g_started);
-    tu_pipe(g_release);
+    tu_gate_open(&g_gate);
     mproc_pool *pp = proc_pool(1);
     mproc_task *blk = proc_submit(pp, -5);
-    CHECK_EQ(tu_read_n(g_started[0], &c, 1, T_LONG), 1);
+    CHECK_EQ(tu_read_n(g_gate.started[0], &c, 1, T_LONG), 1);
     CHECK_EQ(c, 's');
     mproc_task *t = proc_submit(pp, -6);
     cb_rec r;
@@ -967,7 +963,7 @@ static void test_process_cancel(void)
     CHECK_ERR(mproc_task_cancel(t), MPROC_EBUSY);
     CHECK_ERR(mproc_task_cancel(blk), MPROC_EBUSY); /* running */
 
-    tu_release(g_release[1], 1);
+    tu_release(g_gate.release[1], 1);
     CHECK_OK(wait_outcome(blk, &msg));
     int64_t x = 0;
     CHECK_OK(mproc_task_result_i64(blk, &x));
@@ -976,14 +972,13 @@ static void test_process_cancel(void)
     mproc_task *after = proc_submit(pp, 4);
     CHECK_OK(wait_outcome(after, &msg));
     CHECK_OK(mproc_pool_close(pp, T_LONG));
-    CHECK_EQ(tu_readable(g_started[0]), 0);
+    CHECK_EQ(tu_readable(g_gate.started[0]), 0);
     CHECK_EQ(atomic_load(&r.count), 1);
     mproc_task_free(after);
     mproc_task_free(t);
     mproc_task_free(blk);
     mproc_pool_free(pp);
-    tu_close_pipe(g_started);
-    tu_close_pipe(g_release);
+    tu_gate_close(&g_gate);
 }
 
 static void test_process_freed_handle(void)

@@ -107,6 +107,26 @@ static inline int tu_read_byte(int fd)
     }
 }
 
+/* The two pipes a test uses to see a worker's task start (`started`) and to
+ * let it go on (`release`).  Open it before the pool starts, so the workers
+ * (forks of the test) inherit it. */
+typedef struct tu_gate {
+    int started[2];
+    int release[2];
+} tu_gate;
+
+static inline void tu_gate_open(tu_gate *g)
+{
+    tu_pipe(g->started);
+    tu_pipe(g->release);
+}
+
+static inline void tu_gate_close(tu_gate *g)
+{
+    tu_close_pipe(g->started);
+    tu_close_pipe(g->release);
+}
+
 static inline void tu_release(int fd, int n)
 {
     for (int i = 0; i < n; i++) {
