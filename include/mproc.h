@@ -12,5 +12,7 @@
 #include "mproc/async.h"
 #include "mproc/limiter.h"
 #include "mproc/group.h"
+#include "mproc/state.h"
+#include "mproc/context.h"
 
 #endif

@@ -462,14 +462,6 @@ static void read_output(mproc_pool *p, struct worker *w, int stream)
 
 /* ---- spawning, dispatch, death ----------------------------------------- */
 
-static void set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) {
-        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-    }
-}
-
 static void spawn_worker(mproc_pool *p, struct worker *w)
 {
     mproc__spawned s;
@@ -494,7 +486,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     w->head = w->tail = w->items_sent = 0;
     w->kill_reason = KILL_NONE;
     mproc__chan_init(&w->ch, s.chan_fd, 1);
-    set_nonblock(s.chan_fd);
+    mproc__set_nonblock(s.chan_fd);
     w->chan_open = 1;
     w->want_write = 0;
     w->state = W_STARTING;
@@ -502,8 +494,8 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     ep_add(p, s.chan_fd, EV_CHAN, w->slot);
     ep_add(p, s.pidfd, EV_PIDFD, w->slot);
     if (s.out_fd >= 0) {
-        set_nonblock(s.out_fd);
-        set_nonblock(s.err_fd);
+        mproc__set_nonblock(s.out_fd);
+        mproc__set_nonblock(s.err_fd);
         ep_add(p, s.out_fd, EV_OUT, w->slot);
         ep_add(p, s.err_fd, EV_ERR, w->slot);
     }

@@ -177,7 +177,7 @@ int mproc__chan_next(mproc__chan *ch, mproc__frame *f)
     }
     const char *h = b->data + b->off;
     uint32_t len = mproc__get_u32(h);
-    if (len > FRAME_MAX) {
+    if (len > (ch->max_frame ? ch->max_frame : FRAME_MAX)) {
         return MPROC_EPROTO;
     }
     if (avail - MPROC__FRAME_HDR < len) {

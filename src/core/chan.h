@@ -47,6 +47,7 @@ typedef struct mproc__chan {
     mproc__buf out;
     size_t committed; /* out bytes [0, committed) are whole frames */
     int nonblock;     /* fill reads until EAGAIN instead of once */
+    size_t max_frame; /* longest body next accepts; 0: the payload default */
 } mproc__chan;
 
 void mproc__chan_init(mproc__chan *ch, int fd, int nonblock);

@@ -2,6 +2,7 @@
 #include "core/platform.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
@@ -178,4 +179,13 @@ void mproc__fd_close_tracked(const int *keep, int nkeep)
             atomic_store(&fd_table[i], -1);
         }
     }
+}
+
+int mproc__set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        return -errno;
+    }
+    return 0;
 }

@@ -34,6 +34,9 @@ int mproc__pidfd_kill(int pidfd, int sig);
  * Returns 0 or -errno. */
 int mproc__write_all(int fd, const void *buf, size_t len);
 
+/* Sets O_NONBLOCK on fd.  Returns 0 or -errno. */
+int mproc__set_nonblock(int fd);
+
 /* Closes fd if >= 0, keeping errno. */
 void mproc__close(int fd);
 
