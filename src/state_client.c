@@ -186,6 +186,32 @@ static int key_call(mproc_state *s, int op, const char *key, int with_value,
     return rc;
 }
 
+/* S_GET of a fixed-size value, copied out before the handle is released:
+ * on a handle shared by threads, the reply buffer belongs to the next
+ * call as soon as this one leaves.  -EINVAL when the size differs. */
+static int get_fixed(mproc_state *s, const char *key, void *out, size_t size)
+{
+    size_t klen;
+    mproc__sreply r;
+    int rc = out == NULL ? -EINVAL : mproc__state_check_key(key, &klen);
+    if (rc != 0 || (rc = mproc__state_enter(s)) != 0) {
+        return rc;
+    }
+    rc = build(s, S_GET, key, klen, 0, NULL, 0);
+    if (rc == 0) {
+        rc = call(s, &r);
+    }
+    if (rc == 0) {
+        if (r.vlen == size) {
+            memcpy(out, r.val, size);
+        } else {
+            rc = -EINVAL;
+        }
+    }
+    mproc__state_leave(s);
+    return rc;
+}
+
 /* A request with no key. */
 static int plain_call(mproc_state *s, int op, const void *body, size_t len,
                       mproc__sreply *r)
@@ -525,10 +551,7 @@ int mproc_state_set_i64(mproc_state *s, const char *key, int64_t value)
 
 int mproc_state_get_i64(mproc_state *s, const char *key, int64_t *value)
 {
-    const void *d;
-    size_t n;
-    int rc = value ? mproc_state_get(s, key, &d, &n) : -EINVAL;
-    return rc != 0 ? rc : mproc_decode_i64(d, n, value);
+    return get_fixed(s, key, value, sizeof(*value));
 }
 
 int mproc_state_set_f64(mproc_state *s, const char *key, double value)
@@ -538,10 +561,7 @@ int mproc_state_set_f64(mproc_state *s, const char *key, double value)
 
 int mproc_state_get_f64(mproc_state *s, const char *key, double *value)
 {
-    const void *d;
-    size_t n;
-    int rc = value ? mproc_state_get(s, key, &d, &n) : -EINVAL;
-    return rc != 0 ? rc : mproc_decode_f64(d, n, value);
+    return get_fixed(s, key, value, sizeof(*value));
 }
 
 int mproc_state_set_str(mproc_state *s, const char *key, const char *str)

@@ -228,13 +228,18 @@ static long reply(conn *c, int32_t code, uint64_t seq, int64_t num,
 {
     long h = mproc__chan_open_frame(&c->ch, R_REPLY, 0);
     char *p = h < 0 ? NULL : mproc__chan_reserve(&c->ch, S_REPLY_HDR);
-    if (p == NULL || mproc__chan_append(&c->ch, val, vlen) != 0) {
+    if (p == NULL) {
         drop(c);
         return -1;
     }
+    /* Filled before the value is appended: appending may move the buffer. */
     memcpy(p, &code, 4);
     memcpy(p + 4, &seq, 8);
     memcpy(p + 12, &num, 8);
+    if (mproc__chan_append(&c->ch, val, vlen) != 0) {
+        drop(c);
+        return -1;
+    }
     mproc__chan_close_frame(&c->ch, h);
     mark_dirty(c);
     return h;
@@ -915,8 +920,11 @@ _Noreturn void mproc__state_serve(int listen_fd, int owner_fd)
                 mark_dirty(c);
             }
         }
-        resume_parked();
-        flush_dirty();
+        /* A failed flush can drop the lock holder: resume again then. */
+        do {
+            resume_parked();
+            flush_dirty();
+        } while (S.unpark && S.lock_owner == NULL);
         free_dead();
     }
 }

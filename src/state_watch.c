@@ -202,9 +202,7 @@ static int subscribe(mproc_watch *w, mproc_state *s, const char *const *keys,
     if (wf) {
         return mproc__snapshot_load(&w->snap, &f);
     }
-    rc = mproc__state_parse_reply(&f, &r);
-    w->update = r.update;
-    return rc;
+    return mproc__state_parse_reply(&f, &r);
 }
 
 int mproc_state_watch(mproc_state *s, const char *const *keys, size_t count,

@@ -87,9 +87,12 @@ MPROC_EXPORT int mproc_ctx_ping(mproc_ctx *ctx);
 MPROC_EXPORT int mproc_ctx_wait_all(mproc_ctx *ctx, int timeout_ms);
 
 /* Ends every process the context started (SIGTERM, then SIGKILL after the
- * grace), the fork server and, if the context started it, the state server;
- * removes the directory.  Their tasks complete with MPROC_ECLOSED.  Open
- * process handles stay readable.  Idempotent.  Returns 0, -EINVAL. */
+ * grace), its live maps (as mproc_map_free does, but the map handles stay
+ * valid until freed), the fork server and, if the context started it, the
+ * state server; removes the directory.  Their tasks complete with
+ * MPROC_ECLOSED.  Open process handles stay readable.  Idempotent.  Must
+ * not be called from a process task's completion callback (it runs on the
+ * thread close waits for).  Returns 0, -EINVAL. */
 MPROC_EXPORT int mproc_ctx_close(mproc_ctx *ctx);
 
 /* Closes if needed and frees.  Process handles must be freed before or
@@ -131,8 +134,9 @@ typedef struct mproc_proc_opts {
     int retry_delay_ms;
     /* Which failures are retried: the process's own error codes in
      * retry_errors, deaths by the signals in retry_signals (MPROC_EWORKER
-     * by signal), and, with retry_exit, exits with a nonzero status.  All
-     * three empty/zero: every failure is retried. */
+     * by signal), and, with retry_exit, exits with a nonzero status
+     * (MPROC_EWORKER in retry_errors retries every death).  All three
+     * empty/zero: every failure is retried.  A stop is never retried. */
     const int *retry_errors;
     size_t nretry_errors;
     const int *retry_signals;
@@ -146,7 +150,10 @@ typedef struct mproc_proc_opts {
 
 /* Starts fn(env, args) in a new process (args copied).  Returns 0 and a new
  * handle (free with mproc_proc_free), -EINVAL, MPROC_ENOTSTARTED,
- * MPROC_ECLOSED, MPROC_ETOOBIG, -ENOMEM, -errno (fork). */
+ * MPROC_ECLOSED, MPROC_ETOOBIG, MPROC_EFULL (1024 processes of this
+ * context, counting those waiting for a retry, have not ended yet),
+ * -ENOMEM, -errno (fork).  The process's task cannot be cancelled
+ * (mproc_task_cancel says MPROC_EBUSY): use mproc_proc_stop. */
 MPROC_EXPORT int mproc_ctx_process(mproc_ctx *ctx, mproc_proc_fn fn,
                                    const void *args, size_t len,
                                    const mproc_proc_opts *opts,
@@ -173,18 +180,20 @@ MPROC_EXPORT int mproc_proc_wait(mproc_proc *proc, int timeout_ms,
 MPROC_EXPORT const char *mproc_proc_errmsg(mproc_proc *proc);
 
 /* How the last run ended: *exit_code (its exit status, 0 when its function
- * returned normally) and *signal (the signal that killed it, or 0); both
- * may be NULL.  Returns 0, MPROC_EPENDING while it runs, -EINVAL. */
+ * returned normally or a signal killed it) and *signal (the signal that
+ * killed it, or 0); both may be NULL.  Returns 0, MPROC_EPENDING while it
+ * runs, -EINVAL. */
 MPROC_EXPORT int mproc_proc_status(mproc_proc *proc, int *exit_code,
                                    int *signal);
 
 /* 1 while the process (or a pending retry) has not ended, else 0; -EINVAL. */
 MPROC_EXPORT int mproc_proc_is_alive(mproc_proc *proc);
 
-/* The pid of the current run (0 between retries), or -EINVAL. */
+/* The pid of the current run (0 between retries; once it has ended, the
+ * last run's), or -EINVAL. */
 MPROC_EXPORT pid_t mproc_proc_pid(mproc_proc *proc);
 
-/* How many times it has been started (1 + retries so far). */
+/* How many times it has been started (1 + retries so far), or -EINVAL. */
 MPROC_EXPORT int mproc_proc_runs(mproc_proc *proc);
 
 /* Ends the process: SIGTERM, then SIGKILL after the context's grace; no
@@ -233,8 +242,8 @@ MPROC_EXPORT int mproc_map_next(mproc_map *map, int timeout_ms,
 /* The last failed item's message, or NULL.  Borrowed until the next call. */
 MPROC_EXPORT const char *mproc_map_errmsg(mproc_map *map);
 
-/* Stops the workers (items not yet run are dropped) and frees.  NULL is a
- * no-op. */
+/* Stops the workers (items not yet run are dropped) and frees.  Maps may
+ * be freed before or after their context.  NULL is a no-op. */
 MPROC_EXPORT void mproc_map_free(mproc_map *map);
 
 #endif

@@ -34,13 +34,16 @@
  * request (update/replace with many pairs) at most MPROC_STATE_REQUEST_MAX.
  * Larger ones fail MPROC_ETOOBIG and nothing is sent.
  *
- * Borrowed results.  Values returned by get, pop and setdefault point into
- * the handle's receive buffer: valid until the next call on the same
- * handle.  Copy them to keep them.
+ * Borrowed results.  Values returned by get, pop, setdefault and get_str
+ * point into the handle's receive buffer: valid until the next call on the
+ * same handle, from any thread.  Copy them to keep them.  (The int64 and
+ * double getters copy for you.)
  *
- * Threading.  A handle is thread-safe (calls on one handle are serialised;
- * give each busy thread its own handle for concurrency).  A handle belongs
- * to the process that opened it: a forked child opens its own.
+ * Threading.  A handle is thread-safe: calls on one handle are serialised.
+ * Threads that share a handle and read borrowed results must hold their
+ * own lock across the call and the use of its result -- or, simpler and
+ * faster, each busy thread opens its own handle.  A handle belongs to the
+ * process that opened it: a forked child opens its own.
  */
 #ifndef MPROC_STATE_H
 #define MPROC_STATE_H

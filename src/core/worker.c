@@ -281,6 +281,10 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
     W.main_thread = pthread_self();
     pthread_mutex_init(&W.write_mu, NULL);
     mproc__chan_init(&W.ch, fd, 0);
+    /* Tracked, so a pool or context this worker starts does not leave its
+     * channel open in its own fork server: the owner would then see no end
+     * of stream when this worker dies. */
+    mproc__fd_track(fd);
     if (spec->capture_output) {
         setvbuf(stdout, NULL, _IOLBF, 0);
     }
