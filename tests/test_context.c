@@ -1261,6 +1261,117 @@ static void test_close_nested(void)
     sync_close();
 }
 
+/* ---- callback watches (call_when) ------------------------------------- */
+
+/* Counts reported updates of "cookies"; done at 5, replying the count. */
+static int count_cookies(const mproc_proc_env *env, mproc_watch *w,
+                         const void *args, size_t len, mproc_reply *reply)
+{
+    (void)env;
+    (void)args;
+    (void)len;
+    static int64_t seen;
+    const void *d;
+    size_t n;
+    int64_t v = 0;
+    seen++;
+    if (mproc_watch_key(w, 0, &d, &n, NULL) == NULL ||
+        mproc_decode_i64(d, n, &v) != 0) {
+        return mproc_reply_error(reply, "bad update");
+    }
+    if (v == 5) {
+        mproc_reply_i64(reply, seen);
+        return MPROC_WHEN_DONE;
+    }
+    return 0;
+}
+
+static void test_call_when(void)
+{
+    mproc_ctx *ctx = ctx_start(NULL);
+    mproc_state *st = mproc_ctx_state(ctx);
+    const char *keys[] = {"cookies"};
+    mproc_proc *p = NULL;
+    CHECK_OK(mproc_ctx_call_when(ctx, NULL, keys, 1, 0, count_cookies, NULL, 0,
+                                 NULL, &p));
+    /* every update after call_when returns is seen: 1, 2, 2 (identical:
+     * not reported), other keys (not reported), 3, 4, 5 */
+    CHECK_OK(mproc_state_set_i64(st, "cookies", 1));
+    CHECK_OK(mproc_state_set_i64(st, "cookies", 2));
+    CHECK_OK(mproc_state_set_i64(st, "cookies", 2));
+    CHECK_OK(mproc_state_set_i64(st, "other", 7));
+    for (int64_t i = 3; i <= 5; i++) {
+        CHECK_OK(mproc_state_set_i64(st, "cookies", i));
+    }
+    const void *d;
+    size_t n;
+    int64_t seen = 0;
+    CHECK_OK(mproc_proc_wait(p, T_LONG, &d, &n));
+    CHECK_OK(mproc_decode_i64(d, n, &seen));
+    CHECK_EQ(seen, 5);
+    mproc_proc_free(p);
+    /* the handshake key is gone */
+    mproc_state *h = NULL;
+    CHECK_OK(mproc_state_open(&h, mproc_ctx_address(ctx), "mproc.when"));
+    CHECK_EQ(mproc_state_length(h), 0);
+    mproc_state_free(h);
+    mproc_ctx_free(ctx);
+}
+
+static int fail_on_update(const mproc_proc_env *env, mproc_watch *w,
+                          const void *args, size_t len, mproc_reply *reply)
+{
+    (void)env;
+    (void)w;
+    (void)reply;
+    int64_t code = 0;
+    mproc_decode_i64(args, len, &code);
+    return (int)code;
+}
+
+static void test_call_when_error_stop_and_bad_input(void)
+{
+    mproc_ctx *ctx = ctx_start(NULL);
+    mproc_state *st = mproc_ctx_state(ctx);
+    mproc_proc *p = NULL;
+    int64_t code = -EIO;
+    /* a namespace of its own, any key */
+    CHECK_OK(mproc_ctx_call_when(ctx, "ns2", NULL, 0, 0, fail_on_update, &code,
+                                 sizeof code, NULL, &p));
+    CHECK_OK(mproc_state_set_i64(st, "x", 1)); /* default ns: not seen */
+    CHECK_OK(mproc_state_set_namespace(st, "ns2"));
+    CHECK_OK(mproc_state_set_i64(st, "x", 1));
+    CHECK_ERR(mproc_proc_wait(p, T_LONG, NULL, NULL), -EIO);
+    mproc_proc_free(p);
+
+    /* code 0: watches forever, until stopped */
+    code = 0;
+    CHECK_OK(mproc_ctx_call_when(ctx, NULL, NULL, 0, 0, fail_on_update, &code,
+                                 sizeof code, NULL, &p));
+    CHECK_ERR(mproc_proc_wait(p, 100, NULL, NULL), MPROC_ETIMEDOUT);
+    CHECK_OK(mproc_proc_stop(p));
+    CHECK_ERR(mproc_proc_wait(p, T_LONG, NULL, NULL), MPROC_ECLOSED);
+    mproc_proc_free(p);
+
+    const char *empty[] = {""};
+    CHECK_ERR(mproc_ctx_call_when(ctx, NULL, empty, 1, 0, fail_on_update, NULL,
+                                  0, NULL, &p),
+              -EINVAL);
+    CHECK(p == NULL);
+    CHECK_ERR(mproc_ctx_call_when(ctx, "", NULL, 0, 0, fail_on_update, NULL, 0,
+                                  NULL, &p),
+              -EINVAL);
+    CHECK_ERR(
+        mproc_ctx_call_when(ctx, NULL, NULL, 0, 0, NULL, NULL, 0, NULL, &p),
+        -EINVAL);
+    CHECK_ERR(mproc_ctx_call_when(
+                  ctx, NULL, NULL, 0, 0, fail_on_update, NULL, 0,
+                  &(mproc_proc_opts){.retry_args = "x", .retry_len = 1}, &p),
+              -EINVAL);
+    mproc_ctx_free(ctx);
+    CHECK(tu_no_children());
+}
+
 TEST_LIST = {
     {"returns_bytes", test_returns_bytes, 0},
     {"args_intact", test_args_intact, 0},
@@ -1295,5 +1406,8 @@ TEST_LIST = {
     {"free_handle_early", test_free_handle_early, 0},
     {"close_during_retry_delay", test_close_during_retry_delay, 0},
     {"close_nested", test_close_nested, 0},
+    {"call_when", test_call_when, 0},
+    {"call_when_error_stop_and_bad_input",
+     test_call_when_error_stop_and_bad_input, 0},
     {NULL, NULL, 0},
 };

@@ -167,6 +167,37 @@ MPROC_EXPORT int mproc_ctx_process_factory(mproc_ctx *ctx, mproc_proc_fn fn,
                                            const mproc_proc_opts *opts,
                                            size_t count, mproc_proc **procs);
 
+/* ---- callback watches (zproc's call_when_*) ------------------------------ */
+
+/* Called in a watching process after each update its watch reports (see
+ * mproc_state_watch; `watch` tells which keys changed and, with
+ * MPROC_WATCH_SNAPSHOT, holds the namespace).  Return 0 to keep watching,
+ * MPROC_WHEN_DONE to end the process successfully (the reply bytes are its
+ * result), or a negative code to end it with that error. */
+typedef int (*mproc_when_fn)(const mproc_proc_env *env, mproc_watch *watch,
+                             const void *args, size_t len, mproc_reply *reply);
+
+#define MPROC_WHEN_DONE 1
+
+/* Starts a process that watches `keys` (copied; count 0: any key) of the
+ * state's default namespace -- or `ns` when not NULL -- with `flags`
+ * (MPROC_WATCH_*), and calls fn for every reported update from the moment
+ * its watch is open, until fn ends it, mproc_proc_stop, or the context
+ * closes.  Returns once the watch is open, so every update after the call
+ * reaches fn.  In fn, env->state is the process's own handle, switched to
+ * the watched namespace.  `opts` as for mproc_ctx_process
+ * (MPROC_PROC_STATE is implied; retry_args is not allowed: a retry runs
+ * with the same arguments).  The readiness handshake uses the
+ * namespace "mproc.when" (a key per call, deleted at once).  Returns 0 and
+ * a new handle; mproc_ctx_process's errors; -EINVAL (NULL or empty key or
+ * ns, unknown flags, retry_args); MPROC_ETOOBIG (a key or ns over
+ * MPROC_STATE_KEY_MAX); or, when the process ended before its watch was open,
+ * its error (the handle is then freed). */
+MPROC_EXPORT int
+mproc_ctx_call_when(mproc_ctx *ctx, const char *ns, const char *const *keys,
+                    size_t count, int flags, mproc_when_fn fn, const void *args,
+                    size_t len, const mproc_proc_opts *opts, mproc_proc **proc);
+
 /* Waits for the process (and its retries) to end.  Returns 0 with the
  * result in *data and *len (borrowed; valid until mproc_proc_free; both may be
  * NULL), or its error: its own code, MPROC_EWORKER (exit status or signal,
