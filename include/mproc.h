@@ -14,5 +14,6 @@
 #include "mproc/group.h"
 #include "mproc/state.h"
 #include "mproc/context.h"
+#include "mproc/super.h"
 
 #endif

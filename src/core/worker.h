@@ -44,6 +44,12 @@ typedef struct mproc__worker_spec {
     int linger;
     int capture_output;
     mproc__slot *rings; /* MAP_SHARED: MPROC__DEPTH slots per worker slot */
+    /* NULL: children run mproc__worker_main.  Else what a child of the
+     * fork server runs instead (its own protocol on fd; must not return),
+     * with `user` for its use. */
+    void (*child_main)(const struct mproc__worker_spec *spec, int slot,
+                       int fd, pid_t parent);
+    void *user;
 } mproc__worker_spec;
 
 /* Runs worker `slot` on channel fd `fd` until told to stop or the owner is

@@ -163,6 +163,10 @@ static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
             close(outp[1]);
             close(errp[1]);
         }
+        if (zs->spec->child_main != NULL) {
+            zs->spec->child_main(zs->spec, slot, sv[1], me);
+            _exit(1);
+        }
         mproc__worker_main(zs->spec, slot, sv[1], me);
     }
     zs->kids[zs->nkids++] = pid;

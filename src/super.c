@@ -1,0 +1,1048 @@
+/* The supervisor: adds processes, then supervises them from the calling
+ * thread -- one epoll loop over every child's channel and pidfd -- routing
+ * their messages, answering their requests, and ending or restarting them
+ * by the strategy.
+ *
+ * Children are forked by a fork server started at supervise (so restarts
+ * never fork this possibly multi-threaded process).  A child's channel is
+ * non-blocking on this side and its output is buffered here: a child that
+ * stops reading (a blocked handler) only grows its own buffer, and routing
+ * goes on for everyone else.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/platform.h"
+#include "mproc/error.h"
+#include "super_internal.h"
+
+#define DEFAULT_MAX_RESTARTS 3
+#define DEFAULT_PERIOD_MS 5000
+#define DEFAULT_BACKOFF_MAX_MS 1000
+#define DEFAULT_GRACE_MS 1000
+/* The epoll tag of a child: its index, and which of its two fds. */
+#define TAG_CHAN 0u
+#define TAG_PIDFD 1u
+#define TAG_STOP UINT64_MAX
+#define TAG_INPUT (UINT64_MAX - 1)
+
+static uint64_t tag(int i, unsigned which)
+{
+    return ((uint64_t)i << 1) | which;
+}
+
+/* ---- setup --------------------------------------------------------------- */
+
+int mproc_super_new(mproc_super **out, const mproc_super_opts *opts)
+{
+    if (out == NULL) {
+        return -EINVAL;
+    }
+    *out = NULL;
+    mproc_super_opts o = opts ? *opts : (mproc_super_opts){0};
+    if (o.strategy < MPROC_SUPER_STOP_ALL || o.strategy > MPROC_REST_FOR_ONE ||
+        o.max_restarts < 0 || o.period_ms < 0 || o.backoff_ms < 0 ||
+        o.backoff_max_ms < 0 || o.input_fd < 0 || o.stop_grace_ms < 0) {
+        return -EINVAL;
+    }
+    o.max_restarts = o.max_restarts ? o.max_restarts : DEFAULT_MAX_RESTARTS;
+    o.period_ms = o.period_ms ? o.period_ms : DEFAULT_PERIOD_MS;
+    o.backoff_max_ms =
+        o.backoff_max_ms ? o.backoff_max_ms : DEFAULT_BACKOFF_MAX_MS;
+    o.stop_grace_ms = o.stop_grace_ms ? o.stop_grace_ms : DEFAULT_GRACE_MS;
+    mproc_super *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return -ENOMEM;
+    }
+    s->o = o;
+    s->ep = -1;
+    s->zyg.ctl = s->zyg.pidfd = -1; /* no fork server yet */
+    s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int rc = s->stop_fd < 0 ? -errno : mproc__super_types_init(s);
+    if (rc != 0) {
+        mproc_super_free(s);
+        return rc;
+    }
+    mproc__fd_track(s->stop_fd);
+    *out = s;
+    return 0;
+}
+
+static int valid_spec(const mproc_super *s, const mproc_child_spec *spec)
+{
+    if (spec->op == NULL && !spec->resident) {
+        return 0;
+    }
+    if (spec->restart < MPROC_TEMPORARY || spec->restart > MPROC_PERMANENT ||
+        (spec->listen == NULL && spec->nlisten > 0)) {
+        return 0;
+    }
+    for (size_t i = 0; i < spec->nlisten; i++) {
+        if (spec->listen[i] < 0 || spec->listen[i] >= s->ntypes) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int add_kid(mproc_super *s, const mproc_child_spec *spec,
+                   const void *args, size_t len,
+                   void (*log)(mproc_child *, const mproc_msg *), mproc_id *id)
+{
+    if (s == NULL || spec == NULL || (args == NULL && len > 0) ||
+        !valid_spec(s, spec)) {
+        return -EINVAL;
+    }
+    if (s->started) {
+        return MPROC_ESTARTED;
+    }
+    if (len > MPROC_PAYLOAD_MAX) {
+        return MPROC_ETOOBIG;
+    }
+    mproc__kid *kids = realloc(s->kids, (size_t)(s->nkids + 1) * sizeof(*kids));
+    if (kids == NULL) {
+        return -ENOMEM;
+    }
+    s->kids = kids;
+    mproc__kid *k = &s->kids[s->nkids];
+    memset(k, 0, sizeof(*k));
+    k->spec = *spec;
+    k->spec.name = spec->name ? strdup(spec->name) : NULL;
+    k->spec.listen = NULL;
+    int *listen = spec->nlisten ? malloc(spec->nlisten * sizeof(int)) : NULL;
+    k->args = malloc(len ? len : 1);
+    if ((spec->name && !k->spec.name) || (spec->nlisten && !listen) ||
+        !k->args) {
+        free((char *)k->spec.name);
+        free(listen);
+        free(k->args);
+        return -ENOMEM;
+    }
+    if (spec->nlisten) {
+        memcpy(listen, spec->listen, spec->nlisten * sizeof(int));
+    }
+    k->spec.listen = listen;
+    if (len) {
+        memcpy(k->args, args, len);
+    }
+    k->len = len;
+    k->log = log;
+    k->id = s->nkids + 1;
+    k->pidfd = -1;
+    k->ch.fd = -1;
+    s->nkids++;
+    if (id != NULL) {
+        *id = k->id;
+    }
+    return 0;
+}
+
+int mproc_super_add(mproc_super *s, const mproc_child_spec *spec,
+                    const void *args, size_t len, mproc_id *id)
+{
+    return add_kid(s, spec, args, len, NULL, id);
+}
+
+int mproc_super_add_logger(mproc_super *s, const char *name, const int *listen,
+                           size_t nlisten,
+                           void (*log)(mproc_child *, const mproc_msg *),
+                           mproc_id *id)
+{
+    if (log == NULL) {
+        return -EINVAL;
+    }
+    mproc_child_spec spec = {
+        .name = name, .listen = listen, .nlisten = nlisten, .resident = 1};
+    return add_kid(s, &spec, NULL, 0, log, id);
+}
+
+static void debug_log(mproc_child *self, const mproc_msg *m)
+{
+    const char *text = m->data;
+    size_t shown = 0;
+    while (shown < m->len && shown < 200 && text[shown] >= 0x20 &&
+           text[shown] < 0x7f) {
+        shown++;
+    }
+    mproc_child_print(self, "type %s from %d to %d: %zu bytes: %.*s",
+                      mproc_super_type_name(mproc__child_super(self), m->type),
+                      (int)m->from, (int)m->to, m->len, (int)shown, text);
+}
+
+int mproc_super_add_debug_logger(mproc_super *s, mproc_id *id)
+{
+    static const int all[] = {MPROC_MSG_EMPTY};
+    return mproc_super_add_logger(s, "debug logger", all, 1, debug_log, id);
+}
+
+const char *mproc_super_error(mproc_super *s)
+{
+    return s ? s->error : NULL;
+}
+
+int mproc_super_runs(mproc_super *s, mproc_id id)
+{
+    if (s == NULL || id < 1 || id > s->nkids) {
+        return -EINVAL;
+    }
+    return s->kids[id - 1].runs;
+}
+
+int mproc_super_stop(mproc_super *s)
+{
+    if (s == NULL) {
+        return -EINVAL;
+    }
+    atomic_store(&s->stop_requested, 1);
+    uint64_t one = 1;
+    ssize_t n = write(s->stop_fd, &one, sizeof(one));
+    (void)n; /* a full counter still wakes the loop */
+    return 0;
+}
+
+void mproc_super_free(mproc_super *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    for (int i = 0; i < s->nkids; i++) {
+        free((char *)s->kids[i].spec.name);
+        free((int *)s->kids[i].spec.listen);
+        free(s->kids[i].args);
+        free(s->kids[i].listens);
+        free(s->kids[i].done_msg);
+    }
+    free(s->kids);
+    mproc__super_types_free(s);
+    if (s->stop_fd >= 0) {
+        mproc__fd_untrack(s->stop_fd);
+        close(s->stop_fd);
+    }
+    free(s->error);
+    free(s->restart_times);
+    free(s->in_buf);
+    free(s->in_waiting);
+    free(s);
+}
+
+/* ---- sending to children ----------------------------------------------------
+ */
+
+static void mark_dirty(mproc_super *s, mproc__kid *k)
+{
+    if (!k->dirty) {
+        k->dirty = 1;
+        k->next_dirty = s->dirty;
+        s->dirty = k;
+    }
+}
+
+/* Appends a frame {a, b} for child k (live or not: a dead child's frames
+ * are simply dropped with its channel). */
+static void put_frame(mproc_super *s, mproc__kid *k, int type, const void *a,
+                      size_t alen, const void *b, size_t blen)
+{
+    if (k->ch.fd < 0) {
+        return;
+    }
+    long h = mproc__chan_open_frame(&k->ch, type, 0);
+    if (h < 0 || mproc__chan_append(&k->ch, a, alen) != 0 ||
+        mproc__chan_append(&k->ch, b, blen) != 0) {
+        if (h >= 0) {
+            mproc__chan_truncate(&k->ch, (size_t)h);
+        }
+        return; /* out of memory: the child sees nothing, as if lost */
+    }
+    mproc__chan_close_frame(&k->ch, h);
+    mark_dirty(s, k);
+}
+
+static void put_msg(mproc_super *s, mproc__kid *k, int type, mproc_id from,
+                    mproc_id to, const void *data, size_t len)
+{
+    int32_t hdr[3] = {type, from, to};
+    put_frame(s, k, X_MSG, hdr, sizeof(hdr), data, len);
+}
+
+static void flush_dirty(mproc_super *s)
+{
+    while (s->dirty != NULL) {
+        mproc__kid *k = s->dirty;
+        s->dirty = k->next_dirty;
+        k->dirty = 0;
+        if (k->ch.fd < 0) {
+            continue;
+        }
+        int r = mproc__chan_flush(&k->ch);
+        unsigned want = EPOLLIN | (r == 1 ? EPOLLOUT : 0);
+        if (r >= 0 && want != k->events) {
+            struct epoll_event ev = {
+                .events = want, .data.u64 = tag((int)(k - s->kids), TAG_CHAN)};
+            epoll_ctl(s->ep, EPOLL_CTL_MOD, k->ch.fd, &ev);
+            k->events = want;
+        }
+        /* r < 0: the child is gone; its pidfd will say how. */
+    }
+}
+
+/* ---- routing
+ * ------------------------------------------------------------------ */
+
+static int routable(const mproc__kid *k)
+{
+    return k->state == K_RUNNING;
+}
+
+static int give(mproc_super *s, mproc__kid *k, int type, mproc_id from,
+                mproc_id to, const void *data, size_t len)
+{
+    if (!routable(k) || k->stamp == s->route_stamp) {
+        return 0; /* ended, or already given this message */
+    }
+    k->stamp = s->route_stamp;
+    put_msg(s, k, type, from, to, data, len);
+    return 1;
+}
+
+/* The answer to a sync send. */
+static void verdict(mproc_super *s, mproc__kid *from, uint64_t token,
+                    int32_t code)
+{
+    char v[12];
+    memcpy(v, &token, 8);
+    memcpy(v + 8, &code, 4);
+    put_frame(s, from, X_VERDICT, v, sizeof(v), NULL, 0);
+}
+
+static void tell_sender(mproc_super *s, mproc__kid *from, int sync,
+                        uint64_t token, const char *fmt, ...)
+    MPROC_PRINTF(5, 6);
+
+/* Reports a routing failure to the sender: a sync send's verdict
+ * (MPROC_ENOTFOUND), else an MPROC_MSG_ERROR message. */
+static void tell_sender(mproc_super *s, mproc__kid *from, int sync,
+                        uint64_t token, const char *fmt, ...)
+{
+    if (sync) {
+        verdict(s, from, token, MPROC_ENOTFOUND);
+        return;
+    }
+    char text[300];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    put_msg(s, from, MPROC_MSG_ERROR, MPROC_ID_SUPER, MPROC_ID_SUPER, text,
+            n < 0 ? 0 : (size_t)n);
+}
+
+static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
+{
+    uint32_t type, flags, n;
+    uint64_t token;
+    if (f->len < X_SEND_HDR) {
+        return MPROC_EPROTO;
+    }
+    memcpy(&type, f->body, 4);
+    memcpy(&flags, f->body + 4, 4);
+    memcpy(&token, f->body + 8, 8);
+    memcpy(&n, f->body + 16, 4);
+    if (type >= (uint32_t)s->ntypes || n == 0 ||
+        (f->len - X_SEND_HDR) / 4 < n) {
+        return MPROC_EPROTO;
+    }
+    const char *idp = f->body + X_SEND_HDR;
+    const char *data = idp + (size_t)n * 4;
+    size_t len = f->len - X_SEND_HDR - (size_t)n * 4;
+    int sync = (flags & X_SYNC) != 0;
+    int delivered = 0, failed = 0;
+    s->route_stamp++;
+    for (uint32_t i = 0; i < n; i++) {
+        mproc_id to;
+        memcpy(&to, idp + (size_t)i * 4, 4);
+        if (to == MPROC_BROADCAST) {
+            for (int k = 0; k < s->nkids; k++) {
+                if (s->kids[k].spec.name != NULL) {
+                    delivered += give(s, &s->kids[k], (int)type, from->id, to,
+                                      data, len);
+                }
+            }
+        } else if (to == MPROC_LISTENERS) {
+            int any = 0;
+            for (int k = 0; k < s->nkids; k++) {
+                if (s->kids[k].listens[type] && routable(&s->kids[k])) {
+                    any = 1;
+                    delivered += give(s, &s->kids[k], (int)type, from->id, to,
+                                      data, len);
+                }
+            }
+            if (!any) {
+                failed = 1;
+                tell_sender(s, from, sync, token,
+                            "nobody listens to '%s' messages",
+                            s->types[type].name);
+            }
+        } else if (to >= 1 && to <= s->nkids && routable(&s->kids[to - 1])) {
+            delivered +=
+                give(s, &s->kids[to - 1], (int)type, from->id, to, data, len);
+        } else {
+            failed = 1;
+            tell_sender(s, from, sync, token,
+                        to >= 1 && to <= s->nkids
+                            ? "process %d has ended: '%s' message not delivered"
+                            : "no process has id %d: '%s' message not "
+                              "delivered",
+                        (int)to, s->types[type].name);
+        }
+    }
+    /* Listeners get a copy of everything of their types (at most once). */
+    for (int k = 0; k < s->nkids; k++) {
+        if (s->kids[k].listens[type]) {
+            mproc_id to;
+            memcpy(&to, idp, 4);
+            delivered +=
+                give(s, &s->kids[k], (int)type, from->id, to, data, len);
+        }
+    }
+    if (sync && !failed) {
+        verdict(s, from, token, delivered ? 0 : MPROC_ENOTFOUND);
+    }
+    return 0;
+}
+
+static void answer_ids(mproc_super *s, mproc__kid *from, const mproc__frame *f)
+{
+    mproc_id *ids = malloc((size_t)(s->nkids ? s->nkids : 1) * sizeof(*ids));
+    uint32_t n = 0;
+    for (int k = 0; ids != NULL && k < s->nkids; k++) {
+        const char *name = s->kids[k].spec.name;
+        if (name != NULL && routable(&s->kids[k]) && strlen(name) == f->len &&
+            memcmp(name, f->body, f->len) == 0) {
+            ids[n++] = s->kids[k].id;
+        }
+    }
+    char *reply = malloc(4 + (size_t)n * 4);
+    if (reply != NULL) {
+        memcpy(reply, &n, 4);
+        memcpy(reply + 4, ids, (size_t)n * 4);
+        put_frame(s, from, X_IDS_REPLY, reply, 4 + (size_t)n * 4, f->body,
+                  f->len);
+    }
+    free(reply);
+    free(ids);
+}
+
+/* ---- input
+ * -------------------------------------------------------------------- */
+
+static void answer_input(mproc_super *s)
+{
+    while (s->n_in_waiting > 0) {
+        char *nl = memchr(s->in_buf, '\n', s->in_len);
+        if (nl == NULL && !s->in_eof) {
+            return;
+        }
+        mproc__kid *k = &s->kids[s->in_waiting[0] - 1];
+        memmove(s->in_waiting, s->in_waiting + 1,
+                --s->n_in_waiting * sizeof(*s->in_waiting));
+        int32_t code = 0;
+        size_t len = 0;
+        if (nl != NULL) {
+            len = (size_t)(nl - s->in_buf);
+        } else if (s->in_len > 0) {
+            len = s->in_len; /* a last line without newline */
+        } else {
+            code = MPROC_ENOTASK;
+        }
+        put_frame(s, k, X_INPUT_REPLY, &code, 4, s->in_buf, len);
+        size_t used = nl != NULL ? len + 1 : len;
+        memmove(s->in_buf, s->in_buf + used, s->in_len - used);
+        s->in_len -= used;
+    }
+}
+
+/* Reads what input_fd has (one read: it was reported readable, or is a
+ * regular file). */
+static void read_input(mproc_super *s)
+{
+    char *buf = realloc(s->in_buf, s->in_len + 4096);
+    if (buf == NULL) {
+        return;
+    }
+    s->in_buf = buf;
+    ssize_t n;
+    do {
+        n = read(s->o.input_fd, s->in_buf + s->in_len, 4096);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        s->in_eof = 1;
+        if (s->in_polled) {
+            epoll_ctl(s->ep, EPOLL_CTL_DEL, s->o.input_fd, NULL);
+            s->in_polled = 0;
+        }
+    } else {
+        s->in_len += (size_t)n;
+    }
+    answer_input(s);
+}
+
+static void want_input(mproc_super *s, mproc__kid *k, const mproc__frame *f)
+{
+    if (f->len > 0) {
+        fwrite(f->body, 1, f->len, stdout);
+        fflush(stdout);
+    }
+    if (s->n_in_waiting == s->cap_in_waiting) {
+        size_t cap = s->cap_in_waiting ? s->cap_in_waiting * 2 : 8;
+        mproc_id *w = realloc(s->in_waiting, cap * sizeof(*w));
+        if (w == NULL) {
+            int32_t code = -ENOMEM;
+            put_frame(s, k, X_INPUT_REPLY, &code, 4, NULL, 0);
+            return;
+        }
+        s->in_waiting = w;
+        s->cap_in_waiting = cap;
+    }
+    s->in_waiting[s->n_in_waiting++] = k->id;
+    answer_input(s);
+    if (s->n_in_waiting > 0 && !s->in_eof && !s->in_polled) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_INPUT};
+        if (epoll_ctl(s->ep, EPOLL_CTL_ADD, s->o.input_fd, &ev) == 0) {
+            s->in_polled = 1;
+        } else {
+            read_input(s); /* a regular file: reading never blocks */
+        }
+    }
+}
+
+/* ---- child frames
+ * ------------------------------------------------------------- */
+
+static void set_error(mproc_super *s, const char *fmt, ...) MPROC_PRINTF(2, 3);
+
+static void set_error(mproc_super *s, const char *fmt, ...)
+{
+    char buf[4200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    free(s->error);
+    s->error = strdup(buf);
+}
+
+/* Handles one frame from child k.  Returns 0, or a code that fails k. */
+static int on_frame(mproc_super *s, mproc__kid *k, const mproc__frame *f)
+{
+    switch (f->type) {
+    case X_SEND:
+        return k->state == K_RUNNING ? route(s, k, f) : 0;
+    case X_PRINT:
+        if (s->o.on_print != NULL) {
+            s->o.on_print(s->o.handler_ctx, k->id, f->body, f->len);
+        } else {
+            printf("[%s] %.*s\n", k->spec.name ? k->spec.name : "-",
+                   (int)f->len, f->body);
+            fflush(stdout);
+        }
+        return 0;
+    case X_OBJECT:
+        if (s->o.on_object == NULL) {
+            free(k->done_msg);
+            k->done_msg = strdup("sent an object, but the supervisor has no "
+                                 "object handler");
+            return MPROC_EPROTO;
+        }
+        s->o.on_object(s->o.handler_ctx, k->id, f->body, f->len);
+        return 0;
+    case X_IDS:
+        answer_ids(s, k, f);
+        return 0;
+    case X_INPUT:
+        want_input(s, k, f);
+        return 0;
+    case X_DONE: {
+        int32_t code = 0;
+        if (f->len < 4) {
+            return MPROC_EPROTO;
+        }
+        memcpy(&code, f->body, 4);
+        k->done = 1;
+        k->done_code = code;
+        free(k->done_msg);
+        k->done_msg = f->len > 4 ? strndup(f->body + 4, f->len - 4) : NULL;
+        if (k->state == K_RUNNING) {
+            k->state = K_DONE; /* not routable from now on */
+        }
+        return 0;
+    }
+    default:
+        free(k->done_msg);
+        k->done_msg = strdup("sent a malformed frame");
+        return MPROC_EPROTO;
+    }
+}
+
+static void kill_kid(mproc_super *s, mproc__kid *k)
+{
+    if (k->pidfd >= 0 && !k->stopping) {
+        k->stopping = 1;
+        mproc__pidfd_kill(k->pidfd, SIGTERM);
+        k->kill_at = mproc__now_ns() + (uint64_t)s->o.stop_grace_ms * 1000000u;
+    }
+    if (k->state == K_RUNNING) {
+        k->state = K_DONE;
+    }
+}
+
+/* Fails k for breaking the protocol: it is killed at once. */
+static void fail_kid(mproc__kid *k, int code)
+{
+    if (!k->done) {
+        k->done = 1;
+        k->done_code = code;
+    }
+    if (k->pidfd >= 0) {
+        mproc__pidfd_kill(k->pidfd, SIGKILL);
+    }
+    if (k->state == K_RUNNING) {
+        k->state = K_DONE;
+    }
+}
+
+static void on_chan(mproc_super *s, mproc__kid *k, unsigned events)
+{
+    if (events & EPOLLOUT) {
+        mark_dirty(s, k);
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+        return;
+    }
+    long r = mproc__chan_fill(&k->ch);
+    mproc__frame f;
+    int rc = 0;
+    while (rc == 0 && (rc = mproc__chan_next(&k->ch, &f)) == 1) {
+        rc = on_frame(s, k, &f);
+    }
+    if (rc < 0) {
+        if (k->done_msg == NULL) {
+            k->done_msg = strdup("sent a malformed frame");
+        }
+        fail_kid(k, rc);
+    }
+    if (r == 0 || (r < 0 && r != -EAGAIN)) {
+        /* End of stream: stop reading; the pidfd tells the rest. */
+        epoll_ctl(s->ep, EPOLL_CTL_DEL, k->ch.fd, NULL);
+        mproc__chan_free(&k->ch);
+        k->ch.fd = -1;
+        if (k->state == K_RUNNING) {
+            k->state = K_DONE;
+        }
+    }
+}
+
+/* ---- starting, ending, restarting
+ * ---------------------------------------------- */
+
+static int spawn_kid(mproc_super *s, mproc__kid *k)
+{
+    mproc__spawned sp;
+    int rc = mproc__zygote_spawn(&s->zyg, (int)(k - s->kids), &sp);
+    if (rc != 0) {
+        return rc;
+    }
+    k->pid = sp.pid;
+    k->pidfd = sp.pidfd;
+    mproc__chan_init(&k->ch, sp.chan_fd, 1);
+    k->ch.max_frame = MPROC_MSG_MAX + 4096;
+    mproc__set_nonblock(sp.chan_fd);
+    k->events = EPOLLIN;
+    struct epoll_event ev = {.events = EPOLLIN,
+                             .data.u64 = tag((int)(k - s->kids), TAG_CHAN)};
+    struct epoll_event pev = {.events = EPOLLIN,
+                              .data.u64 = tag((int)(k - s->kids), TAG_PIDFD)};
+    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, sp.chan_fd, &ev) != 0 ||
+        epoll_ctl(s->ep, EPOLL_CTL_ADD, sp.pidfd, &pev) != 0) {
+        /* Not watched: take it down and reap it here. */
+        rc = -errno;
+        int status;
+        epoll_ctl(s->ep, EPOLL_CTL_DEL, sp.chan_fd, NULL);
+        mproc__pidfd_kill(sp.pidfd, SIGKILL);
+        struct pollfd pf = {.fd = sp.pidfd, .events = POLLIN};
+        while (poll(&pf, 1, -1) < 0 && errno == EINTR) {
+        }
+        mproc__zygote_reap(&s->zyg, sp.pid, &status);
+        mproc__chan_free(&k->ch);
+        k->ch.fd = -1;
+        mproc__fd_untrack(sp.pidfd);
+        close(sp.pidfd);
+        k->pidfd = -1;
+        k->state = K_ENDED;
+        return rc;
+    }
+    k->state = K_RUNNING;
+    k->runs++;
+    k->done = 0;
+    k->done_code = 0;
+    free(k->done_msg);
+    k->done_msg = NULL;
+    k->stopping = 0;
+    k->kill_at = 0;
+    k->start_at = 0;
+    return rc;
+}
+
+/* Ends everything: every live child gets SIGTERM (SIGKILL after the
+ * grace); pending restarts are dropped.  supervise returns once all are
+ * reaped. */
+static void end_all(mproc_super *s, int result)
+{
+    if (!s->shutting_down) {
+        s->shutting_down = 1;
+        s->result = result;
+    }
+    for (int i = 0; i < s->nkids; i++) {
+        mproc__kid *k = &s->kids[i];
+        if (k->pidfd >= 0) {
+            kill_kid(s, k);
+        } else if (k->state == K_WAITING) {
+            k->state = K_ENDED;
+        }
+    }
+}
+
+static void describe_end(char *buf, size_t cap, const mproc__kid *k, int status)
+{
+    if (k->done && k->done_code < 0) {
+        snprintf(buf, cap, "%s",
+                 k->done_msg ? k->done_msg : mproc_strerror(k->done_code));
+    } else if (WIFSIGNALED(status)) {
+        const char *name = sigabbrev_np(WTERMSIG(status));
+        snprintf(buf, cap, "killed by signal %d (%s)", WTERMSIG(status),
+                 name ? name : "?");
+    } else {
+        snprintf(buf, cap, "exited with status %d", WEXITSTATUS(status));
+    }
+}
+
+/* Records a restart now, unless max_restarts restarts already happened
+ * within the last period_ms (the intensity).  Returns 1 if allowed. */
+static int allow_restart(mproc_super *s, uint64_t now)
+{
+    int cap = s->o.max_restarts;
+    if (s->restart_times == NULL) {
+        s->restart_times = calloc((size_t)cap + 1, sizeof(uint64_t));
+        if (s->restart_times == NULL) {
+            return 0;
+        }
+    }
+    uint64_t period = (uint64_t)s->o.period_ms * 1000000u;
+    int recent = 0;
+    for (int i = 0; i < cap && i < s->nrestarts; i++) {
+        recent += now - s->restart_times[i] < period;
+    }
+    if (recent >= cap) {
+        return 0;
+    }
+    s->restart_times[s->nrestarts % cap] = now;
+    s->nrestarts++;
+    return 1;
+}
+
+static void schedule_restart(mproc_super *s, mproc__kid *k, uint64_t now)
+{
+    uint64_t delay_ms = 0;
+    if (s->o.backoff_ms > 0) {
+        delay_ms = (uint64_t)s->o.backoff_ms
+                   << (k->backoff_n < 20 ? k->backoff_n : 20);
+        if (delay_ms > (uint64_t)s->o.backoff_max_ms) {
+            delay_ms = (uint64_t)s->o.backoff_max_ms;
+        }
+    }
+    k->backoff_n++;
+    k->state = K_WAITING;
+    k->restart_after = 0;
+    k->start_at = now + delay_ms * 1000000u;
+    if (k->start_at == 0) {
+        k->start_at = 1;
+    }
+}
+
+/* Child k was reaped with `status`. */
+static void on_ended(mproc_super *s, mproc__kid *k, int status)
+{
+    uint64_t now = mproc__now_ns();
+    int normal = k->done ? k->done_code >= 0
+                         : (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+                            !k->stopping);
+    int failed = !normal && !k->stopping;
+    if (k->ch.fd >= 0) {
+        epoll_ctl(s->ep, EPOLL_CTL_DEL, k->ch.fd, NULL);
+        mproc__chan_free(&k->ch);
+        k->ch.fd = -1;
+    }
+    epoll_ctl(s->ep, EPOLL_CTL_DEL, k->pidfd, NULL);
+    mproc__fd_untrack(k->pidfd);
+    close(k->pidfd);
+    k->pidfd = -1;
+    k->state = K_ENDED;
+    if (normal) {
+        k->backoff_n = 0;
+    }
+    if (s->shutting_down) {
+        return;
+    }
+    if (k->restart_after) {
+        schedule_restart(s, k, now); /* taken down with a sibling */
+        return;
+    }
+    char why[4100];
+    describe_end(why, sizeof(why), k, status);
+    int code = k->done && k->done_code < 0 ? k->done_code : MPROC_EWORKER;
+    if (s->o.strategy == MPROC_SUPER_STOP_ALL) {
+        if (failed) {
+            set_error(s, "process '%s' (id %d) failed: %s",
+                      k->spec.name ? k->spec.name : "", (int)k->id, why);
+            end_all(s, code);
+        }
+        return;
+    }
+    int restart = k->spec.restart == MPROC_PERMANENT ||
+                  (k->spec.restart == MPROC_TRANSIENT && failed);
+    if (!restart) {
+        return;
+    }
+    if (!allow_restart(s, now)) {
+        set_error(s,
+                  "more than %d restarts in %d ms; last: process '%s' (id %d) "
+                  "%s: %s",
+                  s->o.max_restarts, s->o.period_ms,
+                  k->spec.name ? k->spec.name : "", (int)k->id,
+                  failed ? "failed" : "ended", why);
+        end_all(s, MPROC_EBROKEN);
+        return;
+    }
+    schedule_restart(s, k, now);
+    if (s->o.strategy == MPROC_ONE_FOR_ONE) {
+        return;
+    }
+    /* one_for_all: every other child; rest_for_one: those added after. */
+    int from = s->o.strategy == MPROC_ONE_FOR_ALL ? 0 : (int)(k - s->kids) + 1;
+    for (int i = from; i < s->nkids; i++) {
+        mproc__kid *o = &s->kids[i];
+        if (o == k) {
+            continue;
+        }
+        if (o->pidfd >= 0) {
+            o->restart_after = 1;
+            kill_kid(s, o);
+        } else if (o->state == K_ENDED) {
+            schedule_restart(s, o, now);
+        }
+    }
+}
+
+static void on_pidfd(mproc_super *s, mproc__kid *k)
+{
+    /* Read what it wrote before it died (its X_DONE, its last prints). */
+    if (k->ch.fd >= 0) {
+        on_chan(s, k, EPOLLIN);
+    }
+    int status = 0;
+    if (mproc__zygote_reap(&s->zyg, k->pid, &status) != 0) {
+        status = 0;
+    }
+    on_ended(s, k, status);
+}
+
+/* Residents end once no non-resident runs or waits for a restart. */
+static void release_residents(mproc_super *s)
+{
+    int busy = 0, residents = 0;
+    for (int i = 0; i < s->nkids; i++) {
+        mproc__kid *k = &s->kids[i];
+        if (k->spec.resident) {
+            residents += k->state != K_ENDED;
+        } else {
+            busy += k->state != K_ENDED;
+        }
+    }
+    if (busy > 0 || residents == 0) {
+        return;
+    }
+    for (int i = 0; i < s->nkids; i++) {
+        mproc__kid *k = &s->kids[i];
+        if (k->spec.resident && k->state == K_RUNNING) {
+            put_frame(s, k, X_END, NULL, 0, NULL, 0);
+            k->state = K_DONE;
+            k->spec.restart = MPROC_TEMPORARY; /* ending for good */
+        }
+    }
+}
+
+static int all_ended(const mproc_super *s)
+{
+    for (int i = 0; i < s->nkids; i++) {
+        if (s->kids[i].state != K_ENDED) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The next timer: a restart or a SIGKILL. */
+static uint64_t next_timer(mproc_super *s, uint64_t now)
+{
+    uint64_t t = UINT64_MAX;
+    for (int i = 0; i < s->nkids; i++) {
+        mproc__kid *k = &s->kids[i];
+        if (k->state == K_WAITING && k->start_at != 0 && k->start_at < t) {
+            t = k->start_at;
+        }
+        if (k->kill_at != 0 && k->pidfd >= 0 && k->kill_at < t) {
+            t = k->kill_at;
+        }
+    }
+    (void)now;
+    return t;
+}
+
+static void run_timers(mproc_super *s, uint64_t now)
+{
+    for (int i = 0; i < s->nkids; i++) {
+        mproc__kid *k = &s->kids[i];
+        if (k->kill_at != 0 && k->pidfd >= 0 && now >= k->kill_at) {
+            mproc__pidfd_kill(k->pidfd, SIGKILL);
+            k->kill_at = 0;
+        }
+        if (k->state == K_WAITING && k->start_at != 0 && now >= k->start_at &&
+            !s->shutting_down) {
+            int rc = spawn_kid(s, k);
+            if (rc != 0) {
+                set_error(s, "process '%s' (id %d) could not be restarted: %s",
+                          k->spec.name ? k->spec.name : "", (int)k->id,
+                          mproc_strerror(rc));
+                end_all(s, rc);
+            }
+        }
+    }
+}
+
+/* ---- supervise
+ * ------------------------------------------------------------------ */
+
+static int prepare(mproc_super *s)
+{
+    for (int i = 0; i < s->nkids; i++) {
+        mproc__kid *k = &s->kids[i];
+        k->listens = calloc((size_t)s->ntypes, 1);
+        if (k->listens == NULL) {
+            return -ENOMEM;
+        }
+        for (int t = 0; t < s->ntypes; t++) {
+            for (size_t l = 0; l < k->spec.nlisten; l++) {
+                if (mproc__super_type_is(s, t, k->spec.listen[l])) {
+                    k->listens[t] = 1;
+                }
+            }
+        }
+    }
+    s->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (s->ep < 0) {
+        return -errno;
+    }
+    mproc__fd_track(s->ep);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_STOP};
+    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, s->stop_fd, &ev) != 0) {
+        return -errno;
+    }
+    s->spec.child_main = mproc__super_child_main;
+    s->spec.user = s;
+    return mproc__zygote_start(&s->zyg, &s->spec);
+}
+
+int mproc_super_supervise(mproc_super *s, int timeout_ms)
+{
+    if (s == NULL) {
+        return -EINVAL;
+    }
+    if (s->started) {
+        return MPROC_ESTARTED;
+    }
+    s->started = 1;
+    uint64_t deadline = mproc__deadline(timeout_ms);
+    int rc = prepare(s);
+    for (int i = 0; rc == 0 && i < s->nkids; i++) {
+        rc = spawn_kid(s, &s->kids[i]);
+    }
+    if (rc != 0) {
+        set_error(s, "could not start the processes: %s", mproc_strerror(rc));
+        end_all(s, rc);
+    }
+    struct epoll_event evs[64];
+    for (;;) {
+        if (atomic_load(&s->stop_requested) && !s->shutting_down) {
+            set_error(s, "stopped by mproc_super_stop");
+            end_all(s, MPROC_ECLOSED);
+        }
+        uint64_t now = mproc__now_ns();
+        if (now >= deadline && !s->shutting_down) {
+            set_error(s, "supervise timed out");
+            end_all(s, MPROC_ETIMEDOUT);
+        }
+        run_timers(s, now);
+        if (!s->shutting_down) {
+            release_residents(s);
+        }
+        flush_dirty(s);
+        if (all_ended(s)) {
+            break;
+        }
+        uint64_t t = next_timer(s, now);
+        if (!s->shutting_down && deadline < t) {
+            t = deadline;
+        }
+        int n = epoll_wait(s->ep, evs, 64, mproc__ms_left(t));
+        for (int i = 0; i < n; i++) {
+            uint64_t tg = evs[i].data.u64;
+            if (tg == TAG_STOP) {
+                uint64_t v;
+                ssize_t r = read(s->stop_fd, &v, sizeof(v));
+                (void)r;
+                continue;
+            }
+            if (tg == TAG_INPUT) {
+                read_input(s);
+                continue;
+            }
+            mproc__kid *k = &s->kids[tg >> 1];
+            if ((tg & 1) == TAG_PIDFD) {
+                if (k->pidfd >= 0) {
+                    on_pidfd(s, k);
+                }
+            } else if (k->ch.fd >= 0) {
+                on_chan(s, k, evs[i].events);
+            }
+        }
+    }
+    mproc__zygote_stop(&s->zyg);
+    if (s->in_polled) {
+        epoll_ctl(s->ep, EPOLL_CTL_DEL, s->o.input_fd, NULL);
+        s->in_polled = 0;
+    }
+    if (s->ep >= 0) {
+        mproc__fd_untrack(s->ep);
+        close(s->ep);
+        s->ep = -1;
+    }
+    return s->result;
+}

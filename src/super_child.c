@@ -1,0 +1,555 @@
+/* What runs in a supervised process: setup and op on the main thread, a
+ * message thread that reads the channel and calls handle_message, and the
+ * mproc_child_* calls.
+ *
+ * The channel's input is read only by the message thread; its output is
+ * shared by every thread under `wmu`.  Answers the supervisor sends back
+ * (get_ids, input, sync verdicts) are stored by the message thread under
+ * `mu` and waited for on `cv`, which is why those calls cannot be made on
+ * the message thread itself: they fail MPROC_EBUSY there instead of
+ * waiting forever.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "core/platform.h"
+#include "mproc/error.h"
+#include "super_internal.h"
+
+#define FAIL_MSG_MAX 4000
+
+typedef struct ids_answer {
+    char *name;
+    mproc_id *ids;
+    size_t n;
+    int ready; /* an answer is cached */
+    int asked; /* a request is on its way */
+} ids_answer;
+
+struct mproc_child {
+    mproc_super *s;
+    mproc__kid *kid;
+    mproc__chan ch;
+    pthread_mutex_t wmu; /* the channel's output */
+    pthread_mutex_t mu;  /* everything below */
+    pthread_cond_t cv;
+    pthread_t rx;
+    int end; /* X_END: a resident may finish */
+    void *data;
+    char *failmsg;
+    ids_answer *answers;
+    size_t nanswers;
+    int input_ready;
+    int input_code;
+    char *input_line;
+    int verdict_ready;
+    int verdict_code;
+    uint64_t verdict_token;
+    uint64_t next_token;
+    pthread_mutex_t ask_mu; /* one input / sync send at a time */
+};
+
+/* The one child of this process (a supervised process is a fresh fork). */
+static struct mproc_child C;
+
+static int on_message_thread(void)
+{
+    return pthread_equal(pthread_self(), C.rx);
+}
+
+/* Sends one frame: header `type`, then `a` and `b`.  Returns 0 or
+ * MPROC_ECLOSED. */
+static int send_frame(int type, const void *a, size_t alen, const void *b,
+                      size_t blen)
+{
+    pthread_mutex_lock(&C.wmu);
+    long h = mproc__chan_open_frame(&C.ch, type, 0);
+    int rc = h < 0 ? -ENOMEM : 0;
+    if (rc == 0 && (mproc__chan_append(&C.ch, a, alen) != 0 ||
+                    mproc__chan_append(&C.ch, b, blen) != 0)) {
+        mproc__chan_truncate(&C.ch, (size_t)h);
+        rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        mproc__chan_close_frame(&C.ch, h);
+        rc = mproc__chan_flush(&C.ch) < 0 ? MPROC_ECLOSED : 0;
+    }
+    pthread_mutex_unlock(&C.wmu);
+    return rc;
+}
+
+/* Reports how the process ended and exits.  The first caller wins: wmu is
+ * held until _exit, so no other thread writes after X_DONE. */
+static _Noreturn void finish(int code, const char *msg)
+{
+    pthread_mutex_lock(&C.wmu);
+    if (code > 0 && code != X_STOPPED) {
+        code = MPROC_ETASK;
+    }
+    if (msg == NULL && code < 0) {
+        msg = C.failmsg ? C.failmsg : mproc_strerror(code);
+    }
+    long h = mproc__chan_open_frame(&C.ch, X_DONE, 0);
+    if (h >= 0) {
+        int32_t c32 = code;
+        mproc__chan_append(&C.ch, &c32, 4);
+        mproc__chan_append(&C.ch, msg, msg ? strlen(msg) : 0);
+        mproc__chan_close_frame(&C.ch, h);
+        mproc__chan_flush(&C.ch);
+    }
+    fflush(NULL);
+    _exit(0);
+}
+
+/* ---- the message thread -----------------------------------------------------
+ */
+
+static void deliver(const mproc__frame *f)
+{
+    if (f->len < X_MSG_HDR) {
+        finish(MPROC_EPROTO, "malformed message from the supervisor");
+    }
+    mproc_msg m;
+    int32_t v[3];
+    memcpy(v, f->body, sizeof(v));
+    m.type = v[0];
+    m.from = v[1];
+    m.to = v[2];
+    m.data = f->body + X_MSG_HDR;
+    m.len = f->len - X_MSG_HDR;
+    if (C.kid->log != NULL) {
+        C.kid->log(&C, &m);
+        return;
+    }
+    if (C.kid->spec.handle_message == NULL) {
+        char why[256];
+        snprintf(why, sizeof(why),
+                 "received a '%s' message from %d but has no handle_message",
+                 mproc_super_type_name(C.s, m.type), (int)m.from);
+        finish(MPROC_ENOTFOUND, why);
+    }
+    int rc = C.kid->spec.handle_message(&C, &m);
+    if (rc == MPROC_STOP) {
+        finish(X_STOPPED, NULL);
+    }
+    if (rc != MPROC_CONTINUE) {
+        finish(rc, NULL);
+    }
+}
+
+static void store_ids(const mproc__frame *f)
+{
+    uint32_t n;
+    if (f->len < 4) {
+        return;
+    }
+    memcpy(&n, f->body, 4);
+    if (f->len < 4 + (size_t)n * 4) {
+        return;
+    }
+    const char *name = f->body + 4 + (size_t)n * 4;
+    size_t nlen = f->len - 4 - (size_t)n * 4;
+    pthread_mutex_lock(&C.mu);
+    for (size_t i = 0; i < C.nanswers; i++) {
+        ids_answer *a = &C.answers[i];
+        if (strlen(a->name) == nlen && memcmp(a->name, name, nlen) == 0) {
+            mproc_id *ids = malloc(n ? (size_t)n * sizeof(*ids) : 1);
+            if (ids != NULL) {
+                memcpy(ids, f->body + 4, (size_t)n * sizeof(*ids));
+                free(a->ids);
+                a->ids = ids;
+                a->n = n;
+                a->ready = 1;
+            }
+            a->asked = 0;
+            break;
+        }
+    }
+    pthread_cond_broadcast(&C.cv);
+    pthread_mutex_unlock(&C.mu);
+}
+
+static void *rx_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        mproc__frame f;
+        int r;
+        while ((r = mproc__chan_next(&C.ch, &f)) == 1) {
+            int32_t code;
+            switch (f.type) {
+            case X_MSG:
+                deliver(&f);
+                break;
+            case X_IDS_REPLY:
+                store_ids(&f);
+                break;
+            case X_INPUT_REPLY:
+                if (f.len >= 4) {
+                    memcpy(&code, f.body, 4);
+                    pthread_mutex_lock(&C.mu);
+                    free(C.input_line);
+                    C.input_line = malloc(f.len - 4 + 1);
+                    if (C.input_line != NULL) {
+                        memcpy(C.input_line, f.body + 4, f.len - 4);
+                        C.input_line[f.len - 4] = '\0';
+                    }
+                    C.input_code = C.input_line ? code : -ENOMEM;
+                    C.input_ready = 1;
+                    pthread_cond_broadcast(&C.cv);
+                    pthread_mutex_unlock(&C.mu);
+                }
+                break;
+            case X_VERDICT:
+                if (f.len >= 12) {
+                    pthread_mutex_lock(&C.mu);
+                    memcpy(&C.verdict_token, f.body, 8);
+                    memcpy(&C.verdict_code, f.body + 8, 4);
+                    C.verdict_ready = 1;
+                    pthread_cond_broadcast(&C.cv);
+                    pthread_mutex_unlock(&C.mu);
+                }
+                break;
+            case X_END:
+                pthread_mutex_lock(&C.mu);
+                C.end = 1;
+                pthread_cond_broadcast(&C.cv);
+                pthread_mutex_unlock(&C.mu);
+                if (C.kid->spec.op == NULL) {
+                    finish(0, NULL); /* nothing running: end now */
+                }
+                break;
+            default:
+                break;
+            }
+        }
+        if (r < 0 || mproc__chan_fill(&C.ch) <= 0) {
+            break;
+        }
+    }
+    /* The supervisor is gone: nobody is left to talk to. */
+    _exit(1);
+    return NULL;
+}
+
+/* ---- the process's main thread ----------------------------------------------
+ */
+
+void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
+                             pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) {
+        _exit(1);
+    }
+    mproc_super *s = spec->user;
+    C.s = s;
+    C.kid = &s->kids[slot];
+    pthread_mutex_init(&C.wmu, NULL);
+    pthread_mutex_init(&C.mu, NULL);
+    pthread_mutex_init(&C.ask_mu, NULL);
+    mproc__cond_init(&C.cv); /* CLOCK_MONOTONIC, as mproc__cond_wait needs */
+    mproc__chan_init(&C.ch, fd, 0);
+    /* Tracked, so a pool this process starts closes it in its fork
+     * server. */
+    mproc__fd_track(fd);
+    int rc = -pthread_create(&C.rx, NULL, rx_main, NULL);
+    if (rc != 0) {
+        finish(rc, "could not start the message thread");
+    }
+    const mproc_child_spec *cs = &C.kid->spec;
+    if (cs->setup != NULL) {
+        rc = cs->setup(&C, C.kid->args, C.kid->len);
+    }
+    if (rc == 0 && cs->op != NULL) {
+        rc = cs->op(&C);
+    }
+    if (rc == 0 && cs->resident) {
+        pthread_mutex_lock(&C.mu);
+        while (!C.end) {
+            pthread_cond_wait(&C.cv, &C.mu);
+        }
+        pthread_mutex_unlock(&C.mu);
+    }
+    finish(rc, NULL);
+}
+
+/* ---- the mproc_child API
+ * ------------------------------------------------------ */
+
+mproc_super *mproc__child_super(mproc_child *self)
+{
+    return self->s;
+}
+
+mproc_id mproc_child_id(mproc_child *self)
+{
+    return self ? self->kid->id : -EINVAL;
+}
+
+const char *mproc_child_name(mproc_child *self)
+{
+    return self ? self->kid->spec.name : NULL;
+}
+
+void *mproc_child_data(mproc_child *self)
+{
+    return self ? self->data : NULL;
+}
+
+void mproc_child_set_data(mproc_child *self, void *data)
+{
+    if (self != NULL) {
+        self->data = data;
+    }
+}
+
+static int send_msg(mproc_child *self, const mproc_id *ids, size_t count,
+                    int type, const void *data, size_t len, unsigned flags,
+                    uint64_t token)
+{
+    if (self == NULL || ids == NULL || count == 0 || count > 1u << 20 ||
+        type < 0 || type >= self->s->ntypes || (data == NULL && len > 0)) {
+        return -EINVAL;
+    }
+    if (len > MPROC_MSG_MAX) {
+        return MPROC_ETOOBIG;
+    }
+    char hdr[X_SEND_HDR];
+    uint32_t t32 = (uint32_t)type, n32 = (uint32_t)count;
+    memcpy(hdr, &t32, 4);
+    memcpy(hdr + 4, &flags, 4);
+    memcpy(hdr + 8, &token, 8);
+    memcpy(hdr + 16, &n32, 4);
+    pthread_mutex_lock(&C.wmu);
+    long h = mproc__chan_open_frame(&C.ch, X_SEND, 0);
+    int rc = h < 0 ? -ENOMEM : 0;
+    if (rc == 0 && (mproc__chan_append(&C.ch, hdr, sizeof(hdr)) != 0 ||
+                    mproc__chan_append(&C.ch, ids, count * sizeof(*ids)) != 0 ||
+                    mproc__chan_append(&C.ch, data, len) != 0)) {
+        mproc__chan_truncate(&C.ch, (size_t)h);
+        rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        mproc__chan_close_frame(&C.ch, h);
+        rc = mproc__chan_flush(&C.ch) < 0 ? MPROC_ECLOSED : 0;
+    }
+    pthread_mutex_unlock(&C.wmu);
+    return rc;
+}
+
+int mproc_child_send(mproc_child *self, const mproc_id *ids, size_t count,
+                     int type, const void *data, size_t len)
+{
+    return send_msg(self, ids, count, type, data, len, 0, 0);
+}
+
+/* Waits on C.cv until *flag or the deadline.  (When the supervisor goes
+ * away the message thread ends the process: no one waits for that.) */
+static int wait_for(int *flag, uint64_t deadline)
+{
+    while (!*flag) {
+        if (mproc__cond_wait(&C.cv, &C.mu, deadline) != 0) {
+            return *flag ? 0 : MPROC_ETIMEDOUT;
+        }
+    }
+    return 0;
+}
+
+int mproc_child_send_sync(mproc_child *self, mproc_id to, int type,
+                          const void *data, size_t len, int timeout_ms)
+{
+    if (self == NULL) {
+        return -EINVAL;
+    }
+    if (on_message_thread()) {
+        return MPROC_EBUSY; /* the verdict would arrive on this thread */
+    }
+    uint64_t deadline = mproc__deadline(timeout_ms);
+    pthread_mutex_lock(&C.ask_mu);
+    pthread_mutex_lock(&C.mu);
+    uint64_t token = ++C.next_token;
+    C.verdict_ready = 0;
+    pthread_mutex_unlock(&C.mu);
+    int rc = send_msg(self, &to, 1, type, data, len, X_SYNC, token);
+    if (rc == 0) {
+        pthread_mutex_lock(&C.mu);
+        do {
+            C.verdict_ready = C.verdict_ready && C.verdict_token == token;
+            rc = wait_for(&C.verdict_ready, deadline);
+        } while (rc == 0 && C.verdict_token != token);
+        if (rc == 0) {
+            rc = C.verdict_code;
+        }
+        pthread_mutex_unlock(&C.mu);
+    }
+    pthread_mutex_unlock(&C.ask_mu);
+    return rc;
+}
+
+/* The index of name's answer slot, made if needed; -1 out of memory.  An
+ * index, not a pointer: another thread may grow the array meanwhile. */
+static long answer_index(const char *name)
+{
+    for (size_t i = 0; i < C.nanswers; i++) {
+        if (strcmp(C.answers[i].name, name) == 0) {
+            return (long)i;
+        }
+    }
+    char *copy = strdup(name);
+    ids_answer *a =
+        copy ? realloc(C.answers, (C.nanswers + 1) * sizeof(*a)) : NULL;
+    if (a == NULL) {
+        free(copy);
+        return -1;
+    }
+    C.answers = a;
+    C.answers[C.nanswers] = (ids_answer){.name = copy};
+    return (long)C.nanswers++;
+}
+
+int mproc_child_get_ids(mproc_child *self, const char *name, mproc_id *ids,
+                        size_t cap, size_t *count, int timeout_ms)
+{
+    if (self == NULL || name == NULL || count == NULL ||
+        (ids == NULL && cap > 0)) {
+        return -EINVAL;
+    }
+    uint64_t deadline = mproc__deadline(timeout_ms);
+    pthread_mutex_lock(&C.mu);
+    long i = answer_index(name);
+    int rc = i >= 0 ? 0 : -ENOMEM;
+    if (rc == 0 && !C.answers[i].ready && !C.answers[i].asked) {
+        C.answers[i].asked = 1;
+        pthread_mutex_unlock(&C.mu);
+        rc = send_frame(X_IDS, name, strlen(name), NULL, 0);
+        pthread_mutex_lock(&C.mu);
+        if (rc != 0) {
+            C.answers[i].asked = 0;
+        }
+    }
+    if (rc == 0 && !C.answers[i].ready) {
+        if (timeout_ms == 0) {
+            rc = MPROC_EEMPTY; /* asked; the answer will be cached */
+        } else if (on_message_thread()) {
+            rc = MPROC_EBUSY; /* the answer would arrive on this thread */
+        } else {
+            while (rc == 0 && !C.answers[i].ready) {
+                if (mproc__cond_wait(&C.cv, &C.mu, deadline) != 0 &&
+                    !C.answers[i].ready) {
+                    rc = MPROC_ETIMEDOUT;
+                }
+            }
+        }
+    }
+    if (rc == 0) {
+        ids_answer *a = &C.answers[i];
+        size_t n = a->n < cap ? a->n : cap;
+        if (n > 0) {
+            memcpy(ids, a->ids, n * sizeof(*ids));
+        }
+        *count = a->n;
+        a->ready = 0; /* used once: the next call asks again */
+    }
+    pthread_mutex_unlock(&C.mu);
+    return rc;
+}
+
+int mproc_child_print(mproc_child *self, const char *fmt, ...)
+{
+    if (self == NULL || fmt == NULL) {
+        return -EINVAL;
+    }
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return -EINVAL;
+    }
+    if ((size_t)n < sizeof(small)) {
+        return send_frame(X_PRINT, small, (size_t)n, NULL, 0);
+    }
+    if ((size_t)n > MPROC_MSG_MAX) {
+        return MPROC_ETOOBIG;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (big == NULL) {
+        return -ENOMEM;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = send_frame(X_PRINT, big, (size_t)n, NULL, 0);
+    free(big);
+    return rc;
+}
+
+int mproc_child_send_object(mproc_child *self, const void *data, size_t len)
+{
+    if (self == NULL || (data == NULL && len > 0)) {
+        return -EINVAL;
+    }
+    if (len > MPROC_MSG_MAX) {
+        return MPROC_ETOOBIG;
+    }
+    return send_frame(X_OBJECT, data, len, NULL, 0);
+}
+
+int mproc_child_input(mproc_child *self, const char *prompt, char *buf,
+                      size_t cap, int timeout_ms)
+{
+    if (self == NULL || buf == NULL || cap == 0) {
+        return -EINVAL;
+    }
+    if (on_message_thread()) {
+        return MPROC_EBUSY;
+    }
+    uint64_t deadline = mproc__deadline(timeout_ms);
+    pthread_mutex_lock(&C.ask_mu);
+    pthread_mutex_lock(&C.mu);
+    C.input_ready = 0;
+    pthread_mutex_unlock(&C.mu);
+    int rc = send_frame(X_INPUT, prompt, prompt ? strlen(prompt) : 0, NULL, 0);
+    if (rc == 0) {
+        pthread_mutex_lock(&C.mu);
+        rc = wait_for(&C.input_ready, deadline);
+        if (rc == 0 && (rc = C.input_code) == 0) {
+            size_t n = strlen(C.input_line);
+            n = n < cap - 1 ? n : cap - 1;
+            memcpy(buf, C.input_line, n);
+            buf[n] = '\0';
+            rc = (int)n;
+        }
+        pthread_mutex_unlock(&C.mu);
+    }
+    pthread_mutex_unlock(&C.ask_mu);
+    return rc;
+}
+
+int mproc_child_fail(mproc_child *self, const char *fmt, ...)
+{
+    if (self == NULL || fmt == NULL) {
+        return MPROC_ETASK;
+    }
+    char *msg = malloc(FAIL_MSG_MAX + 1);
+    if (msg != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, FAIL_MSG_MAX + 1, fmt, ap);
+        va_end(ap);
+        pthread_mutex_lock(&C.mu);
+        free(C.failmsg);
+        C.failmsg = msg;
+        pthread_mutex_unlock(&C.mu);
+    }
+    return MPROC_ETASK;
+}

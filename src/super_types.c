@@ -1,0 +1,95 @@
+/* The message type hierarchy: built-in types (the seed's) and registered
+ * ones, each with one parent. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mproc/error.h"
+#include "super_internal.h"
+
+static const struct {
+    const char *name;
+    int parent;
+} builtin[MPROC_MSG_USER] = {
+    [MPROC_MSG_EMPTY] = {"empty", -1},
+    [MPROC_MSG_STRING] = {"string", MPROC_MSG_EMPTY},
+    [MPROC_MSG_FILE] = {"file", MPROC_MSG_STRING},
+    [MPROC_MSG_PRINT] = {"print", MPROC_MSG_STRING},
+    [MPROC_MSG_INPUT_REQUEST] = {"input_request", MPROC_MSG_STRING},
+    [MPROC_MSG_INPUT_RESPONSE] = {"input_response", MPROC_MSG_STRING},
+    [MPROC_MSG_IDS_REQUEST] = {"ids_request", MPROC_MSG_STRING},
+    [MPROC_MSG_IDS_REPLY] = {"ids_reply", MPROC_MSG_EMPTY},
+    [MPROC_MSG_ERROR] = {"error", MPROC_MSG_STRING},
+};
+
+int mproc__super_types_init(mproc_super *s)
+{
+    s->types = calloc(MPROC_MSG_USER, sizeof(*s->types));
+    if (s->types == NULL) {
+        return -ENOMEM;
+    }
+    for (int i = 0; i < MPROC_MSG_USER; i++) {
+        s->types[i].name = strdup(builtin[i].name);
+        s->types[i].parent = builtin[i].parent;
+        s->ntypes = i + 1;
+        if (s->types[i].name == NULL) {
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+void mproc__super_types_free(mproc_super *s)
+{
+    for (int i = 0; i < s->ntypes; i++) {
+        free(s->types[i].name);
+    }
+    free(s->types);
+    s->types = NULL;
+    s->ntypes = 0;
+}
+
+int mproc__super_type_is(const mproc_super *s, int type, int ancestor)
+{
+    for (int t = type; t >= 0 && t < s->ntypes; t = s->types[t].parent) {
+        if (t == ancestor) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int mproc_super_add_type(mproc_super *s, const char *name, int parent,
+                         int *type)
+{
+    if (s == NULL || name == NULL || name[0] == '\0' || type == NULL ||
+        parent < 0 || parent >= (s ? s->ntypes : 0)) {
+        return -EINVAL;
+    }
+    if (s->started) {
+        return MPROC_ESTARTED;
+    }
+    for (int i = 0; i < s->ntypes; i++) {
+        if (strcmp(s->types[i].name, name) == 0) {
+            return -EEXIST;
+        }
+    }
+    mproc__type *t = realloc(s->types, (size_t)(s->ntypes + 1) * sizeof(*t));
+    if (t == NULL) {
+        return -ENOMEM;
+    }
+    s->types = t;
+    char *copy = strdup(name);
+    if (copy == NULL) {
+        return -ENOMEM;
+    }
+    s->types[s->ntypes] = (mproc__type){copy, parent};
+    *type = s->ntypes++;
+    return 0;
+}
+
+const char *mproc_super_type_name(mproc_super *s, int type)
+{
+    return s != NULL && type >= 0 && type < s->ntypes ? s->types[type].name
+                                                      : NULL;
+}
