@@ -842,10 +842,12 @@ static void on_ended(mproc_super *s, mproc__kid *k, int status)
         if (o == k) {
             continue;
         }
+        /* As in OTP: all are taken down, temporary ones stay down, and
+         * one that had already ended comes back only if permanent. */
         if (o->pidfd >= 0) {
-            o->restart_after = 1;
+            o->restart_after = o->spec.restart != MPROC_TEMPORARY;
             kill_kid(s, o);
-        } else if (o->state == K_ENDED) {
+        } else if (o->state == K_ENDED && o->spec.restart == MPROC_PERMANENT) {
             schedule_restart(s, o, now);
         }
     }

@@ -135,8 +135,10 @@ typedef struct mproc_child_spec {
 enum {
     MPROC_SUPER_STOP_ALL = 0, /* the seed's: a failure ends everything */
     MPROC_ONE_FOR_ONE,        /* restart the one that ended */
-    MPROC_ONE_FOR_ALL,        /* restart every process */
-    MPROC_REST_FOR_ONE        /* restart it and those added after it */
+    MPROC_ONE_FOR_ALL,        /* take every process down and restart them */
+    MPROC_REST_FOR_ONE        /* the same for it and those added after it;
+                                 as in OTP, temporary ones taken down stay
+                                 down */
 };
 
 /* Receives a process's mproc_child_print text (not NUL-terminated; no
