@@ -32,13 +32,32 @@ enum {
     C_CLOSED
 };
 
+/* A batch of process_map results, computed ahead of the reader. */
+typedef struct mproc__map_batch {
+    size_t first; /* index of its first item */
+    size_t n;
+    mproc_result *res;
+} mproc__map_batch;
+
+#define MPROC__MAP_AHEAD 2 /* batches computed ahead of the reader */
+
 struct mproc_map {
     mproc_ctx *ctx;
     mproc_pool *pool; /* NULL for a map of no items */
     const mproc_bytes *items;
     size_t count;
-    size_t fed;                    /* the feeder thread's position */
-    mproc_result last;             /* lent to the caller until the next call */
+    pthread_t producer;
+    int producer_started;
+    pthread_mutex_t mu; /* guards the queue below */
+    pthread_cond_t cv;
+    mproc__map_batch queue[MPROC__MAP_AHEAD]; /* [mu] ready batches, FIFO */
+    size_t nqueued;                           /* [mu] */
+    int stop;                                 /* [mu] map_free */
+    /* The reader's side (one thread at a time). */
+    mproc__map_batch cur; /* the batch being read */
+    size_t pos;           /* next result in cur */
+    size_t taken;         /* results handed out so far */
+    mproc_result *last;   /* lent to the caller until the next call */
     struct mproc_map *next, *prev; /* [ctx->mu] live maps */
 };
 

@@ -74,7 +74,8 @@ static struct {
     mproc__dict undo; /* ns name NUL key -> [u8 had][old value] */
     int unpark;       /* the lock was released: resume parked connections */
     conn *parked;
-    conn *dirty;
+    conn *dirty; /* FIFO of connections with output to flush */
+    conn *dirty_tail;
     conn *dead;
     update u;
 } S;
@@ -144,12 +145,20 @@ static void set_events(conn *c, unsigned events)
     }
 }
 
+/* Queues c's output for flushing, first come first flushed: an update is
+ * queued for its watches before the reply to its writer, so the watches
+ * are written (and woken) first. */
 static void mark_dirty(conn *c)
 {
     if (!c->dirty && !c->dead) {
         c->dirty = 1;
-        c->next_dirty = S.dirty;
-        S.dirty = c;
+        c->next_dirty = NULL;
+        if (S.dirty_tail != NULL) {
+            S.dirty_tail->next_dirty = c;
+        } else {
+            S.dirty = c;
+        }
+        S.dirty_tail = c;
     }
 }
 
@@ -863,6 +872,9 @@ static void flush_dirty(void)
     while (S.dirty != NULL) {
         conn *c = S.dirty;
         S.dirty = c->next_dirty;
+        if (S.dirty == NULL) {
+            S.dirty_tail = NULL;
+        }
         c->dirty = 0;
         if (c->dead) {
             continue;

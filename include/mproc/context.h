@@ -240,8 +240,7 @@ MPROC_EXPORT mproc_task *mproc_proc_task(mproc_proc *proc);
  * context closes.  NULL is a no-op. */
 MPROC_EXPORT void mproc_proc_free(mproc_proc *proc);
 
-/* ---- process_map ----------------------------------------------------------
- */
+/* ---- process_map ------------------------------------------------------- */
 
 /* Options; zero means the default.  Copied. */
 typedef struct mproc_map_opts {
@@ -253,27 +252,33 @@ typedef struct mproc_map_opts {
 } mproc_map_opts;
 
 /* Starts fn(items[i], args) for every item on `count` worker processes and
- * returns at once; the items (the mapped arguments) are copied as they are
- * sent, so `items` and the bytes it points to must stay valid until the map
- * is freed.  fn is a pool task function (mproc/worker.h).  Returns 0 and a
- * new map (free with mproc_map_free), -EINVAL, MPROC_ENOTSTARTED,
- * MPROC_ECLOSED, MPROC_ETOOBIG, -ENOMEM, -errno. */
+ * returns at once.  Items are sent to the workers in chunks, in batches
+ * that run ahead of the reader (64 items first, doubling up to 16384; at
+ * most two batches of results waiting), so the first result comes soon and
+ * tiny items move at the pool's map speed with memory bounded.  The items
+ * (the mapped arguments) are copied as they are sent, so `items` and the
+ * bytes it points to must stay valid until the map is freed.  fn is a pool task
+ * function (mproc/worker.h).  Returns 0 and a new map (free with
+ * mproc_map_free), -EINVAL, MPROC_ENOTSTARTED, MPROC_ECLOSED, MPROC_ETOOBIG,
+ * -ENOMEM, -errno. */
 MPROC_EXPORT int mproc_ctx_map(mproc_ctx *ctx, mproc_task_fn fn,
                                const mproc_bytes *items, size_t count,
                                const mproc_map_opts *opts, mproc_map **map);
 
 /* Takes the next result in input order, waiting for it.  Returns 0 with
- * *data and *len (borrowed; valid until the next call), the item's error in its
- * place (then mproc_map_errmsg; the map goes on with the next item),
- * MPROC_ENOTASK after the last item, MPROC_ETIMEDOUT, -EINVAL.  *index (may
- * be NULL) receives the item's index.  One thread at a time. */
+ * *data and *len (borrowed; valid until the next call), the item's error in
+ * its place (then mproc_map_errmsg; the map goes on with the next item; after
+ * the context closed, items that had not run fail MPROC_ECLOSED),
+ * MPROC_ENOTASK after the last item, MPROC_ETIMEDOUT, -EINVAL, -ENOMEM.  *index
+ * (may be NULL) receives the item's index.  One thread at a time. */
 MPROC_EXPORT int mproc_map_next(mproc_map *map, int timeout_ms,
                                 const void **data, size_t *len, size_t *index);
 
 /* The last failed item's message, or NULL.  Borrowed until the next call. */
 MPROC_EXPORT const char *mproc_map_errmsg(mproc_map *map);
 
-/* Stops the workers (items not yet run are dropped) and frees.  Maps may
+/* Stops the workers (items not yet run are dropped: nobody reads them)
+ * and frees.  Maps may
  * be freed before or after their context.  NULL is a no-op. */
 MPROC_EXPORT void mproc_map_free(mproc_map *map);
 
