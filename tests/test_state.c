@@ -323,9 +323,9 @@ static void ref_del(ref_val *r)
 static void p_check_value(const char *what, int op, int k, const void *d,
                           size_t n, const ref_val *r)
 {
-    CHECK_MSG(d != NULL, "op %d %s \"%s\": NULL data", op, what, p_keys[k]);
+    CHECK_MSG(d != NULL, "op %d %s \"%.64s\": NULL data", op, what, p_keys[k]);
     CHECK_MSG(bytes_eq(d, n, r->data, r->len),
-              "op %d %s \"%s\": got %zu bytes, want %zu (or different bytes)",
+              "op %d %s \"%.64s\": got %zu bytes, want %zu (or different bytes)",
               op, what, p_keys[k], n, r->len);
 }
 
