@@ -392,8 +392,7 @@ void mproc_watch_free(mproc_watch *w)
     free(w);
 }
 
-/* ---- waits ----------------------------------------------------------------
- */
+/* ---- waits --------------------------------------------------------------- */
 
 /* Watches `keys` with a local copy and returns when pred holds: first on
  * the state at the start, then after each update. */

@@ -234,8 +234,7 @@ void mproc_super_free(mproc_super *s)
     free(s);
 }
 
-/* ---- sending to children ----------------------------------------------------
- */
+/* ---- sending to children ------------------------------------------------- */
 
 static void mark_dirty(mproc_super *s, mproc__kid *k)
 {
@@ -294,8 +293,7 @@ static void flush_dirty(mproc_super *s)
     }
 }
 
-/* ---- routing
- * ------------------------------------------------------------------ */
+/* ---- routing -------------------------------------------------------- */
 
 static int routable(const mproc__kid *k)
 {
@@ -441,13 +439,12 @@ static void answer_ids(mproc_super *s, mproc__kid *from, const mproc__frame *f)
     free(ids);
 }
 
-/* ---- input
- * -------------------------------------------------------------------- */
+/* ---- input ---------------------------------------------------------- */
 
 static void answer_input(mproc_super *s)
 {
     while (s->n_in_waiting > 0) {
-        char *nl = memchr(s->in_buf, '\n', s->in_len);
+        char *nl = s->in_len ? memchr(s->in_buf, '\n', s->in_len) : NULL;
         if (nl == NULL && !s->in_eof) {
             return;
         }
@@ -465,8 +462,10 @@ static void answer_input(mproc_super *s)
         }
         put_frame(s, k, X_INPUT_REPLY, &code, 4, s->in_buf, len);
         size_t used = nl != NULL ? len + 1 : len;
-        memmove(s->in_buf, s->in_buf + used, s->in_len - used);
-        s->in_len -= used;
+        if (used > 0) {
+            memmove(s->in_buf, s->in_buf + used, s->in_len - used);
+            s->in_len -= used;
+        }
     }
 }
 
@@ -524,8 +523,7 @@ static void want_input(mproc_super *s, mproc__kid *k, const mproc__frame *f)
     }
 }
 
-/* ---- child frames
- * ------------------------------------------------------------- */
+/* ---- child frames --------------------------------------------------- */
 
 static void set_error(mproc_super *s, const char *fmt, ...) MPROC_PRINTF(2, 3);
 
@@ -607,10 +605,9 @@ static void kill_kid(mproc_super *s, mproc__kid *k)
 /* Fails k for breaking the protocol: it is killed at once. */
 static void fail_kid(mproc__kid *k, int code)
 {
-    if (!k->done) {
-        k->done = 1;
-        k->done_code = code;
-    }
+    k->broken = 1; /* nothing it sent after this counts */
+    k->done = 1;
+    k->done_code = code;
     if (k->pidfd >= 0) {
         mproc__pidfd_kill(k->pidfd, SIGKILL);
     }
@@ -630,7 +627,7 @@ static void on_chan(mproc_super *s, mproc__kid *k, unsigned events)
     long r = mproc__chan_fill(&k->ch);
     mproc__frame f;
     int rc = 0;
-    while (rc == 0 && (rc = mproc__chan_next(&k->ch, &f)) == 1) {
+    while (rc == 0 && !k->broken && (rc = mproc__chan_next(&k->ch, &f)) == 1) {
         rc = on_frame(s, k, &f);
     }
     if (rc < 0) {
@@ -650,8 +647,7 @@ static void on_chan(mproc_super *s, mproc__kid *k, unsigned events)
     }
 }
 
-/* ---- starting, ending, restarting
- * ---------------------------------------------- */
+/* ---- starting, ending, restarting ----------------------------------- */
 
 static int spawn_kid(mproc_super *s, mproc__kid *k)
 {
@@ -696,6 +692,7 @@ static int spawn_kid(mproc_super *s, mproc__kid *k)
     free(k->done_msg);
     k->done_msg = NULL;
     k->stopping = 0;
+    k->broken = 0;
     k->kill_at = 0;
     k->start_at = 0;
     return rc;
@@ -777,6 +774,24 @@ static void schedule_restart(mproc_super *s, mproc__kid *k, uint64_t now)
     }
 }
 
+/* one_for_all / rest_for_one: the processes taken down together come back
+ * together, once every one of them has ended (as in OTP: none restarts
+ * while a sibling of the first run still runs), in the order they were
+ * added. */
+static void restart_group(mproc_super *s, uint64_t now)
+{
+    for (int i = 0; i < s->nkids; i++) {
+        if (s->kids[i].restart_after && s->kids[i].pidfd >= 0) {
+            return; /* still ending */
+        }
+    }
+    for (int i = 0; i < s->nkids; i++) {
+        if (s->kids[i].restart_after) {
+            schedule_restart(s, &s->kids[i], now);
+        }
+    }
+}
+
 /* Child k was reaped with `status`. */
 static void on_ended(mproc_super *s, mproc__kid *k, int status)
 {
@@ -802,7 +817,7 @@ static void on_ended(mproc_super *s, mproc__kid *k, int status)
         return;
     }
     if (k->restart_after) {
-        schedule_restart(s, k, now); /* taken down with a sibling */
+        restart_group(s, now); /* taken down with a sibling */
         return;
     }
     char why[4100];
@@ -831,10 +846,11 @@ static void on_ended(mproc_super *s, mproc__kid *k, int status)
         end_all(s, MPROC_EBROKEN);
         return;
     }
-    schedule_restart(s, k, now);
     if (s->o.strategy == MPROC_ONE_FOR_ONE) {
+        schedule_restart(s, k, now);
         return;
     }
+    k->restart_after = 1;
     /* one_for_all: every other child; rest_for_one: those added after. */
     int from = s->o.strategy == MPROC_ONE_FOR_ALL ? 0 : (int)(k - s->kids) + 1;
     for (int i = from; i < s->nkids; i++) {
@@ -848,9 +864,10 @@ static void on_ended(mproc_super *s, mproc__kid *k, int status)
             o->restart_after = o->spec.restart != MPROC_TEMPORARY;
             kill_kid(s, o);
         } else if (o->state == K_ENDED && o->spec.restart == MPROC_PERMANENT) {
-            schedule_restart(s, o, now);
+            o->restart_after = 1;
         }
     }
+    restart_group(s, now);
 }
 
 static void on_pidfd(mproc_super *s, mproc__kid *k)
@@ -872,10 +889,11 @@ static void release_residents(mproc_super *s)
     int busy = 0, residents = 0;
     for (int i = 0; i < s->nkids; i++) {
         mproc__kid *k = &s->kids[i];
+        int alive = k->state != K_ENDED || k->restart_after;
         if (k->spec.resident) {
-            residents += k->state != K_ENDED;
+            residents += alive;
         } else {
-            busy += k->state != K_ENDED;
+            busy += alive;
         }
     }
     if (busy > 0 || residents == 0) {
@@ -894,7 +912,8 @@ static void release_residents(mproc_super *s)
 static int all_ended(const mproc_super *s)
 {
     for (int i = 0; i < s->nkids; i++) {
-        if (s->kids[i].state != K_ENDED) {
+        if (s->kids[i].state != K_ENDED ||
+            (s->kids[i].restart_after && !s->shutting_down)) {
             return 0;
         }
     }
@@ -939,8 +958,7 @@ static void run_timers(mproc_super *s, uint64_t now)
     }
 }
 
-/* ---- supervise
- * ------------------------------------------------------------------ */
+/* ---- supervise ------------------------------------------------------ */
 
 static int prepare(mproc_super *s)
 {

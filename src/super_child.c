@@ -41,7 +41,8 @@ struct mproc_child {
     pthread_mutex_t mu;  /* everything below */
     pthread_cond_t cv;
     pthread_t rx;
-    int end; /* X_END: a resident may finish */
+    int end;   /* X_END: a resident may finish */
+    int ready; /* setup has returned: messages may be handled */
     void *data;
     char *failmsg;
     ids_answer *answers;
@@ -108,11 +109,16 @@ static _Noreturn void finish(int code, const char *msg)
     _exit(0);
 }
 
-/* ---- the message thread -----------------------------------------------------
- */
+/* ---- the message thread -------------------------------------------------- */
 
 static void deliver(const mproc__frame *f)
 {
+    /* Messages wait for setup (what it sets up is what handlers use). */
+    pthread_mutex_lock(&C.mu);
+    while (!C.ready) {
+        pthread_cond_wait(&C.cv, &C.mu);
+    }
+    pthread_mutex_unlock(&C.mu);
     if (f->len < X_MSG_HDR) {
         finish(MPROC_EPROTO, "malformed message from the supervisor");
     }
@@ -239,8 +245,7 @@ static void *rx_main(void *arg)
     return NULL;
 }
 
-/* ---- the process's main thread ----------------------------------------------
- */
+/* ---- the process's main thread ------------------------------------------- */
 
 void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
                              pid_t parent)
@@ -268,6 +273,13 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
     if (cs->setup != NULL) {
         rc = cs->setup(&C, C.kid->args, C.kid->len);
     }
+    if (rc != 0) {
+        finish(rc, NULL);
+    }
+    pthread_mutex_lock(&C.mu);
+    C.ready = 1;
+    pthread_cond_broadcast(&C.cv);
+    pthread_mutex_unlock(&C.mu);
     if (rc == 0 && cs->op != NULL) {
         rc = cs->op(&C);
     }
@@ -281,8 +293,7 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
     finish(rc, NULL);
 }
 
-/* ---- the mproc_child API
- * ------------------------------------------------------ */
+/* ---- the mproc_child API -------------------------------------------- */
 
 mproc_super *mproc__child_super(mproc_child *self)
 {

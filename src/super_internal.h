@@ -82,6 +82,7 @@ typedef struct mproc__kid {
     int done_code; /* its code */
     char *done_msg;
     int stopping;      /* SIGTERM sent (by us): its end is not a failure */
+    int broken;        /* broke the protocol: killed, frames ignored */
     int restart_after; /* restart once it has ended (one_for_all etc.) */
     uint64_t kill_at;  /* SIGKILL then, if still alive (0: none) */
     uint64_t start_at; /* restart then (K_WAITING with a restart) */

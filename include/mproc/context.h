@@ -99,8 +99,7 @@ MPROC_EXPORT int mproc_ctx_close(mproc_ctx *ctx);
  * after, either order works.  NULL is a no-op. */
 MPROC_EXPORT void mproc_ctx_free(mproc_ctx *ctx);
 
-/* ---- processes ------------------------------------------------------------
- */
+/* ---- processes ----------------------------------------------------------- */
 
 /* What a context process receives.  Borrowed for the call. */
 typedef struct mproc_proc_env {

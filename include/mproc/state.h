@@ -66,8 +66,7 @@ typedef struct mproc_kv {
     size_t len;
 } mproc_kv;
 
-/* ---- handles --------------------------------------------------------------
- */
+/* ---- handles ------------------------------------------------------------- */
 
 /* Connects to the state server at `address` (mproc_ctx_address) using
  * namespace `ns` (NULL: "default").  The server accepts only processes of
@@ -196,8 +195,7 @@ MPROC_EXPORT int mproc_snapshot_get_str(const mproc_snapshot *snap,
  * with the watch: passing it here is ignored. */
 MPROC_EXPORT void mproc_snapshot_free(mproc_snapshot *snap);
 
-/* ---- watches ---------------------------------------------------------------
- */
+/* ---- watches ------------------------------------------------------------- */
 
 /* Flags for mproc_state_watch and the wait calls. */
 enum {
@@ -278,8 +276,7 @@ MPROC_EXPORT int mproc_state_wait_change(mproc_state *state,
                                          int flags, int timeout_ms,
                                          uint64_t *update);
 
-/* ---- atomic updates --------------------------------------------------------
- */
+/* ---- atomic updates ------------------------------------------------------ */
 
 /* The body of an atomic block: use `state` (the same handle) freely; return
  * 0 to commit, nonzero to roll back. */

@@ -34,11 +34,11 @@
  * MPROC_LISTENERS, to every live process listening to its type or an
  * ancestor of it.  Listeners also get a copy of every message of their
  * types sent to an id or broadcast (also when that target has ended).
- * Each process receives a given message at most once.  A message that reaches nobody -- an unknown or ended
- * target, or no listener -- is never dropped silently: the sender receives
- * an MPROC_MSG_ERROR message (from id 0) saying so, or, with
- * mproc_child_send_sync, the error code.  Messages from one sender to one
- * receiver arrive in the order sent.
+ * Each process receives a given message at most once.  A message that reaches
+ * nobody -- an unknown or ended target, or no listener -- is never dropped
+ * silently: the sender receives an MPROC_MSG_ERROR message (from id 0) saying
+ * so, or, with mproc_child_send_sync, the error code.  Messages from one sender
+ * to one receiver arrive in the order sent.
  *
  * Failure.  A process fails when setup or op returns an error, when it
  * dies (crash, exit, kill), or when it breaks the protocol.  With the
@@ -128,8 +128,7 @@ typedef struct mproc_child_spec {
     int restart;
 } mproc_child_spec;
 
-/* ---- the supervisor ---------------------------------------------------------
- */
+/* ---- the supervisor ------------------------------------------------------ */
 
 /* Restart strategies. */
 enum {
@@ -231,10 +230,10 @@ MPROC_EXPORT int mproc_super_stop(mproc_super *super);
 /* Frees; call after supervise returned (or never ran).  NULL is a no-op. */
 MPROC_EXPORT void mproc_super_free(mproc_super *super);
 
-/* ---- inside a supervised process
- * --------------------------------------------- Every function below is
- * thread-safe (op and handle_message may call them at once) and returns
- * MPROC_ECLOSED once the supervisor is gone. */
+/* ---- inside a supervised process ------------------------------------ */
+
+/* Every function below is thread-safe (op and handle_message may call them
+ * at once) and returns MPROC_ECLOSED once the supervisor is gone. */
 
 /* This process's id and name (borrowed; NULL when unnamed). */
 MPROC_EXPORT mproc_id mproc_child_id(mproc_child *self);
@@ -295,8 +294,7 @@ MPROC_EXPORT int mproc_child_input(mproc_child *self, const char *prompt,
 MPROC_EXPORT int mproc_child_fail(mproc_child *self, const char *fmt, ...)
     MPROC_PRINTF(2, 3);
 
-/* ---- a plain process list (the seed's ProcessList)
- * ---------------------------- */
+/* ---- a plain process list (the seed's ProcessList) ------------------ */
 
 /* Every plist function is thread-safe except mproc_plist_free, which must
  * not run at the same time as another call on the list. */
