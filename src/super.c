@@ -905,6 +905,11 @@ static void release_residents(mproc_super *s)
             put_frame(s, k, X_END, NULL, 0, NULL, 0);
             k->state = K_DONE;
             k->spec.restart = MPROC_TEMPORARY; /* ending for good */
+            /* One stuck in a handler cannot take the end: killed after the
+             * grace, which is not a failure. */
+            k->stopping = 1;
+            k->kill_at =
+                mproc__now_ns() + (uint64_t)s->o.stop_grace_ms * 1000000u;
         }
     }
 }

@@ -108,8 +108,19 @@ enum {
 typedef struct line_rec {
     mproc_id from;
     size_t len;
+    uint64_t hash; /* of the whole text */
     char text[LINELEN];
 } line_rec;
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 1469598103934665603u;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ b[i]) * 1099511628211u;
+    }
+    return h;
+}
 
 typedef struct obj_rec {
     mproc_id from;
@@ -137,6 +148,7 @@ static void rec_print(void *ctx, mproc_id from, const char *text, size_t len)
         size_t n = len < LINELEN - 1 ? len : LINELEN - 1;
         l->from = from;
         l->len = len;
+        l->hash = hash_bytes(text, len);
         memcpy(l->text, text, n);
         l->text[n] = '\0';
     }
@@ -361,6 +373,12 @@ static int op_forever(mproc_child *self)
     return 0;
 }
 
+static int op_return0(mproc_child *self)
+{
+    atomic_fetch_add(&g_shm->runs[mproc_child_id(self)], 1);
+    return 0;
+}
+
 /* ---- test-side helpers ------------------------------------------------------
  */
 
@@ -429,6 +447,22 @@ static int find_line(mproc_id from, const char *needle)
         }
     }
     return -1;
+}
+
+/* The tags `me` got from `from` (flushes aside) are from*1000 + 0..n-1,
+ * in order. */
+static void check_in_order(int me, int from, int n)
+{
+    int next = 0;
+    int total = atomic_load(&g_shm->nrecv);
+    for (int i = 0; i < total && i < MAXREC; i++) {
+        const rcv *r = &g_shm->recv[i];
+        if (r->me == me && r->from == from && r->tag != TAG_FLUSH) {
+            CHECK_EQ(r->tag, from * 1000 + next);
+            next++;
+        }
+    }
+    CHECK_EQ(next, n);
 }
 
 /* ---- ids ----------------------------------------------------------------- */
@@ -745,6 +779,161 @@ static void test_broadcast(void)
     sync_close();
 }
 
+/* Ids: 1 "l" listens to STRING, 2 "quick" ends at once, 3 me (unnamed). */
+static int op_to_ended_with_listener(mproc_child *self)
+{
+    size_t n = 1;
+    for (int i = 0; i < 10000 && n != 0; i++) {
+        mproc_id ids[4];
+        CCHECK_ERR(self, mproc_child_get_ids(self, "quick", ids, 4, &n, T_LONG),
+                   0);
+        if (n != 0) {
+            usleep(1000); /* bounded poll for its end */
+        }
+    }
+    CCHECK(self, n == 0);
+    /* The listener gets its copy; the sender still learns that its target
+     * has ended. */
+    CCHECK_ERR(self, sync_tag(self, 2, MPROC_MSG_STRING, 1), MPROC_ENOTFOUND);
+    /* EMPTY is not STRING: nobody. */
+    CCHECK_ERR(self, sync_tag(self, 2, MPROC_MSG_EMPTY, 2), MPROC_ENOTFOUND);
+    /* A broadcast reaches "l", the only live named process. */
+    CCHECK_ERR(self, sync_tag(self, MPROC_BROADCAST, MPROC_MSG_EMPTY, 3), 0);
+    return flush(self, 1);
+}
+
+static int op_lonely_broadcast(mproc_child *self)
+{
+    CCHECK_ERR(self, sync_tag(self, MPROC_BROADCAST, MPROC_MSG_EMPTY, 1),
+               MPROC_ENOTFOUND);
+    return 0;
+}
+
+static void test_listener_copy_of_ended_target(void)
+{
+    sync_open();
+    mproc_super *s = snew(NULL);
+    const int lstr[1] = {MPROC_MSG_STRING};
+    sadd(s,
+         (mproc_child_spec){.name = "l",
+                            .handle_message = h_rec,
+                            .listen = lstr,
+                            .nlisten = 1,
+                            .resident = 1},
+         NOARGS);
+    sadd(s, (mproc_child_spec){.name = "quick", .op = op_return0}, NOARGS);
+    sadd(s, (mproc_child_spec){.op = op_to_ended_with_listener}, NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    CHECK_EQ(nrec(1, MPROC_MSG_STRING, 3, 1), 1);
+    CHECK_EQ(nrec(1, ANY, ANY, 2), 0);
+    CHECK_EQ(nrec(1, MPROC_MSG_EMPTY, 3, 3), 1);
+    const rcv *r = find_rec(1, 1);
+    CHECK(r != NULL);
+    CHECK_EQ(r->to, 2);
+    sfree(s);
+
+    /* An unnamed process alone: a broadcast reaches nobody. */
+    s = snew(NULL);
+    sadd(s, (mproc_child_spec){.op = op_lonely_broadcast}, NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    sfree(s);
+    sync_close();
+}
+
+enum {
+    NMANY = 12
+};
+
+/* Broadcasts once, then waits (bounded poll) until it has the broadcasts
+ * of all NMANY. */
+static int op_many_broadcast(mproc_child *self)
+{
+    mproc_id me = mproc_child_id(self);
+    CCHECK_ERR(self, sync_tag(self, MPROC_BROADCAST, MPROC_MSG_STRING, me), 0);
+    for (int i = 0; i < 20000 && atomic_load(&g_shm->runs[me]) < NMANY; i++) {
+        usleep(1000);
+    }
+    CCHECK(self, atomic_load(&g_shm->runs[me]) >= NMANY);
+    return 0;
+}
+
+static int h_count(mproc_child *self, const mproc_msg *m)
+{
+    record(self, m);
+    atomic_fetch_add(&g_shm->runs[mproc_child_id(self)], 1);
+    return MPROC_CONTINUE;
+}
+
+static void test_many_processes_broadcast(void)
+{
+    sync_open();
+    mproc_super *s = snew(NULL);
+    for (int i = 0; i < NMANY; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "m%d", i);
+        sadd(s,
+             (mproc_child_spec){.name = name,
+                                .op = op_many_broadcast,
+                                .handle_message = h_count},
+             NOARGS);
+    }
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    for (int me = 1; me <= NMANY; me++) {
+        CHECK_EQ(nrec(me, ANY, ANY, ANY), NMANY);
+        for (int from = 1; from <= NMANY; from++) {
+            CHECK_MSG(nrec(me, MPROC_MSG_STRING, from, from) == 1,
+                      "%d got %d broadcasts from %d", me,
+                      nrec(me, ANY, from, ANY), from);
+        }
+    }
+    sfree(s);
+    sync_close();
+}
+
+/* A resident whose op returned still takes messages until the end. */
+static int op_send_after_started(mproc_child *self)
+{
+    CCHECK_ERR(self, read_ack(g_started[0]), 1);
+    CCHECK_ERR(self, read_ack(g_release[0]), 'x'); /* its op has returned */
+    for (int i = 0; i < 10; i++) {
+        CCHECK_ERR(self, sync_tag(self, 1, MPROC_MSG_STRING, 2000 + i), 0);
+    }
+    return flush(self, 1);
+}
+
+static void release_on_x(mproc_id from, const char *text, size_t len)
+{
+    (void)from;
+    if (len == 12 && memcmp(text, "op returned.", 12) == 0) {
+        ack(g_release[1], 'x');
+    }
+}
+
+static int op_resident_prints(mproc_child *self)
+{
+    ack(g_started[1], mproc_child_id(self));
+    return mproc_child_print(self, "op returned.");
+}
+
+static void test_resident_with_op(void)
+{
+    sync_open();
+    mproc_super *s = snew(NULL);
+    g_print_hook = release_on_x;
+    sadd(s,
+         (mproc_child_spec){.name = "r",
+                            .op = op_resident_prints,
+                            .handle_message = h_rec,
+                            .resident = 1},
+         NOARGS);
+    sadd(s, (mproc_child_spec){.name = "s", .op = op_send_after_started},
+         NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    check_in_order(1, 2, 10);
+    sfree(s);
+    sync_close();
+}
+
 /* ---- print and objects ----------------------------------------------------
  */
 
@@ -808,6 +997,97 @@ static void test_print_default_stdout(void)
     CHECK_OK(rc);
     CHECK_CONTAINS(out, "[one] hello 7");
     free(out);
+}
+
+enum {
+    LONGLINE = 100000
+};
+
+static char g_longline[LONGLINE + 1];
+
+static void fill_longline(void)
+{
+    for (size_t i = 0; i < LONGLINE; i++) {
+        g_longline[i] = (char)('a' + i % 26);
+    }
+    g_longline[LONGLINE] = '\0';
+}
+
+static int op_print_long(mproc_child *self)
+{
+    CCHECK_ERR(self, mproc_child_print(self, "%s", g_longline), 0);
+    CCHECK_ERR(self, mproc_child_print(self, "%s", ""), 0);
+    CCHECK_ERR(self, mproc_child_print(self, "after"), 0);
+    CCHECK_ERR(self, mproc_child_print(NULL, "x"), -EINVAL);
+    CCHECK_ERR(self, mproc_child_print(self, NULL), -EINVAL);
+    return 0;
+}
+
+static void test_print_long_and_empty(void)
+{
+    sync_open();
+    fill_longline();
+    mproc_super *s = snew(NULL);
+    sadd(s, (mproc_child_spec){.name = "long", .op = op_print_long}, NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    CHECK_EQ(g_nlines, 3);
+    CHECK_EQ(g_lines[0].len, LONGLINE);
+    CHECK(g_lines[0].hash == hash_bytes(g_longline, LONGLINE));
+    CHECK_EQ(g_lines[1].len, 0);
+    CHECK_STREQ(g_lines[2].text, "after");
+    sfree(s);
+    sync_close();
+}
+
+/* Sends 100 messages to id 1 and prints 100 lines, then dies. */
+static int op_send_print_die(mproc_child *self)
+{
+    for (int i = 0; i < 100; i++) {
+        CCHECK_ERR(self,
+                   send_tag(self, 1, MPROC_MSG_STRING,
+                            mproc_child_id(self) * 1000 + i),
+                   0);
+        CCHECK_ERR(self, mproc_child_print(self, "last words %d", i), 0);
+    }
+    raise(SIGKILL);
+    return 0;
+}
+
+static void test_sent_before_death_arrive(void)
+{
+    sync_open();
+    /* one_for_one and temporary: its death ends nothing else. */
+    mproc_super *s = snew(&(mproc_super_opts){.strategy = MPROC_ONE_FOR_ONE});
+    sadd(s,
+         (mproc_child_spec){
+             .name = "res", .handle_message = h_rec, .resident = 1},
+         NOARGS);
+    sadd(s, (mproc_child_spec){.name = "dier", .op = op_send_print_die},
+         NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    CHECK_EQ(mproc_super_runs(s, 2), 1);
+    check_in_order(1, 2, 100);
+    CHECK_EQ(g_nlines, 100);
+    for (int i = 0; i < 100; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "last words %d", i);
+        CHECK_STREQ(g_lines[i].text, want);
+    }
+    sfree(s);
+
+    /* The default strategy: the failure still comes with every line. */
+    s = snew(NULL);
+    sadd(s,
+         (mproc_child_spec){
+             .name = "res", .handle_message = h_rec, .resident = 1},
+         NOARGS);
+    sadd(s, (mproc_child_spec){.name = "dier", .op = op_send_print_die},
+         NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, MPROC_EWORKER);
+    CHECK_EQ(g_nlines, 100);
+    CHECK_STREQ(g_lines[99].text, "last words 99");
+    sfree(s);
+    sync_close();
 }
 
 static uint8_t pattern_byte(size_t i, int seq, int from)
@@ -877,7 +1157,7 @@ static void test_object_without_handler_fails(void)
     sadd(s, (mproc_child_spec){.name = "long", .op = op_forever}, NOARGS);
     sadd(s, (mproc_child_spec){.name = "objsender", .op = op_one_object},
          NOARGS);
-    int rc = mproc_super_supervise(s, T_LONG);
+    int rc = mproc_super_supervise(s, 5000);
     CHECK_MSG(rc < 0 && rc != MPROC_ETIMEDOUT, "supervise: %s",
               mproc_err_name(rc));
     CHECK_CONTAINS(mproc_super_error(s), "objsender");
@@ -888,8 +1168,12 @@ static void test_object_without_handler_fails(void)
 /* ---- handshake through listeners ------------------------------------------
  */
 
+/* The handlers use the types as constants: they may not rely on setup
+ * having run (test_setup_before_messages checks that separately). */
 enum {
-    ACK_PONG = 100
+    ACK_PONG = 100,
+    T_PING = MPROC_MSG_USER,
+    T_PONG = MPROC_MSG_USER + 1,
 };
 
 /* args: PING, PONG */
@@ -905,7 +1189,7 @@ static int op_pinger(mproc_child *self)
 static int h_pinger(mproc_child *self, const mproc_msg *m)
 {
     record(self, m);
-    if (!maybe_flush_ack(self, m) && m->type == arg(self, 1)) {
+    if (!maybe_flush_ack(self, m) && m->type == T_PONG) {
         ack(g_ack[1], ACK_PONG);
     }
     return MPROC_CONTINUE;
@@ -914,8 +1198,8 @@ static int h_pinger(mproc_child *self, const mproc_msg *m)
 static int h_ponger(mproc_child *self, const mproc_msg *m)
 {
     record(self, m);
-    if (!maybe_flush_ack(self, m) && m->type == arg(self, 0)) {
-        if (send_tag(self, MPROC_LISTENERS, arg(self, 1), 2) != 0) {
+    if (!maybe_flush_ack(self, m) && m->type == T_PING) {
+        if (send_tag(self, MPROC_LISTENERS, T_PONG, 2) != 0) {
             return -EIO;
         }
     }
@@ -930,6 +1214,8 @@ static void test_handshake(void)
     int pong = -1;
     CHECK_OK(mproc_super_add_type(s, "ping", MPROC_MSG_EMPTY, &ping));
     CHECK_OK(mproc_super_add_type(s, "pong", MPROC_MSG_EMPTY, &pong));
+    CHECK_EQ(ping, T_PING);
+    CHECK_EQ(pong, T_PONG);
     const int lpong[1] = {pong};
     const int lping[1] = {ping};
     sadd(s,
@@ -950,6 +1236,72 @@ static void test_handshake(void)
     CHECK_EQ(nrec(2, ping, 1, 1), 1);
     CHECK_EQ(nrec(1, pong, 2, 2), 1);
     CHECK_EQ(nrec(ANY, ANY, ANY, ANY), 2);
+    sfree(s);
+    sync_close();
+}
+
+/* ---- setup comes first ----------------------------------------------------
+ */
+
+static atomic_int g_setup_done; /* in each process */
+static int g_setup_marker;
+
+/* Returns only once the sender has released it. */
+static int setup_slow(mproc_child *self, const void *args, size_t len)
+{
+    (void)args;
+    (void)len;
+    if (read_ack(g_release[0]) != 'u') {
+        return -EIO;
+    }
+    mproc_child_set_data(self, &g_setup_marker);
+    atomic_store(&g_setup_done, 1);
+    return 0;
+}
+
+/* Counts messages handled before setup returned (and says so at once). */
+static int h_check_setup(mproc_child *self, const mproc_msg *m)
+{
+    if (!atomic_load(&g_setup_done) ||
+        mproc_child_data(self) != &g_setup_marker) {
+        if (atomic_fetch_add(&g_shm->bad, 1) == 0) {
+            ack(g_ack[1], 'h');
+        }
+        return h_rec(self, m);
+    }
+    return h_rec(self, m);
+}
+
+/* Sends while the receiver's setup waits, gives a broken supervisor a
+ * moment to deliver it early (a window, not a synchronisation: a correct
+ * one cannot deliver it before the release), then releases setup. */
+static int op_early_sender(mproc_child *self)
+{
+    CCHECK_ERR(self, sync_tag(self, 1, MPROC_MSG_STRING, 1), 0);
+    unsigned char c;
+    if (tu_read_n(g_ack[0], &c, 1, 500) == 1) {
+        CCHECK(self, c == 'h');
+    }
+    ack(g_release[1], 'u');
+    return flush(self, 1);
+}
+
+static void test_setup_before_messages(void)
+{
+    sync_open();
+    mproc_super *s = snew(NULL);
+    sadd(s,
+         (mproc_child_spec){.name = "slow",
+                            .setup = setup_slow,
+                            .handle_message = h_check_setup,
+                            .resident = 1},
+         NOARGS);
+    sadd(s, (mproc_child_spec){.name = "early", .op = op_early_sender}, NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    CHECK_EQ(nrec(1, MPROC_MSG_STRING, 2, 1), 1);
+    CHECK_MSG(atomic_load(&g_shm->bad) == 0,
+              "handle_message ran %lld time(s) before setup returned",
+              atomic_load(&g_shm->bad));
     sfree(s);
     sync_close();
 }
@@ -1120,20 +1472,6 @@ static int op_send_n(mproc_child *self)
         CCHECK_ERR(self, sync_tag(self, to, MPROC_MSG_STRING, base + i), 0);
     }
     return 0;
-}
-
-static void check_in_order(int me, int from, int n)
-{
-    int next = 0;
-    int total = atomic_load(&g_shm->nrecv);
-    for (int i = 0; i < total && i < MAXREC; i++) {
-        const rcv *r = &g_shm->recv[i];
-        if (r->me == me && r->from == from && r->tag != TAG_FLUSH) {
-            CHECK_EQ(r->tag, from * 1000 + next);
-            next++;
-        }
-    }
-    CHECK_EQ(next, n);
 }
 
 static void test_residents(void)
@@ -1350,12 +1688,6 @@ static int op_send_errors(mproc_child *self)
     return 0;
 }
 
-static int op_return0(mproc_child *self)
-{
-    atomic_fetch_add(&g_shm->runs[mproc_child_id(self)], 1);
-    return 0;
-}
-
 static void test_send_errors(void)
 {
     sync_open();
@@ -1426,9 +1758,24 @@ static void write_lines_hook(mproc_id from, const void *data, size_t len)
     }
 }
 
+/* Prompts shown: on stdout (captured) or through the print handler. */
+static int count_prompts(const char *out, const char *prompt)
+{
+    int n = 0;
+    for (const char *p = out; (p = strstr(p, prompt)) != NULL; p++) {
+        n++;
+    }
+    for (int i = 0; i < g_nlines && i < MAXLINES; i++) {
+        n += strstr(g_lines[i].text, prompt) != NULL;
+    }
+    return n;
+}
+
 static void test_input(void)
 {
     sync_open();
+    tu_redirect r;
+    tu_redirect_begin(&r, 1);
     mproc_super *s = snew(&(mproc_super_opts){.input_fd = g_in[0]});
     g_obj_hook = write_lines_hook;
     sadd(s, (mproc_child_spec){.name = "in1", .op = op_input}, NOARGS);
@@ -1438,7 +1785,12 @@ static void test_input(void)
          (mproc_child_spec){
              .name = "pong", .handle_message = h_rec, .resident = 1},
          NOARGS);
-    CHECK_SUPERVISE(s, T_LONG, 0);
+    int rc = mproc_super_supervise(s, T_LONG);
+    char *out = tu_redirect_end(&r);
+    CHECK_MSG(rc == 0, "supervise: %s; %s", mproc_err_name(rc),
+              mproc_super_error(s) ? mproc_super_error(s) : "");
+    CHECK_EQ(count_prompts(out, "line? "), 2);
+    free(out);
     CHECK_EQ(g_nobjs, 3);
     CHECK_EQ(g_objs[0].from, 3); /* the traffic ended before any input */
     CHECK_STREQ(g_objs[0].data, "traffic done");
@@ -1482,9 +1834,16 @@ static void test_input_eof_and_truncation(void)
     CHECK_OK(tu_write_all(g_in[1], text, strlen(text)));
     close(g_in[1]);
     g_in[1] = -1;
+    tu_redirect r;
+    tu_redirect_begin(&r, 1);
     mproc_super *s = snew(&(mproc_super_opts){.input_fd = g_in[0]});
     sadd(s, (mproc_child_spec){.name = "reader", .op = op_input_eof}, NOARGS);
-    CHECK_SUPERVISE(s, T_LONG, 0);
+    int rc = mproc_super_supervise(s, T_LONG);
+    char *out = tu_redirect_end(&r);
+    CHECK_MSG(rc == 0, "supervise: %s; %s", mproc_err_name(rc),
+              mproc_super_error(s) ? mproc_super_error(s) : "");
+    CHECK_EQ(count_prompts(out, "cut: "), 1);
+    free(out);
     sfree(s);
     sync_close();
 }
@@ -1515,6 +1874,9 @@ static int op_restartee(mproc_child *self)
     mproc_id id = mproc_child_id(self);
     int run = atomic_fetch_add(&g_shm->runs[id], 1) + 1;
     if (arg(self, 0) == ROLE_STEADY) {
+        /* Slow to die (stop_grace_ms), so a restart that does not wait
+         * for it overlaps its first run for sure. */
+        signal(SIGTERM, SIG_IGN);
         if (run == 1) {
             atomic_store(&g_shm->pid[id], (int)getpid());
         }
@@ -1542,7 +1904,8 @@ static int op_restartee(mproc_child *self)
 static void check_strategy(int strategy, int a, int b, int c)
 {
     sync_open();
-    mproc_super *s = snew(&(mproc_super_opts){.strategy = strategy});
+    mproc_super *s =
+        snew(&(mproc_super_opts){.strategy = strategy, .stop_grace_ms = 300});
     int mask = (a > 1 ? 1 << 1 : 0) | (c > 1 ? 1 << 3 : 0);
     sadd(s,
          (mproc_child_spec){
@@ -1585,6 +1948,62 @@ static void test_one_for_all(void)
 static void test_rest_for_one(void)
 {
     check_strategy(MPROC_REST_FOR_ONE, 1, 2, 2);
+}
+
+/* Run 1 dies; run 2 says so and waits for a message that stops it. */
+static int op_die_once(mproc_child *self)
+{
+    mproc_id id = mproc_child_id(self);
+    int run = atomic_fetch_add(&g_shm->runs[id], 1) + 1;
+    if (run == 1) {
+        raise(SIGKILL);
+    }
+    ack(g_started[1], 'v');
+    (void)tu_read_byte(g_never[0]);
+    return 0;
+}
+
+static int h_stop_on_5(mproc_child *self, const mproc_msg *m)
+{
+    record(self, m);
+    tmsg t;
+    if (m->len == sizeof t) {
+        memcpy(&t, m->data, sizeof t);
+        if (t.tag == 5) {
+            return MPROC_STOP;
+        }
+    }
+    return MPROC_CONTINUE;
+}
+
+static int op_to_restarted(mproc_child *self)
+{
+    CCHECK_ERR(self, read_ack(g_started[0]), 'v');
+    mproc_id ids[4];
+    size_t n = 0;
+    CCHECK_ERR(self, mproc_child_get_ids(self, "v", ids, 4, &n, T_LONG), 0);
+    CCHECK(self, n == 1 && ids[0] == 1);
+    CCHECK_ERR(self, sync_tag(self, 1, MPROC_MSG_STRING, 5), 0);
+    return 0;
+}
+
+static void test_restart_keeps_id(void)
+{
+    sync_open();
+    mproc_super *s = snew(&(mproc_super_opts){.strategy = MPROC_ONE_FOR_ONE});
+    sadd(s,
+         (mproc_child_spec){.name = "v",
+                            .op = op_die_once,
+                            .handle_message = h_stop_on_5,
+                            .restart = MPROC_TRANSIENT},
+         NOARGS);
+    sadd(s, (mproc_child_spec){.name = "s", .op = op_to_restarted}, NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    CHECK_EQ(mproc_super_runs(s, 1), 2); /* MPROC_STOP: a normal end */
+    CHECK_EQ(mproc_super_runs(s, 2), 1);
+    CHECK_EQ(nrec(1, MPROC_MSG_STRING, 2, 5), 1);
+    sfree(s);
+    sync_close();
 }
 
 static int op_temp_kill(mproc_child *self)
@@ -1670,6 +2089,21 @@ static int op_crash_count(mproc_child *self)
     return 0;
 }
 
+/* Ends (flap) or dies (crash) at once, from its first run on only once
+ * "long" (id 1) runs. */
+static int op_flap(mproc_child *self)
+{
+    mproc_id id = mproc_child_id(self);
+    int run = atomic_fetch_add(&g_shm->runs[id], 1) + 1;
+    if (run == 1) {
+        CCHECK_ERR(self, read_ack(g_started[0]), 1);
+    }
+    if (arg(self, 0)) {
+        raise(SIGKILL);
+    }
+    return 0;
+}
+
 static void test_intensity_exceeded(void)
 {
     sync_open();
@@ -1680,8 +2114,8 @@ static void test_intensity_exceeded(void)
     sadd(s, (mproc_child_spec){.name = "long", .op = op_forever}, NOARGS);
     sadd(s,
          (mproc_child_spec){
-             .name = "flap", .op = op_return0, .restart = MPROC_PERMANENT},
-         NOARGS);
+             .name = "flap", .op = op_flap, .restart = MPROC_PERMANENT},
+         ARGS(0));
     CHECK_SUPERVISE(s, T_LONG, MPROC_EBROKEN);
     CHECK_CONTAINS(mproc_super_error(s), "flap");
     CHECK_EQ(mproc_super_runs(s, 2), 4);
@@ -1696,16 +2130,58 @@ static void test_intensity_exceeded(void)
         .strategy = MPROC_ONE_FOR_ONE, .max_restarts = 2, .period_ms = 10000});
     sadd(s, (mproc_child_spec){.name = "long", .op = op_forever}, NOARGS);
     sadd(s,
-         (mproc_child_spec){.name = "crasher",
-                            .op = op_crash_count,
-                            .restart = MPROC_TRANSIENT},
-         NOARGS);
+         (mproc_child_spec){
+             .name = "crasher", .op = op_flap, .restart = MPROC_TRANSIENT},
+         ARGS(1));
     CHECK_SUPERVISE(s, T_LONG, MPROC_EBROKEN);
     CHECK_CONTAINS(mproc_super_error(s), "crasher");
     CHECK_EQ(mproc_super_runs(s, 2), 3);
     CHECK_EQ(atomic_load(&g_shm->runs[2]), 3);
     sfree(s);
     CHECK(tu_no_children());
+    sync_close();
+}
+
+/* Dies on its first 4 runs, then ends. */
+static int op_die4(mproc_child *self)
+{
+    mproc_id id = mproc_child_id(self);
+    int run = atomic_fetch_add(&g_shm->runs[id], 1) + 1;
+    if (run <= 4) {
+        raise(SIGKILL);
+    }
+    return 0;
+}
+
+static void test_intensity_window(void)
+{
+    sync_open();
+    /* At most 1 restart per 100 ms, and restarts come 150 ms apart: 4
+     * restarts in all never exceed it. */
+    mproc_super *s = snew(&(mproc_super_opts){.strategy = MPROC_ONE_FOR_ONE,
+                                              .max_restarts = 1,
+                                              .period_ms = 100,
+                                              .backoff_ms = 150,
+                                              .backoff_max_ms = 150});
+    sadd(s,
+         (mproc_child_spec){
+             .name = "d", .op = op_die4, .restart = MPROC_TRANSIENT},
+         NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    CHECK_EQ(mproc_super_runs(s, 1), 5);
+    sfree(s);
+
+    /* Without the delay, the second restart within 100 ms is one too
+     * many. */
+    s = snew(&(mproc_super_opts){
+        .strategy = MPROC_ONE_FOR_ONE, .max_restarts = 1, .period_ms = 5000});
+    sadd(s,
+         (mproc_child_spec){
+             .name = "d", .op = op_die4, .restart = MPROC_TRANSIENT},
+         NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, MPROC_EBROKEN);
+    CHECK_EQ(mproc_super_runs(s, 1), 2);
+    sfree(s);
     sync_close();
 }
 
@@ -2332,11 +2808,17 @@ TEST_LIST = {
     {"get_ids", test_get_ids, 0},
     {"listener_subtypes", test_listener_subtypes, 0},
     {"broadcast", test_broadcast, 0},
+    {"listener_copy_of_ended_target", test_listener_copy_of_ended_target, 0},
+    {"many_processes_broadcast", test_many_processes_broadcast, 0},
+    {"resident_with_op", test_resident_with_op, 0},
     {"print_order", test_print_order, 0},
     {"print_default_stdout", test_print_default_stdout, 0},
+    {"print_long_and_empty", test_print_long_and_empty, 0},
+    {"sent_before_death_arrive", test_sent_before_death_arrive, 0},
     {"objects", test_objects, 0},
     {"object_without_handler_fails", test_object_without_handler_fails, 0},
     {"handshake", test_handshake, 0},
+    {"setup_before_messages", test_setup_before_messages, 0},
     {"fail_error_message", test_fail_error_message, 0},
     {"fail_sigkill", test_fail_sigkill, 0},
     {"fail_exit", test_fail_exit, 0},
@@ -2350,9 +2832,11 @@ TEST_LIST = {
     {"one_for_one", test_one_for_one, 0},
     {"one_for_all", test_one_for_all, 0},
     {"rest_for_one", test_rest_for_one, 0},
+    {"restart_keeps_id", test_restart_keeps_id, 0},
     {"restart_types", test_restart_types, 0},
     {"intensity_exceeded", test_intensity_exceeded, 0},
     {"backoff", test_backoff, 0},
+    {"intensity_window", test_intensity_window, 0},
     {"stream_100k", test_stream_100k, 120},
     {"op_and_handler_concurrently", test_op_and_handler_concurrently, 0},
     {"debug_logger", test_debug_logger, 0},

@@ -122,7 +122,9 @@ typedef struct mproc_child_spec {
     /* The types it listens to (with their descendants). */
     const int *listen;
     size_t nlisten;
-    /* Nonzero: ends only once every non-resident process has ended. */
+    /* Nonzero: ends only once every non-resident process has ended (told
+     * so on its message thread; one that has not ended within the
+     * supervisor's stop_grace_ms after that is killed, not a failure). */
     int resident;
     /* MPROC_TEMPORARY (default), MPROC_TRANSIENT or MPROC_PERMANENT. */
     int restart;
@@ -254,8 +256,10 @@ MPROC_EXPORT int mproc_child_send(mproc_child *self, const mproc_id *ids,
                                   size_t len);
 
 /* Sends to one target and waits for the supervisor's verdict: 0 when it
- * reached at least one process, MPROC_ENOTFOUND (unknown or ended target,
- * or nobody listening), MPROC_ETIMEDOUT, or send's errors.  Do not call it
+ * reached the target (for MPROC_BROADCAST / MPROC_LISTENERS: at least one
+ * process), MPROC_ENOTFOUND when the target is unknown or has ended, or
+ * nobody listens (listeners may still have got their copy),
+ * MPROC_ETIMEDOUT, or send's errors.  Do not call it
  * from handle_message (the verdict arrives on that thread). */
 MPROC_EXPORT int mproc_child_send_sync(mproc_child *self, mproc_id to, int type,
                                        const void *data, size_t len,
@@ -281,7 +285,8 @@ MPROC_EXPORT int mproc_child_print(mproc_child *self, const char *fmt, ...)
 MPROC_EXPORT int mproc_child_send_object(mproc_child *self, const void *data,
                                          size_t len);
 
-/* The seed's inpt: has the supervisor print `prompt` (may be NULL) and read
+/* The seed's inpt: has the supervisor print `prompt` (may be NULL; to
+ * stdout, not the print handler) and read
  * one line from its input, while other traffic keeps flowing; the line
  * (without newline, NUL-terminated, truncated to cap - 1) goes to buf.
  * Returns the line's length, MPROC_ENOTASK at end of input,
