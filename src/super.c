@@ -174,8 +174,8 @@ static void debug_log(mproc_child *self, const mproc_msg *m)
         shown++;
     }
     mproc_child_print(self, "type %s from %d to %d: %zu bytes: %.*s",
-                      mproc_super_type_name(mproc__child_super(self), m->type),
-                      (int)m->from, (int)m->to, m->len, (int)shown, text);
+                      mproc_child_type_name(self, m->type), (int)m->from,
+                      (int)m->to, m->len, (int)shown, text);
 }
 
 int mproc_super_add_debug_logger(mproc_super *s, mproc_id *id)
@@ -343,6 +343,16 @@ static void tell_sender(mproc_super *s, mproc__kid *from, int sync,
             n < 0 ? 0 : (size_t)n);
 }
 
+static int any_named_live(const mproc_super *s)
+{
+    for (int k = 0; k < s->nkids; k++) {
+        if (s->kids[k].spec.name != NULL && routable(&s->kids[k])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
 {
     uint32_t type, flags, n;
@@ -368,11 +378,19 @@ static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
         mproc_id to;
         memcpy(&to, idp + (size_t)i * 4, 4);
         if (to == MPROC_BROADCAST) {
+            int reached = 0;
             for (int k = 0; k < s->nkids; k++) {
                 if (s->kids[k].spec.name != NULL) {
-                    delivered += give(s, &s->kids[k], (int)type, from->id, to,
-                                      data, len);
+                    reached += give(s, &s->kids[k], (int)type, from->id, to,
+                                    data, len);
                 }
+            }
+            delivered += reached;
+            if (reached == 0 && !any_named_live(s)) {
+                failed = 1;
+                tell_sender(s, from, sync, token,
+                            "no live named process to broadcast '%s' to",
+                            s->types[type].name);
             }
         } else if (to == MPROC_LISTENERS) {
             int any = 0;
@@ -543,7 +561,9 @@ static int on_frame(mproc_super *s, mproc__kid *k, const mproc__frame *f)
 {
     switch (f->type) {
     case X_SEND:
-        return k->state == K_RUNNING ? route(s, k, f) : 0;
+        /* Routed whatever k's own state (a resident being ended still
+         * sends); a target that has ended is reported to k. */
+        return route(s, k, f);
     case X_PRINT:
         if (s->o.on_print != NULL) {
             s->o.on_print(s->o.handler_ctx, k->id, f->body, f->len);

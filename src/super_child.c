@@ -146,7 +146,7 @@ static void deliver(const mproc__frame *f)
         finish(X_STOPPED, NULL);
     }
     if (rc != MPROC_CONTINUE) {
-        finish(rc, NULL);
+        finish(rc > 0 ? MPROC_ETASK : rc, NULL);
     }
 }
 
@@ -273,6 +273,8 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
     if (cs->setup != NULL) {
         rc = cs->setup(&C, C.kid->args, C.kid->len);
     }
+    /* A positive return is a failure (and must not read as X_STOPPED). */
+    rc = rc > 0 ? MPROC_ETASK : rc;
     if (rc != 0) {
         finish(rc, NULL);
     }
@@ -282,6 +284,7 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
     pthread_mutex_unlock(&C.mu);
     if (rc == 0 && cs->op != NULL) {
         rc = cs->op(&C);
+        rc = rc > 0 ? MPROC_ETASK : rc;
     }
     if (rc == 0 && cs->resident) {
         pthread_mutex_lock(&C.mu);
@@ -295,9 +298,9 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
 
 /* ---- the mproc_child API -------------------------------------------- */
 
-mproc_super *mproc__child_super(mproc_child *self)
+const char *mproc_child_type_name(mproc_child *self, int type)
 {
-    return self->s;
+    return self ? mproc_super_type_name(self->s, type) : NULL;
 }
 
 mproc_id mproc_child_id(mproc_child *self)
@@ -437,8 +440,9 @@ int mproc_child_get_ids(mproc_child *self, const char *name, mproc_id *ids,
     pthread_mutex_lock(&C.mu);
     long i = answer_index(name);
     int rc = i >= 0 ? 0 : -ENOMEM;
+    int sent = 0;
     if (rc == 0 && !C.answers[i].ready && !C.answers[i].asked) {
-        C.answers[i].asked = 1;
+        C.answers[i].asked = sent = 1;
         pthread_mutex_unlock(&C.mu);
         rc = send_frame(X_IDS, name, strlen(name), NULL, 0);
         pthread_mutex_lock(&C.mu);
@@ -446,7 +450,7 @@ int mproc_child_get_ids(mproc_child *self, const char *name, mproc_id *ids,
             C.answers[i].asked = 0;
         }
     }
-    if (rc == 0 && !C.answers[i].ready) {
+    if (rc == 0 && (!C.answers[i].ready || (sent && timeout_ms == 0))) {
         if (timeout_ms == 0) {
             rc = MPROC_EEMPTY; /* asked; the answer will be cached */
         } else if (on_message_thread()) {

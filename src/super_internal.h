@@ -130,9 +130,7 @@ void mproc__super_types_free(mproc_super *s);
 /* 1 if `type` is `ancestor` or descends from it. */
 int mproc__super_type_is(const mproc_super *s, int type, int ancestor);
 
-/* super_child.c: what a forked child runs (spec.child_main), and the
- * supervisor a child belongs to. */
-mproc_super *mproc__child_super(mproc_child *self);
+/* super_child.c: what a forked child runs (spec.child_main). */
 void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
                              pid_t parent);
 

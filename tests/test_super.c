@@ -2803,6 +2803,100 @@ static void test_no_leftovers(void)
     sync_close();
 }
 
+/* ---- regressions found by the benchmark and example writers ------------ */
+
+static int op_returns_one(mproc_child *self)
+{
+    (void)self;
+    return 1; /* positive: a failure, not "stopped" */
+}
+
+static int setup_returns_one(mproc_child *self, const void *a, size_t n)
+{
+    (void)self;
+    (void)a;
+    (void)n;
+    return 1;
+}
+
+static void test_positive_returns_fail(void)
+{
+    sync_open();
+    records_reset();
+    mproc_super *s = snew(NULL);
+    sadd(s, (mproc_child_spec){.name = "one", .op = op_returns_one}, NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, MPROC_ETASK);
+    CHECK_CONTAINS(mproc_super_error(s), "'one'");
+    mproc_super_free(s);
+    s = snew(NULL);
+    sadd(s,
+         (mproc_child_spec){
+             .name = "su", .setup = setup_returns_one, .op = op_returns_one},
+         NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, MPROC_ETASK);
+    mproc_super_free(s);
+    sync_close();
+}
+
+/* Asks for "peer" without blocking, then, from its handler, reads the
+ * cached answer; prints what it saw. */
+static int op_ask_early(mproc_child *self)
+{
+    mproc_id ids[4];
+    size_t n = 0;
+    int rc = mproc_child_get_ids(self, "peer", ids, 4, &n, 0);
+    mproc_child_print(self, "early %d", rc);
+    /* Wait for the peer's message (handled on the message thread). */
+    char c;
+    (void)read(g_never[0], &c, 1);
+    return 0;
+}
+
+static int h_use_cached(mproc_child *self, const mproc_msg *m)
+{
+    (void)m;
+    mproc_id ids[4];
+    size_t n = 0;
+    int rc = mproc_child_get_ids(self, "peer", ids, 4, &n, MPROC_FOREVER);
+    mproc_child_print(self, "cached %d n %zu", rc, n);
+    return MPROC_STOP;
+}
+
+static int op_poke_asker(mproc_child *self)
+{
+    mproc_id to = 1;
+    /* Send only once the asker's request is in: its print came after. */
+    (void)tu_read_byte(g_release[0]);
+    return mproc_child_send(self, &to, 1, MPROC_MSG_EMPTY, NULL, 0);
+}
+
+static void rel_on_early(void *ctx, mproc_id from, const char *text, size_t len)
+{
+    rec_print(ctx, from, text, len);
+    if (len >= 5 && memcmp(text, "early", 5) == 0) {
+        char b = 1;
+        CHECK_EQ(write(g_release[1], &b, 1), 1);
+    }
+}
+
+static void test_get_ids_nonblocking_keeps_answer(void)
+{
+    sync_open();
+    records_reset();
+    mproc_super *s = snew(&(mproc_super_opts){.on_print = rel_on_early});
+    sadd(s,
+         (mproc_child_spec){.name = "asker",
+                            .op = op_ask_early,
+                            .handle_message = h_use_cached},
+         NOARGS);
+    sadd(s, (mproc_child_spec){.name = "peer", .op = op_poke_asker}, NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    CHECK(find_line(1, "early -10005") >= 0); /* MPROC_EEMPTY */
+    CHECK(find_line(1, "cached 0 n 1") >= 0); /* not MPROC_EBUSY */
+    mproc_super_free(s);
+    sync_close();
+}
+
 TEST_LIST = {
     {"ids_in_add_order", test_ids_in_add_order, 0},
     {"get_ids", test_get_ids, 0},
@@ -2847,5 +2941,8 @@ TEST_LIST = {
     {"stuck_handler", test_stuck_handler, 0},
     {"bad_input", test_bad_input, 0},
     {"no_leftovers", test_no_leftovers, 0},
+    {"positive_returns_fail", test_positive_returns_fail, 0},
+    {"get_ids_nonblocking_keeps_answer", test_get_ids_nonblocking_keeps_answer,
+     0},
     {NULL, NULL, 0},
 };

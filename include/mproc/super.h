@@ -32,13 +32,14 @@
  * Routing.  A message sent to an id goes to that process; to
  * MPROC_BROADCAST, to every live named process, the sender included; to
  * MPROC_LISTENERS, to every live process listening to its type or an
- * ancestor of it.  Listeners also get a copy of every message of their
- * types sent to an id or broadcast (also when that target has ended).
- * Each process receives a given message at most once.  A message that reaches
- * nobody -- an unknown or ended target, or no listener -- is never dropped
- * silently: the sender receives an MPROC_MSG_ERROR message (from id 0) saying
- * so, or, with mproc_child_send_sync, the error code.  Messages from one sender
- * to one receiver arrive in the order sent.
+ * ancestor of it.  The supervisor buffers what a slow receiver has not
+ * read yet, without limit: senders are never held back by it.  Listeners also
+ * get a copy of every message of their types sent to an id or broadcast (also
+ * when that target has ended). Each process receives a given message at most
+ * once.  A message that reaches nobody -- an unknown or ended target, or no
+ * listener -- is never dropped silently: the sender receives an MPROC_MSG_ERROR
+ * message (from id 0) saying so, or, with mproc_child_send_sync, the error
+ * code.  Messages from one sender to one receiver arrive in the order sent.
  *
  * Failure.  A process fails when setup or op returns an error, when it
  * dies (crash, exit, kill), or when it breaks the protocol.  With the
@@ -241,6 +242,10 @@ MPROC_EXPORT void mproc_super_free(mproc_super *super);
 MPROC_EXPORT mproc_id mproc_child_id(mproc_child *self);
 MPROC_EXPORT const char *mproc_child_name(mproc_child *self);
 
+/* The name of a message type (borrowed; valid for the process's life), or
+ * NULL for an unknown type. */
+MPROC_EXPORT const char *mproc_child_type_name(mproc_child *self, int type);
+
 /* A pointer of yours, kept for the process (e.g. made by setup). */
 MPROC_EXPORT void *mproc_child_data(mproc_child *self);
 MPROC_EXPORT void mproc_child_set_data(mproc_child *self, void *data);
@@ -267,9 +272,11 @@ MPROC_EXPORT int mproc_child_send_sync(mproc_child *self, mproc_id to, int type,
 
 /* The ids of the live processes named `name`: up to `cap` into ids[],
  * their number in *count.  Blocks up to timeout_ms for the supervisor's
- * answer unless one is cached; with timeout 0 it sends the request and
- * returns MPROC_EEMPTY when nothing is cached yet (the answer, arriving
- * later, is cached for the next call -- the seed's block=False).  An
+ * answer unless one is cached; with timeout 0 it returns a cached answer,
+ * or sends the request and returns MPROC_EEMPTY (the answer, arriving
+ * later, is cached for the next call -- the seed's block=False; a call
+ * that sent the request never takes the answer itself, however fast it
+ * comes).  An
  * answer cached is used once, then asked again.  Returns 0 (also for no
  * such process: *count 0), MPROC_EEMPTY, MPROC_ETIMEDOUT, -EINVAL,
  * MPROC_ECLOSED. */
