@@ -1,6 +1,7 @@
 /* super_bench - the supervisor (mproc/super.h): how many messages per
  * second it routes from one process to another, and how long a message
- * takes there and back, each against a direct pipe between two processes.
+ * takes there and back, each against a direct pipe between two processes
+ * and against a bare relay process (the same hops, no library).
  *
  * Each measurement is one line on stdout, in the format of the other
  * benchmarks:
@@ -33,6 +34,13 @@
  *                 op writes 8 bytes into a pipe, B's op echoes them through
  *                 another
  *     latency_vs_pipe   the ratio of the routed p50 to the pipe's p50
+ *     throughput impl=relay_floor, latency impl=relay_floor  the same
+ *                 hops as the supervisor's with no library: three plain
+ *                 processes, A and B each on a socket pair to a relay
+ *                 process that forwards with epoll, read() and write()
+ *                 (A -> relay -> B for throughput; A -> relay -> B ->
+ *                 relay -> A for latency, one record at a time)
+ *     throughput_vs_relay, latency_vs_relay   mproc / the relay floor
  *
  * Every message is checked (type, length, the sequence number it carries,
  * and the order: one sender's messages to one receiver arrive in the order
@@ -48,7 +56,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -454,6 +464,207 @@ static int run_pipe(uint64_t n, double *rate)
     return 0;
 }
 
+/* ---- the relay floor: a bare supervisor ----
+ *
+ * Three plain processes, no library: A and B each hold one end of a
+ * socket pair whose other end a relay process S watches with epoll; S
+ * forwards whatever it reads from one to the other.  The same hops as the
+ * supervisor's, with nothing but the system calls they need. */
+
+/* S: forwards between a and b until either closes. */
+static int relay_main(int a, int b)
+{
+    static char buf[65536];
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = a};
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev) != 0) {
+        return 1;
+    }
+    ev.data.fd = b;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev) != 0) {
+        return 1;
+    }
+    for (;;) {
+        struct epoll_event evs[2];
+        int n = epoll_wait(ep, evs, 2, -1);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            int from = evs[i].data.fd, to = from == a ? b : a;
+            ssize_t r = read(from, buf, sizeof buf);
+            if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            if (r <= 0) {
+                return 0;
+            }
+            if (write_full(to, buf, (size_t)r) != 0) {
+                return 1;
+            }
+        }
+    }
+}
+
+/* Forks S between two new socket pairs; *a and *b are the ends for A and
+ * B.  Returns S's pid, or -1. */
+static pid_t start_relay(int *a, int *b)
+{
+    int sa[2], sb[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sa) != 0) {
+        return -1;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sb) != 0) {
+        close(sa[0]);
+        close(sa[1]);
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sa[1]);
+        close(sb[1]);
+        _exit(relay_main(sa[0], sb[0]));
+    }
+    close(sa[0]);
+    close(sb[0]);
+    if (pid < 0) {
+        close(sa[1]);
+        close(sb[1]);
+        return -1;
+    }
+    *a = sa[1];
+    *b = sb[1];
+    return pid;
+}
+
+/* Waits for pid; 1 unless it exited with 0. */
+static int reap(pid_t pid)
+{
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            return 1;
+        }
+    }
+    return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Writer A -> S -> reader B: N records, one write() each. */
+static int run_relay_throughput(uint64_t n, double *rate)
+{
+    int a, b, ready[2];
+    pid_t s, reader;
+    int bad = 0;
+    pipe_shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
+                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED) {
+        return bench_fail("mmap", -errno);
+    }
+    memset(sh, 0, sizeof *sh);
+    if (pipe(ready) != 0) {
+        return bench_fail("pipe", -errno);
+    }
+    s = start_relay(&a, &b);
+    if (s < 0) {
+        return bench_fail("starting the relay", -errno);
+    }
+    reader = fork();
+    if (reader == 0) {
+        close(a);
+        _exit(pipe_reader(b, ready[1], n, sh));
+    }
+    close(b);
+    close(ready[1]);
+    if (reader < 0) {
+        bad = 1;
+    } else {
+        bad = pipe_writer(a, ready[0], n, sh);
+    }
+    close(a); /* the relay ends, then the reader sees the end */
+    close(ready[0]);
+    bad |= reap(s);
+    if (reader > 0) {
+        bad |= reap(reader);
+    }
+    if (bad || sh->bad || sh->count != n) {
+        fprintf(stderr,
+                BENCH_PROG ": relay: the reader got %" PRIu64 " of %" PRIu64
+                           " records\n",
+                sh->count, n);
+        munmap(sh, sizeof *sh);
+        return 1;
+    }
+    double dt = (double)(sh->t1 - sh->t0) / 1e9;
+    *rate = (double)n / dt;
+    printf("throughput impl=relay_floor messages=%" PRIu64
+           " record_bytes=%d seconds=%.3f msgs_per_s=%.0f\n",
+           n, RECORD, dt, *rate);
+    fflush(stdout);
+    munmap(sh, sizeof *sh);
+    return 0;
+}
+
+/* A -> S -> B -> S -> A round trips of one 24-byte record. */
+static int run_relay_latency(uint64_t samples, uint64_t warmup,
+                             bench_latency *out)
+{
+    int a, b;
+    pid_t s, echo;
+    int bad = 0;
+    int64_t *lat = malloc(samples * sizeof *lat);
+    if (lat == NULL) {
+        return bench_fail("allocating the samples", -ENOMEM);
+    }
+    s = start_relay(&a, &b);
+    if (s < 0) {
+        free(lat);
+        return bench_fail("starting the relay", -errno);
+    }
+    echo = fork();
+    if (echo == 0) {
+        unsigned char rec[RECORD];
+        close(a);
+        while (read_full(b, rec, RECORD) == 0) {
+            if (write_full(b, rec, RECORD) != 0) {
+                _exit(1);
+            }
+        }
+        _exit(0);
+    }
+    close(b);
+    if (echo < 0) {
+        bad = 1;
+    }
+    for (uint64_t i = 0; !bad && i < warmup + samples; i++) {
+        unsigned char rec[RECORD];
+        uint32_t hdr[2] = {PAYLOAD, 1};
+        memcpy(rec, hdr, 8);
+        make_payload(rec + 8, i);
+        int64_t t0 = bench_now_ns();
+        if (write_full(a, rec, RECORD) != 0 || read_full(a, rec, RECORD) != 0 ||
+            payload_seq(rec + 8, PAYLOAD) != i) {
+            fprintf(stderr,
+                    BENCH_PROG ": relay: round trip %" PRIu64 " failed\n", i);
+            bad = 1;
+            break;
+        }
+        if (i >= warmup) {
+            lat[i - warmup] = bench_now_ns() - t0;
+        }
+    }
+    close(a);
+    bad |= reap(s);
+    if (echo > 0) {
+        bad |= reap(echo);
+    }
+    if (!bad) {
+        *out = bench_latency_of(lat, samples);
+    }
+    free(lat);
+    return bad;
+}
+
 /* ---- latency ---- */
 
 static uint64_t lat_samples, lat_warmup;
@@ -652,6 +863,14 @@ static int run_latency(uint64_t samples, uint64_t warmup)
     printf("latency_vs_pipe p50_ratio=%.2f target=2\n",
            seen.r.routed.p50_us / seen.r.pipe.p50_us);
     fflush(stdout);
+    bench_latency relay;
+    if (run_relay_latency(samples, warmup, &relay) != 0) {
+        return 1;
+    }
+    print_latency("relay_floor", &relay);
+    printf("latency_vs_relay p50_ratio=%.2f\n",
+           seen.r.routed.p50_us / relay.p50_us);
+    fflush(stdout);
     return 0;
 }
 
@@ -664,10 +883,12 @@ static void usage(FILE *f)
             "                   [--messages N] [--samples N] [--warmup N]\n"
             "  throughput  N messages (default 200000) with a 16-byte\n"
             "              payload from one supervised process to another,\n"
-            "              then N records through a direct pipe\n"
+            "              then N records through a direct pipe and through\n"
+            "              a bare relay process\n"
             "  latency     N round trips (default 5000, after 500) through\n"
             "              the supervisor, alternating with pipe round trips\n"
-            "              between the same two processes\n"
+            "              between the same two processes; then through a\n"
+            "              bare relay process\n"
             "  all         both (default)\n");
 }
 
@@ -717,12 +938,14 @@ int main(int argc, char **argv)
     /* A dead peer must fail a write, not kill the benchmark. */
     signal(SIGPIPE, SIG_IGN);
     if (o.mode == MODE_THROUGHPUT || o.mode == MODE_ALL) {
-        double routed = 0, floor = 0;
+        double routed = 0, floor = 0, relay = 0;
         bad |= run_routed((uint64_t)o.messages, &routed);
         bad |= run_pipe((uint64_t)o.messages, &floor);
+        bad |= run_relay_throughput((uint64_t)o.messages, &relay);
         if (!bad) {
             printf("throughput_vs_pipe ratio=%.2f target=0.5\n",
                    routed / floor);
+            printf("throughput_vs_relay ratio=%.2f\n", routed / relay);
             fflush(stdout);
         }
     }

@@ -295,16 +295,6 @@ static int object_op(mproc_child *self)
     return mproc_child_send_object(self, &v, sizeof v);
 }
 
-/* Sends the object, then stays: the supervisor ends it for the object. */
-static int object_stay_op(mproc_child *self)
-{
-    int rc = object_op(self);
-    if (rc == 0) {
-        wait_woken();
-    }
-    return rc;
-}
-
 static void my_obj_handler(void *ctx, mproc_id from, const void *data,
                            size_t len)
 {
@@ -332,7 +322,6 @@ static void section_object(void)
     expect(got == 7006652, "the object handler got 7006652");
     printf("   ... and with no object handler\n");
     s = new_super(NULL);
-    spec.op = object_stay_op;
     check(mproc_super_add(s, &spec, &args, sizeof args, NULL), "add");
     int rc = run(s, err, sizeof err);
     printf("  supervise: %s: %s\n", mproc_err_name(rc), err);
