@@ -10,6 +10,7 @@
  * waiting forever.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -37,8 +38,14 @@ struct mproc_child {
     mproc_super *s;
     mproc__kid *kid;
     mproc__chan ch;
-    pthread_mutex_t wmu; /* the channel's output */
-    pthread_mutex_t mu;  /* everything below */
+    pthread_mutex_t wmu; /* the channel's output and the writer below */
+    pthread_cond_t wcv;  /* the writer has work / has made room */
+    pthread_t writer;
+    int writer_started;
+    int writer_busy;    /* the socket was full: the writer flushes, senders
+                           only append (so a flood costs no syscall each) */
+    int out_closed;     /* writing failed: the supervisor is gone */
+    pthread_mutex_t mu; /* everything below */
     pthread_cond_t cv;
     pthread_t rx;
     int end;   /* X_END: a resident may finish */
@@ -65,6 +72,76 @@ static int on_message_thread(void)
     return pthread_equal(pthread_self(), C.rx);
 }
 
+/* Output.  The socket is non-blocking.  A sender writes its frame itself
+ * while the socket has room -- one syscall, no thread hop, the lowest
+ * latency.  When the socket is full the writer thread takes over: it waits
+ * for room and flushes everything queued meanwhile in large writes, and
+ * senders only append, so a flood costs no syscall per message.  A sender
+ * waits when more than OUT_MAX bytes are queued (back-pressure). */
+#define OUT_MAX ((size_t)4 << 20)
+
+static size_t out_queued(void)
+{
+    return C.ch.committed - C.ch.out.off;
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&C.wmu);
+    for (;;) {
+        while (!C.writer_busy) {
+            pthread_cond_wait(&C.wcv, &C.wmu);
+        }
+        pthread_mutex_unlock(&C.wmu);
+        struct pollfd p = {.fd = C.ch.fd, .events = POLLOUT};
+        while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+        }
+        pthread_mutex_lock(&C.wmu);
+        int r = mproc__chan_flush(&C.ch);
+        if (r < 0) {
+            C.out_closed = 1;
+        }
+        if (r <= 0) {
+            C.writer_busy = 0;
+        }
+        pthread_cond_broadcast(&C.wcv); /* room for waiting senders */
+    }
+    return NULL;
+}
+
+/* With wmu held, after a frame was appended: writes it now, or leaves it
+ * to the writer.  Returns 0 or MPROC_ECLOSED. */
+static int push_out(void)
+{
+    if (!C.writer_busy) {
+        int r = mproc__chan_flush(&C.ch);
+        if (r < 0) {
+            C.out_closed = 1;
+        } else if (r == 1) {
+            if (!C.writer_started) {
+                C.writer_started =
+                    pthread_create(&C.writer, NULL, writer_main, NULL) == 0;
+            }
+            C.writer_busy = C.writer_started;
+            pthread_cond_broadcast(&C.wcv);
+        }
+    }
+    while (C.writer_busy && !C.out_closed && out_queued() > OUT_MAX) {
+        pthread_cond_wait(&C.wcv, &C.wmu);
+    }
+    if (!C.writer_busy && !C.out_closed && out_queued() > 0) {
+        /* No writer thread (it could not start): write it all here. */
+        struct pollfd p = {.fd = C.ch.fd, .events = POLLOUT};
+        int r;
+        while ((r = mproc__chan_flush(&C.ch)) == 1) {
+            poll(&p, 1, -1);
+        }
+        C.out_closed = r < 0;
+    }
+    return C.out_closed ? MPROC_ECLOSED : 0;
+}
+
 /* Sends one frame: header `type`, then `a` and `b`.  Returns 0 or
  * MPROC_ECLOSED. */
 static int send_frame(int type, const void *a, size_t alen, const void *b,
@@ -80,7 +157,7 @@ static int send_frame(int type, const void *a, size_t alen, const void *b,
     }
     if (rc == 0) {
         mproc__chan_close_frame(&C.ch, h);
-        rc = mproc__chan_flush(&C.ch) < 0 ? MPROC_ECLOSED : 0;
+        rc = push_out();
     }
     pthread_mutex_unlock(&C.wmu);
     return rc;
@@ -103,7 +180,12 @@ static _Noreturn void finish(int code, const char *msg)
         mproc__chan_append(&C.ch, &c32, 4);
         mproc__chan_append(&C.ch, msg, msg ? strlen(msg) : 0);
         mproc__chan_close_frame(&C.ch, h);
-        mproc__chan_flush(&C.ch);
+    }
+    /* Everything queued goes out before the end (the writer cannot run:
+     * we hold wmu for good). */
+    struct pollfd p = {.fd = C.ch.fd, .events = POLLOUT};
+    while (!C.out_closed && mproc__chan_flush(&C.ch) == 1) {
+        poll(&p, 1, -1);
     }
     fflush(NULL);
     _exit(0);
@@ -236,7 +318,17 @@ static void *rx_main(void *arg)
                 break;
             }
         }
-        if (r < 0 || mproc__chan_fill(&C.ch) <= 0) {
+        if (r < 0) {
+            break;
+        }
+        long n = mproc__chan_fill(&C.ch);
+        if (n == -EAGAIN) {
+            struct pollfd p = {.fd = C.ch.fd, .events = POLLIN};
+            while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+            }
+            continue;
+        }
+        if (n <= 0) {
             break;
         }
     }
@@ -261,7 +353,9 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
     pthread_mutex_init(&C.mu, NULL);
     pthread_mutex_init(&C.ask_mu, NULL);
     mproc__cond_init(&C.cv); /* CLOCK_MONOTONIC, as mproc__cond_wait needs */
-    mproc__chan_init(&C.ch, fd, 0);
+    mproc__cond_init(&C.wcv);
+    mproc__chan_init(&C.ch, fd, 1);
+    mproc__set_nonblock(fd);
     /* Tracked, so a pool this process starts closes it in its fork
      * server. */
     mproc__fd_track(fd);
@@ -353,7 +447,7 @@ static int send_msg(mproc_child *self, const mproc_id *ids, size_t count,
     }
     if (rc == 0) {
         mproc__chan_close_frame(&C.ch, h);
-        rc = mproc__chan_flush(&C.ch) < 0 ? MPROC_ECLOSED : 0;
+        rc = push_out();
     }
     pthread_mutex_unlock(&C.wmu);
     return rc;

@@ -2299,6 +2299,70 @@ static void test_stream_100k(void)
     sync_close();
 }
 
+/* Big messages, more than the sender's output limit in flight: the
+ * sender waits for room (back-pressure) and nothing is lost or torn. */
+enum {
+    NBIG = 48,
+    BIGLEN = 512 * 1024
+};
+
+static int h_flood_big(mproc_child *self, const mproc_msg *m)
+{
+    if (maybe_flush_ack(self, m)) {
+        return MPROC_CONTINUE;
+    }
+    const unsigned char *b = m->data;
+    long long k = atomic_load(&g_shm->count);
+    int ok = m->len == BIGLEN;
+    for (size_t j = 0; ok && j < m->len; j += 4099) {
+        ok = b[j] == (unsigned char)(k * 7 + j);
+    }
+    if (!ok && atomic_fetch_add(&g_shm->bad, 1) == 0) {
+        atomic_store(&g_shm->first_bad, k);
+    }
+    atomic_fetch_add(&g_shm->count, 1);
+    return MPROC_CONTINUE;
+}
+
+static int op_bigstream_sender(mproc_child *self)
+{
+    const mproc_id to = 1;
+    unsigned char *b = malloc(BIGLEN);
+    if (b == NULL) {
+        return -ENOMEM;
+    }
+    for (int k = 0; k < NBIG; k++) {
+        for (size_t j = 0; j < BIGLEN; j += 4099) {
+            b[j] = (unsigned char)(k * 7 + j);
+        }
+        int rc = mproc_child_send(self, &to, 1, MPROC_MSG_STRING, b, BIGLEN);
+        if (rc != 0) {
+            free(b);
+            return mproc_child_fail(self, "send %d: %s", k, mproc_err_name(rc));
+        }
+    }
+    free(b);
+    return flush(self, to);
+}
+
+static void test_stream_big_backpressure(void)
+{
+    sync_open();
+    mproc_super *s = snew(NULL);
+    sadd(s,
+         (mproc_child_spec){
+             .name = "recv", .handle_message = h_flood_big, .resident = 1},
+         NOARGS);
+    sadd(s, (mproc_child_spec){.name = "send", .op = op_bigstream_sender},
+         NOARGS);
+    CHECK_SUPERVISE(s, 60000, 0);
+    CHECK_MSG(atomic_load(&g_shm->bad) == 0, "message %lld torn or lost",
+              atomic_load(&g_shm->first_bad));
+    CHECK_EQ(atomic_load(&g_shm->count), NBIG);
+    sfree(s);
+    sync_close();
+}
+
 /* ---- concurrency inside a process ------------------------------------------
  */
 
@@ -2932,6 +2996,7 @@ TEST_LIST = {
     {"backoff", test_backoff, 0},
     {"intensity_window", test_intensity_window, 0},
     {"stream_100k", test_stream_100k, 120},
+    {"stream_big_backpressure", test_stream_big_backpressure, 120},
     {"op_and_handler_concurrently", test_op_and_handler_concurrently, 0},
     {"debug_logger", test_debug_logger, 0},
     {"logger", test_logger, 0},
