@@ -19,6 +19,9 @@
 #include "harness.h"
 #include "testutil.h"
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+
 #include <stdatomic.h>
 
 /* ---- shared state -------------------------------------------------------- */
@@ -2867,6 +2870,84 @@ static void test_no_leftovers(void)
     sync_close();
 }
 
+/* ---- a child that writes garbage on its channel ---------------------- */
+
+/* Writes `arg`-chosen garbage to every Unix stream socket it has (its
+ * channel to the supervisor is the only one), then waits to be killed. */
+static int op_garbage(mproc_child *self)
+{
+    (void)self;
+    int32_t which = 0;
+    memcpy(&which, mproc_child_data(self), sizeof which);
+    /* an unknown frame type, or a header claiming a body over the limit */
+    unsigned char bad[12] = {4, 0, 0, 0, 200, 0, 0, 0, 1, 2, 3, 4};
+    if (which == 1) {
+        bad[0] = bad[1] = bad[2] = bad[3] = 0xff;
+    }
+    for (int fd = 3; fd < 256; fd++) {
+        struct stat st;
+        int type = 0;
+        socklen_t tl = sizeof type;
+        if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+            type == SOCK_STREAM) {
+            (void)write(fd, bad, sizeof bad);
+        }
+    }
+    char c;
+    (void)read(g_never[0], &c, 1);
+    return 0;
+}
+
+static int setup_keep_args(mproc_child *self, const void *a, size_t n)
+{
+    void *copy = malloc(n);
+    if (copy == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(copy, a, n);
+    mproc_child_set_data(self, copy);
+    return 0;
+}
+
+static void test_garbage_on_channel(void)
+{
+    for (int32_t which = 0; which < 2; which++) {
+        sync_open();
+        records_reset();
+        mproc_super *s = snew(NULL);
+        sadd(s, (mproc_child_spec){.name = "long", .op = op_forever}, NOARGS);
+        sadd(s,
+             (mproc_child_spec){
+                 .name = "bad", .setup = setup_keep_args, .op = op_garbage},
+             ARGS(which));
+        CHECK_SUPERVISE(s, T_LONG, MPROC_EPROTO);
+        CHECK_CONTAINS(mproc_super_error(s), "'bad'");
+        mproc_super_free(s);
+        sync_close();
+    }
+    /* With one_for_one and the garbage writer temporary, everyone else
+     * goes on: 2000 messages still reach the resident. */
+    sync_open();
+    records_reset();
+    mproc_super *s = snew(&(mproc_super_opts){.strategy = MPROC_ONE_FOR_ONE});
+    sadd(s,
+         (mproc_child_spec){
+             .name = "recv", .handle_message = h_seq, .resident = 1},
+         NOARGS);
+    sadd(s,
+         (mproc_child_spec){
+             .name = "bad", .setup = setup_keep_args, .op = op_garbage},
+         ARGS(0));
+    sadd(s, (mproc_child_spec){.name = "send", .op = op_seq_sender}, NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    CHECK_EQ(atomic_load(&g_shm->bad), 0);
+    CHECK_EQ(atomic_load(&g_shm->count), NSEQ);
+    CHECK_EQ(mproc_super_runs(s, 2), 1);
+    mproc_super_free(s);
+    sync_close();
+}
+
 /* ---- regressions found by the benchmark and example writers ------------ */
 
 static int op_returns_one(mproc_child *self)
@@ -3007,6 +3088,7 @@ TEST_LIST = {
     {"bad_input", test_bad_input, 0},
     {"no_leftovers", test_no_leftovers, 0},
     {"positive_returns_fail", test_positive_returns_fail, 0},
+    {"garbage_on_channel", test_garbage_on_channel, 0},
     {"get_ids_nonblocking_keeps_answer", test_get_ids_nonblocking_keeps_answer,
      0},
     {NULL, NULL, 0},
