@@ -14,8 +14,7 @@
  * it fails.
  *
  *     static int hello(mproc_child *self) {
- *         return mproc_child_print(self, "hello from %d",
- * mproc_child_id(self));
+ *         return mproc_child_print(self, "hi from %d", mproc_child_id(self));
  *     }
  *     ...
  *     mproc_super *s;
@@ -32,18 +31,25 @@
  * Routing.  A message sent to an id goes to that process; to
  * MPROC_BROADCAST, to every live named process, the sender included; to
  * MPROC_LISTENERS, to every live process listening to its type or an
- * ancestor of it.  The supervisor buffers what a slow receiver has not
- * read yet, without limit: senders are never held back by it.  Listeners also
- * get a copy of every message of their types sent to an id or broadcast (also
- * when that target has ended). Each process receives a given message at most
- * once.  A message that reaches nobody -- an unknown or ended target, or no
- * listener -- is never dropped silently: the sender receives an MPROC_MSG_ERROR
- * message (from id 0) saying so, or, with mproc_child_send_sync, the error
- * code.  Messages from one sender to one receiver arrive in the order sent.
+ * ancestor of it.  Listeners also get a copy of every message of their
+ * types sent to an id or broadcast (also when that target has ended).  Each
+ * process receives a given message at most once.  A message that reaches
+ * nobody -- an unknown or ended target, no listener, no live named process
+ * to broadcast to -- is never dropped silently: the sender receives an
+ * MPROC_MSG_ERROR message (from id 0) saying so, or, with
+ * mproc_child_send_sync, the error code.  Messages from one sender to one
+ * receiver arrive in the order sent.
  *
- * Failure.  A process fails when setup or op returns an error, when it
- * dies (crash, exit, kill), or when it breaks the protocol.  With the
- * default strategy (MPROC_SUPER_STOP_ALL, the seed's) a failure ends every
+ * Flow.  A process writes a message at once while its channel has room;
+ * while it is full, a writer thread in the process sends what piles up in
+ * large writes, and a sender waits once 4 MiB are queued.  The supervisor
+ * buffers what a slow receiver has not read yet without limit, so no
+ * receiver holds a sender back.
+ *
+ * Failure.  A process fails when setup, op or handle_message returns an
+ * error, when it dies (a crash, a kill, an exit with a nonzero status), or
+ * when it breaks the protocol (its other processes are not disturbed).  With
+ * the default strategy (MPROC_SUPER_STOP_ALL, the seed's) a failure ends every
  * other process and supervise returns the failure, with mproc_super_error
  * naming the process, its id and its message.  The restart strategies
  * restart per the child's restart type instead, up to max_restarts within
