@@ -48,7 +48,7 @@
  *
  * Failure.  A process fails when setup, op or handle_message returns an
  * error, when it dies (a crash, a kill, an exit with a nonzero status), or
- * when it breaks the protocol (its other processes are not disturbed).  With
+ * when it breaks the protocol.  With
  * the default strategy (MPROC_SUPER_STOP_ALL, the seed's) a failure ends every
  * other process and supervise returns the failure, with mproc_super_error
  * naming the process, its id and its message.  The restart strategies
