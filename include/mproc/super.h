@@ -48,10 +48,10 @@
  *
  * Failure.  A process fails when setup, op or handle_message returns an
  * error, when it dies (a crash, a kill, an exit with a nonzero status), or
- * when it breaks the protocol.  With
- * the default strategy (MPROC_SUPER_STOP_ALL, the seed's) a failure ends every
- * other process and supervise returns the failure, with mproc_super_error
- * naming the process, its id and its message.  The restart strategies
+ * when it breaks the protocol.  With the default strategy
+ * (MPROC_SUPER_STOP_ALL, the seed's) a failure ends every other process and
+ * supervise returns the failure, with mproc_super_error naming the
+ * process, its id and its message.  The restart strategies
  * restart per the child's restart type instead, up to max_restarts within
  * period_ms; beyond that the supervisor gives up the same way.
  *
