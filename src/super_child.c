@@ -72,7 +72,7 @@ static int on_message_thread(void)
     return pthread_equal(pthread_self(), C.rx);
 }
 
-/* Output.  The socket is non-blocking.  A sender writes its frame itself
+/* Output.  Writes never block (MSG_DONTWAIT).  A sender writes its frame itself
  * while the socket has room -- one syscall, no thread hop, the lowest
  * latency.  When the socket is full the writer thread takes over: it waits
  * for room and flushes everything queued meanwhile in large writes, and
@@ -321,14 +321,7 @@ static void *rx_main(void *arg)
         if (r < 0) {
             break;
         }
-        long n = mproc__chan_fill(&C.ch);
-        if (n == -EAGAIN) {
-            struct pollfd p = {.fd = C.ch.fd, .events = POLLIN};
-            while (poll(&p, 1, -1) < 0 && errno == EINTR) {
-            }
-            continue;
-        }
-        if (n <= 0) {
+        if (mproc__chan_fill(&C.ch) <= 0) {
             break;
         }
     }
@@ -354,8 +347,10 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
     pthread_mutex_init(&C.ask_mu, NULL);
     mproc__cond_init(&C.cv); /* CLOCK_MONOTONIC, as mproc__cond_wait needs */
     mproc__cond_init(&C.wcv);
-    mproc__chan_init(&C.ch, fd, 1);
-    mproc__set_nonblock(fd);
+    /* Blocking reads on the message thread (one syscall a wake-up), but
+     * writes that never block (the writer thread takes over instead). */
+    mproc__chan_init(&C.ch, fd, 0);
+    C.ch.dontwait = 1;
     /* Tracked, so a pool this process starts closes it in its fork
      * server. */
     mproc__fd_track(fd);

@@ -113,7 +113,7 @@ int mproc__chan_flush(mproc__chan *ch)
     mproc__buf *b = &ch->out;
     while (ch->committed > b->off) {
         ssize_t n = send(ch->fd, b->data + b->off, ch->committed - b->off,
-                         MSG_NOSIGNAL);
+                         MSG_NOSIGNAL | (ch->dontwait ? MSG_DONTWAIT : 0));
         if (n < 0) {
             if (errno == EINTR) {
                 continue;

@@ -48,6 +48,7 @@ typedef struct mproc__chan {
     size_t committed; /* out bytes [0, committed) are whole frames */
     int nonblock;     /* fill reads until EAGAIN instead of once */
     size_t max_frame; /* longest body next accepts; 0: the payload default */
+    int dontwait;     /* flush never blocks, even on a blocking fd */
 } mproc__chan;
 
 void mproc__chan_init(mproc__chan *ch, int fd, int nonblock);
