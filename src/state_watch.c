@@ -330,17 +330,20 @@ int mproc_watch_next(mproc_watch *w, int timeout_ms)
             w->err = r == -ENOMEM ? r : MPROC_EPROTO;
             return w->err;
         }
-        /* Nothing buffered: sleep until the server writes. */
-        struct pollfd p = {.fd = w->ch.fd, .events = POLLIN};
-        int pr = poll(&p, 1, mproc__ms_left(deadline));
-        if (pr < 0 && errno == EINTR) {
-            continue;
-        }
-        if (pr == 0) {
-            if (mproc__now_ns() >= deadline) {
-                return MPROC_ETIMEDOUT;
+        /* Nothing buffered: sleep until the server writes -- in the read
+         * itself when there is no deadline (one syscall a wake-up). */
+        if (deadline != UINT64_MAX) {
+            struct pollfd p = {.fd = w->ch.fd, .events = POLLIN};
+            int pr = poll(&p, 1, mproc__ms_left(deadline));
+            if (pr < 0 && errno == EINTR) {
+                continue;
             }
-            continue;
+            if (pr == 0) {
+                if (mproc__now_ns() >= deadline) {
+                    return MPROC_ETIMEDOUT;
+                }
+                continue;
+            }
         }
         long n = mproc__chan_fill(&w->ch);
         if (n == 0 || (n < 0 && n != -EINTR && n != -EAGAIN)) {
