@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef BENCH_PROG
 #error "define BENCH_PROG (the program's name) before including bench_util.h"
@@ -70,6 +71,43 @@ static inline long bench_status_kb(const char *key)
 /* ---- statistics ---- */
 
 /* qsort comparators. */
+/* Reads / writes exactly len bytes on a blocking fd (pipes between the
+ * benchmark's processes), retrying EINTR.  0, or -1 at end of file or on an
+ * error. */
+static inline int bench_read_full(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static inline int bench_write_full(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 static inline int bench_cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;

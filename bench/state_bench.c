@@ -360,39 +360,6 @@ failed:
 
 /* ---- watch latency and the pipe floor ---- */
 
-static int read_full(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 /* The waiter process.  `in` carries, from the writer: the server's address
  * (length, then bytes), then one 8-byte ping per sample (a negative one
@@ -407,8 +374,8 @@ static int waiter(int in, int out)
     char addr[512];
     uint32_t alen;
     int rc;
-    if (read_full(in, &alen, sizeof alen) != 0 || alen >= sizeof addr ||
-        read_full(in, addr, alen) != 0) {
+    if (bench_read_full(in, &alen, sizeof alen) != 0 || alen >= sizeof addr ||
+        bench_read_full(in, addr, alen) != 0) {
         return 1;
     }
     addr[alen] = '\0';
@@ -421,7 +388,7 @@ static int waiter(int in, int out)
         mproc_state_free(st);
         return bench_fail("waiter: mproc_state_watch", rc);
     }
-    if (write_full(out, "r", 1) != 0) {
+    if (bench_write_full(out, "r", 1) != 0) {
         goto failed;
     }
     for (;;) {
@@ -430,13 +397,13 @@ static int waiter(int in, int out)
         size_t len, i;
         const char *k;
         int64_t woke;
-        if (read_full(in, &ping, sizeof ping) != 0) {
+        if (bench_read_full(in, &ping, sizeof ping) != 0) {
             goto failed;
         }
         if (ping < 0) {
             break;
         }
-        if (write_full(out, &ping, sizeof ping) != 0) {
+        if (bench_write_full(out, &ping, sizeof ping) != 0) {
             goto failed;
         }
         rc = mproc_watch_next(w, 10000);
@@ -461,7 +428,7 @@ static int waiter(int in, int out)
             goto failed;
         }
         lat = woke - stamp;
-        if (write_full(out, &lat, sizeof lat) != 0) {
+        if (bench_write_full(out, &lat, sizeof lat) != 0) {
             goto failed;
         }
     }
@@ -523,9 +490,9 @@ static int run_watch(uint64_t samples, uint64_t warmup)
     st = mproc_ctx_state(ctx);
     addr = mproc_ctx_address(ctx);
     alen = (uint32_t)strlen(addr);
-    if (write_full(to_child[1], &alen, sizeof alen) != 0 ||
-        write_full(to_child[1], addr, alen) != 0 ||
-        read_full(from_child[0], &ready, 1) != 0) {
+    if (bench_write_full(to_child[1], &alen, sizeof alen) != 0 ||
+        bench_write_full(to_child[1], addr, alen) != 0 ||
+        bench_read_full(from_child[0], &ready, 1) != 0) {
         fprintf(stderr, "state_bench: the waiter did not start\n");
         goto done;
     }
@@ -534,8 +501,8 @@ static int run_watch(uint64_t samples, uint64_t warmup)
         int rc;
         /* The floor: one pipe round trip. */
         t0 = bench_now_ns();
-        if (write_full(to_child[1], &t0, sizeof t0) != 0 ||
-            read_full(from_child[0], &echo, sizeof echo) != 0) {
+        if (bench_write_full(to_child[1], &t0, sizeof t0) != 0 ||
+            bench_read_full(from_child[0], &echo, sizeof echo) != 0) {
             fprintf(stderr, "state_bench: the waiter is gone\n");
             goto done;
         }
@@ -554,7 +521,7 @@ static int run_watch(uint64_t samples, uint64_t warmup)
             bench_fail("mproc_state_set_i64", rc);
             goto done;
         }
-        if (read_full(from_child[0], &lat, sizeof lat) != 0) {
+        if (bench_read_full(from_child[0], &lat, sizeof lat) != 0) {
             fprintf(stderr, "state_bench: the waiter is gone\n");
             goto done;
         }
@@ -573,7 +540,7 @@ static int run_watch(uint64_t samples, uint64_t warmup)
 
 done : {
     int64_t stop = -1;
-    (void)write_full(to_child[1], &stop, sizeof stop);
+    (void)bench_write_full(to_child[1], &stop, sizeof stop);
 }
     close(to_child[1]);
     close(from_child[0]);

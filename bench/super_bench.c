@@ -107,39 +107,6 @@ static uint64_t payload_seq(const void *data, size_t len)
     return check == i * 0x9e3779b97f4a7c15u ? i : UINT64_MAX;
 }
 
-static int read_full(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 /* ---- the supervised processes' shared part ----
  *
@@ -356,7 +323,7 @@ static int pipe_reader(int in, int ready, uint64_t n, pipe_shared *sh)
     static unsigned char buf[65536];
     size_t have = 0;
     uint64_t count = 0;
-    if (write_full(ready, "r", 1) != 0) {
+    if (bench_write_full(ready, "r", 1) != 0) {
         return 1;
     }
     while (count < n) {
@@ -392,7 +359,7 @@ static int pipe_writer(int out, int ready, uint64_t n, pipe_shared *sh)
     unsigned char rec[RECORD];
     uint32_t hdr[2] = {PAYLOAD, 1};
     char c;
-    if (read_full(ready, &c, 1) != 0) {
+    if (bench_read_full(ready, &c, 1) != 0) {
         return 1;
     }
     memcpy(rec, hdr, 8);
@@ -499,7 +466,7 @@ static int relay_main(int a, int b)
             if (r <= 0) {
                 return 0;
             }
-            if (write_full(to, buf, (size_t)r) != 0) {
+            if (bench_write_full(to, buf, (size_t)r) != 0) {
                 return 1;
             }
         }
@@ -625,8 +592,8 @@ static int run_relay_latency(uint64_t samples, uint64_t warmup,
     if (echo == 0) {
         unsigned char rec[RECORD];
         close(a);
-        while (read_full(b, rec, RECORD) == 0) {
-            if (write_full(b, rec, RECORD) != 0) {
+        while (bench_read_full(b, rec, RECORD) == 0) {
+            if (bench_write_full(b, rec, RECORD) != 0) {
                 _exit(1);
             }
         }
@@ -642,7 +609,7 @@ static int run_relay_latency(uint64_t samples, uint64_t warmup,
         memcpy(rec, hdr, 8);
         make_payload(rec + 8, i);
         int64_t t0 = bench_now_ns();
-        if (write_full(a, rec, RECORD) != 0 || read_full(a, rec, RECORD) != 0 ||
+        if (bench_write_full(a, rec, RECORD) != 0 || bench_read_full(a, rec, RECORD) != 0 ||
             payload_seq(rec + 8, PAYLOAD) != i) {
             fprintf(stderr,
                     BENCH_PROG ": relay: round trip %" PRIu64 " failed\n", i);
@@ -705,7 +672,7 @@ static int lat_pinger(mproc_child *self)
         int64_t t0, echo, x = (int64_t)i;
         /* the floor: one pipe round trip */
         t0 = bench_now_ns();
-        if (write_full(ab[1], &x, 8) != 0 || read_full(ba[0], &echo, 8) != 0 ||
+        if (bench_write_full(ab[1], &x, 8) != 0 || bench_read_full(ba[0], &echo, 8) != 0 ||
             echo != x) {
             rc = mproc_child_fail(self, "pipe round trip %" PRIu64, i);
             break;
@@ -741,7 +708,7 @@ static int lat_pinger(mproc_child *self)
         }
     }
     int64_t stop = -1;
-    (void)write_full(ab[1], &stop, 8);
+    (void)bench_write_full(ab[1], &stop, 8);
     if (rc == 0) {
         lat_result r;
         r.routed = bench_latency_of(routed, lat_samples);
@@ -759,13 +726,13 @@ static int lat_echo(mproc_child *self)
 {
     for (;;) {
         int64_t x;
-        if (read_full(ab[0], &x, 8) != 0) {
+        if (bench_read_full(ab[0], &x, 8) != 0) {
             return mproc_child_fail(self, "the pipe from the pinger broke");
         }
         if (x < 0) {
             return 0;
         }
-        if (write_full(ba[1], &x, 8) != 0) {
+        if (bench_write_full(ba[1], &x, 8) != 0) {
             return mproc_child_fail(self, "the pipe to the pinger broke");
         }
     }
