@@ -946,11 +946,11 @@ static int all_ended(const mproc_super *s)
 }
 
 /* The next timer: a restart or a SIGKILL. */
-static uint64_t next_timer(mproc_super *s, uint64_t now)
+static uint64_t next_timer(const mproc_super *s)
 {
     uint64_t t = UINT64_MAX;
     for (int i = 0; i < s->nkids; i++) {
-        mproc__kid *k = &s->kids[i];
+        const mproc__kid *k = &s->kids[i];
         if (k->state == K_WAITING && k->start_at != 0 && k->start_at < t) {
             t = k->start_at;
         }
@@ -958,7 +958,6 @@ static uint64_t next_timer(mproc_super *s, uint64_t now)
             t = k->kill_at;
         }
     }
-    (void)now;
     return t;
 }
 
@@ -1052,7 +1051,7 @@ int mproc_super_supervise(mproc_super *s, int timeout_ms)
         if (all_ended(s)) {
             break;
         }
-        uint64_t t = next_timer(s, now);
+        uint64_t t = next_timer(s);
         if (!s->shutting_down && deadline < t) {
             t = deadline;
         }
