@@ -10,6 +10,7 @@
  * when it begins, then waits for one byte on g_gate.release. */
 #include "harness.h"
 #include "testutil.h"
+#include "procs.h"
 
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -20,7 +21,6 @@ typedef struct shm_area {
     atomic_int argsum[8];   /* first int of the args of each run */
 } shm_area;
 
-static tu_gate g_gate = {{-1, -1}, {-1, -1}};
 static shm_area *g_shm;
 
 static void sync_open(void)
@@ -62,23 +62,6 @@ static void wait_started(int n)
 
 /* ---- process functions (run in context processes) ------------------------ */
 
-static int hello(const mproc_proc_env *env, const void *args, size_t len,
-                 mproc_reply *reply)
-{
-    (void)env;
-    (void)args;
-    (void)len;
-    return mproc_reply_str(reply, "Hello There!");
-}
-
-/* Replies with its arguments. */
-static int echo(const mproc_proc_env *env, const void *args, size_t len,
-                mproc_reply *reply)
-{
-    (void)env;
-    return mproc_reply_write(reply, args, len);
-}
-
 static int reply_pid(const mproc_proc_env *env, const void *args, size_t len,
                      mproc_reply *reply)
 {
@@ -114,37 +97,6 @@ static int misbehave(const mproc_proc_env *env, const void *args, size_t len,
         break;
     }
     return mproc_reply_i64(reply, 0);
-}
-
-/* Signals, then waits for a release and replies with its pid. */
-static int blocker(const mproc_proc_env *env, const void *args, size_t len,
-                   mproc_reply *reply)
-{
-    (void)env;
-    (void)args;
-    (void)len;
-    if (tu_write_all(g_gate.started[1], "s", 1) != 0 ||
-        tu_read_byte(g_gate.release[0]) != 0) {
-        return -EPIPE;
-    }
-    return mproc_reply_i64(reply, getpid());
-}
-
-/* Ignores SIGTERM, signals, and never returns. */
-static int stubborn(const mproc_proc_env *env, const void *args, size_t len,
-                    mproc_reply *reply)
-{
-    (void)env;
-    (void)args;
-    (void)len;
-    (void)reply;
-    signal(SIGTERM, SIG_IGN);
-    if (tu_write_all(g_gate.started[1], "s", 1) != 0) {
-        return -EPIPE;
-    }
-    for (;;) {
-        pause();
-    }
 }
 
 /* Counts its runs; args: {int failure kind (as misbehave), int value}.

@@ -10,8 +10,7 @@
  * g_gate.release. */
 #include "harness.h"
 #include "testutil.h"
-
-#include "mproc/super.h" /* not yet in the umbrella header */
+#include "procs.h"
 
 #include <stdatomic.h>
 
@@ -19,7 +18,6 @@ typedef struct shm_area {
     atomic_int val[4]; /* the seed's multiprocessing.Value('i') */
 } shm_area;
 
-static tu_gate g_gate = {{-1, -1}, {-1, -1}};
 static shm_area *g_shm;
 
 static void sync_open(void)
@@ -88,23 +86,6 @@ static int op_double(const mproc_proc_env *env, const void *args, size_t len,
     return 0;
 }
 
-static int hello(const mproc_proc_env *env, const void *args, size_t len,
-                 mproc_reply *reply)
-{
-    (void)env;
-    (void)args;
-    (void)len;
-    return mproc_reply_str(reply, "Hello There!");
-}
-
-/* Replies with its arguments. */
-static int echo(const mproc_proc_env *env, const void *args, size_t len,
-                mproc_reply *reply)
-{
-    (void)env;
-    return mproc_reply_write(reply, args, len);
-}
-
 /* args: one int. 1: exit(3); 2: SIGKILL itself; 3: fail with a message;
  * 4: fail with -EDOM. */
 static int misbehave(const mproc_proc_env *env, const void *args, size_t len,
@@ -128,37 +109,6 @@ static int misbehave(const mproc_proc_env *env, const void *args, size_t len,
         return -EDOM;
     }
     return mproc_reply_i64(reply, 0);
-}
-
-/* Signals, then waits for a release and replies with its pid. */
-static int blocker(const mproc_proc_env *env, const void *args, size_t len,
-                   mproc_reply *reply)
-{
-    (void)env;
-    (void)args;
-    (void)len;
-    if (tu_write_all(g_gate.started[1], "s", 1) != 0 ||
-        tu_read_byte(g_gate.release[0]) != 0) {
-        return -EPIPE;
-    }
-    return mproc_reply_i64(reply, getpid());
-}
-
-/* Ignores SIGTERM, signals, and never returns. */
-static int stubborn(const mproc_proc_env *env, const void *args, size_t len,
-                    mproc_reply *reply)
-{
-    (void)env;
-    (void)args;
-    (void)len;
-    (void)reply;
-    signal(SIGTERM, SIG_IGN);
-    if (tu_write_all(g_gate.started[1], "s", 1) != 0) {
-        return -EPIPE;
-    }
-    for (;;) {
-        pause();
-    }
 }
 
 static int add_int(mproc_plist *l, mproc_proc_fn fn, int what)
