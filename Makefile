@@ -10,6 +10,9 @@ SHELL := /bin/bash
 BUILD_DIR ?= build
 ASAN_DIR ?= build-asan
 TSAN_DIR ?= build-tsan
+FUZZ_DIR ?= build-fuzz
+# Seconds each fuzz target runs in `make fuzz`.
+FUZZ_SECONDS ?= 60
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= 2
 PREFIX ?= /usr/local
@@ -30,7 +33,7 @@ FORMAT_DIRS := include src tests bench examples
 SAN_CMAKE_ARGS = -DCMAKE_BUILD_TYPE=Debug '-DCMAKE_C_FLAGS_DEBUG=-g -O1' \
                  -DMPROC_WERROR=OFF
 
-.PHONY: all build test demo asan tsan bench format install clean deps help
+.PHONY: all build test demo asan tsan fuzz bench format install clean deps help
 
 all: build
 
@@ -40,6 +43,7 @@ help:
 	@echo 'make demo           build, then run ./$(BUILD_DIR)/hash_files'
 	@echo 'make asan           tests under AddressSanitizer + UBSan in $(ASAN_DIR)/'
 	@echo 'make tsan           tests under ThreadSanitizer in $(TSAN_DIR)/'
+	@echo 'make fuzz           libFuzzer targets (clang) in $(FUZZ_DIR)/, each run $(FUZZ_SECONDS) s'
 	@echo 'make bench          build, then run bench/run.sh'
 	@echo 'make format         clang-format -i over $(FORMAT_DIRS)'
 	@echo 'make install        install into PREFIX (now $(PREFIX)); DESTDIR is honoured'
@@ -75,6 +79,27 @@ tsan:
 	$(CMAKE) --build $(TSAN_DIR) -j $(JOBS)
 	$$(cat $(TSAN_DIR)/.san-wrapper) $(CTEST_RUN) --test-dir $(TSAN_DIR)
 
+# Each fuzz target runs from a scratch corpus in $(FUZZ_DIR)/corpus/<name>
+# seeded by fuzz/corpus/<name>/; a crash leaves its input in $(FUZZ_DIR)/.
+fuzz:
+	@$(DEPS) fuzz
+	CC=clang $(CMAKE) -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=Debug \
+	    '-DCMAKE_C_FLAGS_DEBUG=-g -O1' -DMPROC_WERROR=OFF -DMPROC_FUZZ=ON \
+	    -DMPROC_BUILD_TESTS=OFF -DMPROC_BUILD_EXAMPLES=OFF \
+	    -DMPROC_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	$(CMAKE) --build $(FUZZ_DIR) -j $(JOBS)
+	@set -e; n=0; for src in fuzz/fuzz_*.c; do \
+	    [ -e "$$src" ] || continue; \
+	    name=$$(basename "$$src" .c); n=$$((n + 1)); \
+	    mkdir -p $(FUZZ_DIR)/corpus/$$name; \
+	    seeds=; [ -d fuzz/corpus/$$name ] && seeds=fuzz/corpus/$$name; \
+	    echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+	    ( cd $(FUZZ_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	      ./$$name -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	        -rss_limit_mb=2048 -print_final_stats=1 \
+	        corpus/$$name $${seeds:+../$$seeds} ); \
+	done; echo "fuzz: $$n target(s) ran clean"
+
 bench: build
 	bash bench/run.sh
 
@@ -89,4 +114,4 @@ install: build
 	$(if $(DESTDIR),DESTDIR='$(DESTDIR)') $(CMAKE) --install $(BUILD_DIR) --prefix '$(PREFIX)'
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)

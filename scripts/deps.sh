@@ -2,10 +2,11 @@
 # scripts/deps.sh - make sure this machine has what building and testing
 # mproc needs, installing what is missing with apt-get (Debian/Ubuntu).
 #
-#   scripts/deps.sh [toolchain] [asan] [tsan] [format]
+#   scripts/deps.sh [toolchain] [asan] [tsan] [fuzz] [format]
 #       toolchain (always checked): cmake, make, gcc (+ libc headers), python3
 #       asan:   gcc's AddressSanitizer and UBSan runtimes (libasan, libubsan)
 #       tsan:   gcc's ThreadSanitizer runtime (libtsan)
+#       fuzz:   clang with libFuzzer (clang, libclang-rt-dev)
 #       format: clang-format
 #
 #   scripts/deps.sh --san-wrapper address|thread
@@ -102,6 +103,22 @@ check_sanitizer() {
     apt_install "${missing[@]}"
 }
 
+# clang and its libFuzzer runtime (Debian ships it in libclang-rt-N-dev).
+check_fuzzer() {
+    local dir
+    command -v clang >/dev/null 2>&1 || apt_install clang
+    dir=$(mktemp -d)
+    PROBE_DIR=$dir # removed on exit
+    printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+        'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)' \
+        '{ (void)d; (void)n; return 0; }' >"$dir/f.c"
+    if ! clang -fsanitize=fuzzer "$dir/f.c" -o "$dir/f" >/dev/null 2>&1; then
+        apt_install "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+        clang -fsanitize=fuzzer "$dir/f.c" -o "$dir/f" ||
+            die "clang cannot link libFuzzer (-fsanitize=fuzzer)"
+    fi
+}
+
 # Compiles and runs a small threaded, forking program with the sanitizer;
 # prints the wrapper needed to run it (see the top of this file).
 probe_sanitizer() {
@@ -161,12 +178,13 @@ EOF
 }
 
 main() {
-    local want_asan=0 want_tsan=0 want_format=0 wrapper_for=""
+    local want_asan=0 want_tsan=0 want_fuzz=0 want_format=0 wrapper_for=""
     while [ "$#" -gt 0 ]; do
         case "$1" in
         toolchain) ;;
         asan) want_asan=1 ;;
         tsan) want_tsan=1 ;;
+        fuzz) want_fuzz=1 ;;
         format) want_format=1 ;;
         --san-wrapper)
             case "${2:-}" in
@@ -187,6 +205,7 @@ main() {
     check_toolchain
     [ "$want_asan" -eq 0 ] || check_sanitizer address
     [ "$want_tsan" -eq 0 ] || check_sanitizer thread
+    [ "$want_fuzz" -eq 0 ] || check_fuzzer
     if [ "$want_format" -eq 1 ] && ! command -v clang-format-14 >/dev/null &&
         ! command -v clang-format >/dev/null; then
         apt_install clang-format
