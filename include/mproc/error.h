@@ -4,9 +4,12 @@
  * success, a negative code on failure.  A negative code is either exactly
  * -errno (a system error, e.g. -ENOMEM, -EINVAL) or one of the library codes
  * below, which live in their own band so they never collide with errno.
+ * <errno.h> comes with this header, so `rc == -EINVAL` compiles as is.
  */
 #ifndef MPROC_ERROR_H
 #define MPROC_ERROR_H
+
+#include <errno.h>
 
 #include "mproc/common.h"
 
@@ -21,7 +24,7 @@
     X(ETIMEDOUT, -10007, "the operation timed out")                            \
     X(EWORKER, -10008, "the worker process died")                              \
     X(ETASK, -10009, "the task function reported an error")                    \
-    X(ETOOBIG, -10010, "the payload exceeds MPROC_PAYLOAD_MAX")                \
+    X(ETOOBIG, -10010, "the data exceeds the call's size limit")               \
     X(EBUSY, -10011, "an operation of this kind is already running")           \
     X(ENOTFOUND, -10012, "no such name is registered")                         \
     X(EINIT, -10013, "a worker failed to initialise")                          \
