@@ -51,6 +51,8 @@ struct conn {
     int dirty;
     conn *next_parked;
     conn *next_dead;
+    conn *next_all; /* S.all: every connection not yet freed */
+    conn *prev_all;
 };
 
 /* The entries of the update being built, already in ENTRY wire form. */
@@ -77,6 +79,7 @@ static struct {
     conn *dirty; /* FIFO of connections with output to flush */
     conn *dirty_tail;
     conn *dead;
+    conn *all;
     update u;
 } S;
 
@@ -188,6 +191,14 @@ static void free_dead(void)
     while (S.dead != NULL) {
         conn *c = S.dead;
         S.dead = c->next_dead;
+        if (c->prev_all != NULL) {
+            c->prev_all->next_all = c->next_all;
+        } else if (S.all == c) {
+            S.all = c->next_all;
+        }
+        if (c->next_all != NULL) {
+            c->next_all->prev_all = c->prev_all;
+        }
         mproc__chan_free(&c->ch);
         if (c->filter != NULL) {
             mproc__dict_free(c->filter);
@@ -195,6 +206,32 @@ static void free_dead(void)
         }
         free(c);
     }
+}
+
+int mproc__state_server_adopt(int fd)
+{
+    conn *c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->ns = ns_get(S_DEFAULT_NS, strlen(S_DEFAULT_NS))) == NULL) {
+        free(c);
+        close(fd);
+        return -ENOMEM;
+    }
+    mproc__chan_init(&c->ch, fd, 1);
+    c->ch.max_frame = S_FRAME_MAX;
+    c->events = EPOLLIN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        int e = -errno;
+        mproc__chan_free(&c->ch);
+        free(c);
+        return e;
+    }
+    c->next_all = S.all;
+    if (S.all != NULL) {
+        S.all->prev_all = c;
+    }
+    S.all = c;
+    return 0;
 }
 
 static void accept_all(void)
@@ -209,22 +246,12 @@ static void accept_all(void)
         }
         struct ucred cred;
         socklen_t clen = sizeof(cred);
-        conn *c = NULL;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 ||
-            cred.uid != S.uid || (c = calloc(1, sizeof(*c))) == NULL ||
-            (c->ns = ns_get(S_DEFAULT_NS, strlen(S_DEFAULT_NS))) == NULL) {
-            free(c);
+            cred.uid != S.uid) {
             close(fd);
             continue;
         }
-        mproc__chan_init(&c->ch, fd, 1);
-        c->ch.max_frame = S_FRAME_MAX;
-        c->events = EPOLLIN;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            mproc__chan_free(&c->ch);
-            free(c);
-        }
+        mproc__state_server_adopt(fd);
     }
 }
 
@@ -890,7 +917,35 @@ static void flush_dirty(void)
     }
 }
 
-_Noreturn void mproc__state_serve(int listen_fd, int owner_fd)
+/* Frees every connection and namespace: the server's state back to empty
+ * (what a fuzzing harness needs between inputs). */
+void mproc__state_server_fini(void)
+{
+    for (conn *c = S.all; c != NULL; c = c->next_all) {
+        drop(c);
+    }
+    S.dirty = S.dirty_tail = NULL;
+    S.parked = NULL;
+    free_dead();
+    while (S.spaces != NULL) {
+        ns *n = S.spaces;
+        S.spaces = n->next;
+        mproc__dict_free(&n->d);
+        free(n->watchers);
+        free(n->name);
+        free(n);
+    }
+    mproc__dict_free(&S.undo);
+    free(S.u.buf);
+    free(S.u.offs);
+    if (S.ep >= 0) {
+        close(S.ep);
+    }
+    memset(&S, 0, sizeof(S));
+    S.ep = -1;
+}
+
+int mproc__state_server_init(int listen_fd, int owner_fd)
 {
     memset(&S, 0, sizeof(S));
     S.listen_fd = listen_fd;
@@ -901,42 +956,61 @@ _Noreturn void mproc__state_serve(int listen_fd, int owner_fd)
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &listen_tag};
     struct epoll_event oev = {.events = EPOLLIN, .data.ptr = &owner_tag};
     if (S.ep < 0 || ns_get(S_DEFAULT_NS, strlen(S_DEFAULT_NS)) == NULL ||
-        mproc__set_nonblock(listen_fd) != 0 ||
-        epoll_ctl(S.ep, EPOLL_CTL_ADD, listen_fd, &lev) != 0 ||
-        epoll_ctl(S.ep, EPOLL_CTL_ADD, owner_fd, &oev) != 0) {
+        (listen_fd >= 0 &&
+         (mproc__set_nonblock(listen_fd) != 0 ||
+          epoll_ctl(S.ep, EPOLL_CTL_ADD, listen_fd, &lev) != 0)) ||
+        (owner_fd >= 0 &&
+         epoll_ctl(S.ep, EPOLL_CTL_ADD, owner_fd, &oev) != 0)) {
+        return -1;
+    }
+    return 0;
+}
+
+int mproc__state_server_step(int timeout_ms)
+{
+    struct epoll_event evs[64];
+    int n = epoll_wait(S.ep, evs, 64, timeout_ms);
+    if (n < 0 && errno != EINTR) {
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        void *tag = evs[i].data.ptr;
+        if (tag == &owner_tag) {
+            return 1; /* the owner closed the context, or died */
+        }
+        if (tag == &listen_tag) {
+            accept_all();
+            continue;
+        }
+        conn *c = tag;
+        if (c->dead) {
+            continue;
+        }
+        if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+            on_readable(c);
+        }
+        if (!c->dead && (evs[i].events & EPOLLOUT)) {
+            mark_dirty(c);
+        }
+    }
+    /* A failed flush can drop the lock holder: resume again then. */
+    do {
+        resume_parked();
+        flush_dirty();
+    } while (S.unpark && S.lock_owner == NULL);
+    free_dead();
+    return 0;
+}
+
+_Noreturn void mproc__state_serve(int listen_fd, int owner_fd)
+{
+    if (mproc__state_server_init(listen_fd, owner_fd) != 0) {
         _exit(1);
     }
-    struct epoll_event evs[64];
     for (;;) {
-        int n = epoll_wait(S.ep, evs, 64, -1);
-        if (n < 0 && errno != EINTR) {
-            _exit(1);
+        int r = mproc__state_server_step(-1);
+        if (r != 0) {
+            _exit(r < 0 ? 1 : 0);
         }
-        for (int i = 0; i < n; i++) {
-            void *tag = evs[i].data.ptr;
-            if (tag == &owner_tag) {
-                _exit(0); /* the owner closed the context, or died */
-            }
-            if (tag == &listen_tag) {
-                accept_all();
-                continue;
-            }
-            conn *c = tag;
-            if (c->dead) {
-                continue;
-            }
-            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                on_readable(c);
-            }
-            if (!c->dead && (evs[i].events & EPOLLOUT)) {
-                mark_dirty(c);
-            }
-        }
-        /* A failed flush can drop the lock holder: resume again then. */
-        do {
-            resume_parked();
-            flush_dirty();
-        } while (S.unpark && S.lock_owner == NULL);
-        free_dead();
     }
 }
