@@ -9,8 +9,11 @@
  * `listen_fd` is a bound, listening Unix stream socket (the server accepts
  * on it); `owner_fd` is the read end of a pipe whose write end only the
  * owner holds: end of file there means the owner closed the context or
- * died, and the server exits.  Every other fd should already be closed. */
-_Noreturn void mproc__state_serve(int listen_fd, int owner_fd);
+ * died, and the server exits, removing the socket file `address` and the
+ * directory `dir` (either may be NULL: leave it).  Every other fd should
+ * already be closed. */
+_Noreturn void mproc__state_serve(int listen_fd, int owner_fd,
+                                  const char *address, const char *dir);
 
 /* The server's loop in pieces, for mproc__state_serve and for driving the
  * server in-process (the fuzz target): the server is one static instance.
