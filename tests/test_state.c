@@ -2719,6 +2719,246 @@ static void test_ctx_process_state(void)
     mproc_ctx_free(ctx);
 }
 
+/* ---- edges of the server: parked clients that go, fd limit, owner killed
+ */
+
+/* Clients parked behind an atomic block hang up (closed sockets) or are
+ * killed (processes inside a state call): the server must forget them, and
+ * when the block ends serve the parked clients still there -- in the order
+ * they parked -- and keep serving everyone.  (It used to free such a
+ * connection but leave it on the parked list, walked at the block's end: a
+ * use-after-free that crashed the server.) */
+#define PK_RAW 8
+#define PK_PROCS 3
+
+static int parked_setter(mproc_state *st, void *arg)
+{
+    int ready = *(int *)arg;
+    CHECK_OK(tu_write_all(ready, "r", 1));
+    return mproc_state_set_i64(st, "from-killed", 1);
+}
+
+static void test_parked_clients_hang_up(void)
+{
+    hostile h;
+    int fds[PK_RAW];
+    pid_t kids[PK_PROCS];
+    int ready[2];
+    char c;
+
+    hostile_begin(&h);
+    tu_pipe(ready);
+    int lock = raw_connect(h.addr);
+    raw_frame(lock, S_LOCK, NULL, 0);
+    CHECK_EQ(raw_reply_code(lock), 0);
+
+    /* processes whose set is parked, to be SIGKILLed */
+    for (int i = 0; i < PK_PROCS; i++) {
+        kids[i] = spawn(h.ctx, NULL, parked_setter, &ready[1]);
+        CHECK_EQ(tu_read_n(ready[0], &c, 1, T_LONG), 1);
+    }
+    for (int i = 0; i < PK_PROCS; i++) {
+        /* asleep in the reply's read: its request is on its way */
+        int64_t end = harness_now_ms() + T_LONG;
+        while (tu_proc_state(kids[i]) != 'S' && harness_now_ms() < end) {
+            usleep(1000);
+        }
+        CHECK_EQ(tu_proc_state(kids[i]), 'S');
+    }
+    /* raw clients, each with one set parked */
+    for (int i = 0; i < PK_RAW; i++) {
+        char body[32];
+        char key[16];
+        uint32_t klen = (uint32_t)snprintf(key, sizeof key, "parked%d", i);
+        memcpy(body, &klen, 4);
+        memcpy(body + 4, key, klen);
+        memcpy(body + 4 + klen, "v", 1);
+        fds[i] = raw_connect(h.addr);
+        raw_frame(fds[i], S_SET, body, 4 + klen + 1);
+    }
+    /* The server reads ready sockets in the order they became ready, so
+     * once the lock holder's ping is answered every set above is parked. */
+    raw_ping_ok(lock);
+    for (int i = 0; i < PK_PROCS; i++) {
+        CHECK_OK(kill(kids[i], SIGKILL));
+        int status = reap(kids[i]);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    }
+    for (int i = 0; i < PK_RAW - 2; i++) {
+        close(fds[i]);
+    }
+    raw_ping_ok(lock); /* the hang-ups are handled (and freed) by now */
+    char commit = 1;
+    raw_frame(lock, S_UNLOCK, &commit, 1);
+    CHECK_EQ(raw_reply_code(lock), 0);
+
+    /* the two parked clients still there are served */
+    CHECK_EQ(raw_reply_code(fds[PK_RAW - 2]), 0);
+    CHECK_EQ(raw_reply_code(fds[PK_RAW - 1]), 0);
+    check_raw(h.st, "parked6", "v");
+    check_raw(h.st, "parked7", "v");
+    /* the ones that left had their requests dropped, not applied late */
+    for (int i = 0; i < PK_RAW - 2; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "parked%d", i);
+        CHECK_EQ(mproc_state_contains(h.st, key), 0);
+    }
+    CHECK_EQ(mproc_state_contains(h.st, "from-killed"), 0);
+    /* and the same again, many rounds: the server never crashes */
+    for (int round = 0; round < 20; round++) {
+        raw_frame(lock, S_LOCK, NULL, 0);
+        CHECK_EQ(raw_reply_code(lock), 0);
+        for (int i = 0; i < 4; i++) {
+            fds[i] = raw_connect(h.addr);
+            raw_frame(fds[i], S_PING, NULL, 0);
+        }
+        raw_ping_ok(lock);
+        close(fds[0]);
+        close(fds[2]);
+        raw_ping_ok(lock);
+        raw_frame(lock, S_UNLOCK, &commit, 1);
+        CHECK_EQ(raw_reply_code(lock), 0);
+        CHECK_EQ(raw_reply_code(fds[1]), 0);
+        CHECK_EQ(raw_reply_code(fds[3]), 0);
+        close(fds[1]);
+        close(fds[3]);
+    }
+    close(fds[PK_RAW - 2]);
+    close(fds[PK_RAW - 1]);
+    close(lock);
+    tu_close_pipe(ready);
+    hostile_end(&h);
+}
+
+/* The lowest fd number free in `pid` (where its next accept would land). */
+static int proc_lowest_free_fd(pid_t pid)
+{
+    char path[64];
+    char used[1024] = {0};
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    CHECK(d != NULL);
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd < (int)sizeof used) {
+            used[fd] = 1;
+        }
+    }
+    closedir(d);
+    int fd = 0;
+    while (fd < (int)sizeof used && used[fd]) {
+        fd++;
+    }
+    return fd;
+}
+
+/* The server at its fd limit (lowered with prlimit) while clients queue to
+ * connect: it must not spin on the failing accept, must keep serving the
+ * clients it has, and must take the queued ones once fds free up. */
+#define FD_CLIENTS 10
+
+static void test_server_fd_limit(void)
+{
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    mproc_state *h[FD_CLIENTS];
+    pid_t srv = (pid_t)mproc_state_ping(st);
+    CHECK(srv > 0);
+
+    /* Room for one or two more connections: no new fd may be numbered
+     * past the lowest free one + 1 (the fds it holds above stay open). */
+    struct rlimit lim;
+    lim.rlim_cur = lim.rlim_max = (rlim_t)proc_lowest_free_fd(srv) + 2;
+    CHECK_OK(prlimit(srv, RLIMIT_NOFILE, &lim, NULL));
+    /* a connect completes in the listen backlog, before any accept */
+    for (int i = 0; i < FD_CLIENTS; i++) {
+        h[i] = open_state(ctx, NULL);
+    }
+    CHECK(mproc_state_ping(h[0]) > 0); /* accepted: there was room */
+    CHECK(mproc_state_ping(st) > 0);
+
+    long t0 = proc_cpu_ticks(srv);
+    int64_t ms0 = harness_now_ms();
+    /* meanwhile the old client is served normally */
+    for (int i = 0; i < 100; i++) {
+        CHECK_OK(mproc_state_set_i64(st, "alive", i));
+        usleep(10000);
+    }
+    long t1 = proc_cpu_ticks(srv);
+    int64_t ms = harness_now_ms() - ms0;
+    CHECK(t0 >= 0 && t1 >= 0);
+    long hz = sysconf(_SC_CLK_TCK);
+    long cpu_ms = (t1 - t0) * 1000 / hz;
+    /* a spinning server burns about all of the interval; idle, nearly 0 */
+    CHECK_MSG(cpu_ms * 4 < ms, "server used %ld ms of CPU in %lld ms at its "
+              "fd limit", cpu_ms, (long long)ms);
+    CHECK_EQ(get_i64(st, "alive"), 99);
+
+    /* free the accepted ones: the queued clients are taken in turn */
+    for (int i = 0; i < FD_CLIENTS; i++) {
+        CHECK(mproc_state_ping(h[i]) > 0);
+        mproc_state_free(h[i]);
+    }
+    CHECK_EQ(mproc_state_ping(st), srv);
+    mproc_ctx_free(ctx);
+}
+
+/* The owner is SIGKILLed: nobody runs its cleanup, so the server, which
+ * sees the owner go, removes the socket and the private directory. */
+static void test_owner_killed_cleans_dir(void)
+{
+    int pp[2];
+    char addr[256] = {0};
+
+    tu_pipe(pp);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        mproc_ctx *ctx = NULL;
+        if (mproc_ctx_new(&ctx, NULL) != 0 || mproc_ctx_start(ctx) != 0) {
+            _exit(2);
+        }
+        const char *a = mproc_ctx_address(ctx);
+        if (strlen(a) >= sizeof addr ||
+            tu_write_all(pp[1], a, strlen(a) + 1) != 0) {
+            _exit(3);
+        }
+        pause();
+        _exit(0);
+    }
+    size_t n = 0;
+    while (n < sizeof addr && tu_read_n(pp[0], addr + n, 1, T_LONG) == 1) {
+        if (addr[n++] == '\0') {
+            break;
+        }
+    }
+    CHECK(n > 1 && addr[n - 1] == '\0');
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", addr);
+    char *slash = strrchr(dir, '/');
+    CHECK(slash != NULL);
+    *slash = '\0';
+    struct stat sb;
+    CHECK_OK(stat(addr, &sb));
+    CHECK_OK(stat(dir, &sb));
+
+    CHECK_OK(kill(pid, SIGKILL));
+    int status = reap(pid);
+    CHECK(WIFSIGNALED(status));
+    int64_t end = harness_now_ms() + T_LONG;
+    while (stat(dir, &sb) == 0 && harness_now_ms() < end) {
+        usleep(5000);
+    }
+    CHECK_MSG(stat(addr, &sb) != 0 && errno == ENOENT, "%s is still there",
+              addr);
+    CHECK_MSG(stat(dir, &sb) != 0 && errno == ENOENT, "%s is still there",
+              dir);
+    tu_close_pipe(pp);
+}
+
 TEST_LIST = {
     {"parity", test_parity, 0},
     {"bulk", test_bulk, 0},
@@ -2748,5 +2988,8 @@ TEST_LIST = {
     {"many_clients", test_many_clients, 0},
     {"shared_handle_threads", test_shared_handle_threads, 0},
     {"ctx_process_state", test_ctx_process_state, 0},
+    {"parked_clients_hang_up", test_parked_clients_hang_up, 0},
+    {"server_fd_limit", test_server_fd_limit, 0},
+    {"owner_killed_cleans_dir", test_owner_killed_cleans_dir, 0},
     {NULL, NULL, 0},
 };
