@@ -2719,6 +2719,194 @@ static void test_ctx_process_state(void)
     mproc_ctx_free(ctx);
 }
 
+/* ---- timeouts while another client holds an atomic block
+ */
+
+typedef struct holder_arg {
+    int inside; /* written once the block is entered */
+    int hold;   /* the block ends when a byte (or EOF) arrives */
+} holder_arg;
+
+static int holder_body(mproc_state *st, void *arg)
+{
+    holder_arg *h = arg;
+    CHECK_OK(mproc_state_set_i64(st, "x", 1));
+    CHECK_OK(tu_write_all(h->inside, "i", 1));
+    tu_read_byte(h->hold);
+    return 0;
+}
+
+static int holder_child(mproc_state *st, void *arg)
+{
+    return mproc_state_atomic(st, holder_body, arg);
+}
+
+/* Starts a process that sits inside an atomic block (x = 1 inside). */
+static pid_t block_begin(mproc_ctx *ctx, int inside[2], int hold[2])
+{
+    char c;
+    tu_pipe(inside);
+    tu_pipe(hold);
+    holder_arg ha = {inside[1], hold[0]};
+    pid_t pid = spawn(ctx, NULL, holder_child, &ha);
+    CHECK_EQ(tu_read_n(inside[0], &c, 1, T_LONG), 1);
+    return pid;
+}
+
+static void block_end(pid_t pid, int inside[2], int hold[2])
+{
+    CHECK_OK(tu_write_all(hold[1], "h", 1));
+    reap_ok(pid);
+    tu_close_pipe(inside);
+    tu_close_pipe(hold);
+}
+
+typedef struct timed_call {
+    mproc_state *st;
+    int rc;
+    int64_t ms;
+} timed_call;
+
+static void *forever_get(void *arg)
+{
+    timed_call *t = arg;
+    int64_t v = 0;
+    int64_t t0 = harness_now_ms();
+    t->rc = mproc_state_get_i64(t->st, "x", &v);
+    t->ms = harness_now_ms() - t0;
+    return NULL;
+}
+
+static void *timed_set(void *arg)
+{
+    timed_call *t = arg;
+    int64_t t0 = harness_now_ms();
+    t->rc = mproc_state_set_i64(t->st, "thread", 1);
+    t->ms = harness_now_ms() - t0;
+    return NULL;
+}
+
+static int wait_never(const mproc_snapshot *snap, void *arg)
+{
+    (void)snap;
+    (void)arg;
+    return 0;
+}
+
+/* Timed waits while another process sits inside an atomic block: each
+ * returns MPROC_ETIMEDOUT on time (they used to wait for the block). */
+static void test_wait_timeout_behind_block(void)
+{
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    int inside[2], hold[2];
+    const char *kx[] = {"x"};
+    pthread_t tid;
+
+    CHECK_OK(mproc_state_set_i64(st, "x", 0));
+    pid_t pid = block_begin(ctx, inside, hold);
+    CHECK_TIMED_OUT(mproc_state_wait_equal_i64(st, "x", 1, 500), 500);
+    CHECK_TIMED_OUT(mproc_state_wait_change(st, kx, 1, 0, 300, NULL), 300);
+    CHECK_TIMED_OUT(mproc_state_wait_change(st, NULL, 0, 0, 300, NULL), 300);
+    CHECK_TIMED_OUT(mproc_state_wait_until(st, wait_never, NULL, 300, NULL),
+                    300);
+    CHECK_TIMED_OUT(mproc_state_wait_available(st, "nope", 200), 200);
+    /* a timeout of 0 is still a bound: the first check gets 100 ms */
+    CHECK_TIMED_OUT(mproc_state_wait_none(st, "x", 0), 100);
+
+    /* another thread of this process is stuck in a plain call on the same
+     * handle: a wait on that handle still keeps its own timeout */
+    timed_call fg = {st, 1, 0};
+    CHECK_OK(pthread_create(&tid, NULL, forever_get, &fg));
+    CHECK_TIMED_OUT(mproc_state_wait_equal_i64(st, "x", 1, 300), 300);
+
+    block_end(pid, inside, hold);
+    CHECK_OK(pthread_join(tid, NULL));
+    CHECK_OK(fg.rc);
+    /* the waits work again, and see the block's commit */
+    CHECK_OK(mproc_state_wait_equal_i64(st, "x", 1, T_LONG));
+    mproc_ctx_free(ctx);
+}
+
+/* mproc_state_set_timeout bounds every plain call behind a block; the
+ * handle works again afterwards, and a timed-out write is either applied
+ * before the handle's next request or never (here: never, since the block
+ * outlasts it). */
+static void test_handle_timeout(void)
+{
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    mproc_state *h = open_state(ctx, "other-ns");
+    mproc_state *h2 = open_state(ctx, NULL);
+    int inside[2], hold[2];
+    const void *d;
+    size_t n;
+    int64_t v;
+    mproc_snapshot *snap = NULL;
+    mproc_watch *w = NULL;
+    pthread_t t1, t2;
+
+    CHECK_ERR(mproc_state_set_timeout(NULL, 10), -EINVAL);
+    CHECK_ERR(mproc_state_set_timeout(h, -2), -EINVAL);
+    CHECK_OK(mproc_state_set_timeout(h, 300));
+    CHECK_OK(mproc_state_set_i64(h, "y", 0)); /* no block: in time */
+    CHECK_OK(mproc_state_get_i64(h, "y", &v));
+    CHECK_EQ(v, 0);
+
+    pid_t pid = block_begin(ctx, inside, hold);
+    CHECK_TIMED_OUT(mproc_state_set_i64(h, "y", 1), 300);
+    CHECK_TIMED_OUT(mproc_state_get(h, "y", &d, &n), 300);
+    CHECK_TIMED_OUT(mproc_state_ping(h), 300);
+    CHECK_TIMED_OUT(mproc_state_length(h), 300);
+    CHECK_TIMED_OUT(mproc_state_snapshot(h, &snap), 300);
+    CHECK(snap == NULL);
+    CHECK_TIMED_OUT(mproc_state_atomic(h, incr_body, NULL), 300);
+    CHECK_TIMED_OUT(mproc_state_watch(h, NULL, 0, 0, &w), 300);
+    CHECK(w == NULL);
+    CHECK_TIMED_OUT(mproc_state_set_namespace(h, "third"), 300);
+    CHECK_STREQ(mproc_state_namespace(h), "other-ns");
+    CHECK_OK(mproc_state_set_timeout(h, 0));
+    CHECK_TIMED_OUT(mproc_state_set_i64(h, "y", 1), 0);
+    CHECK_OK(mproc_state_set_timeout(h, 300));
+
+    /* two threads on one timed handle: one waits for the other's call
+     * and still returns on time */
+    CHECK_OK(mproc_state_set_timeout(h2, 400));
+    timed_call a = {h2, 1, 0}, b = {h2, 1, 0};
+    CHECK_OK(pthread_create(&t1, NULL, timed_set, &a));
+    CHECK_OK(pthread_create(&t2, NULL, timed_set, &b));
+    CHECK_OK(pthread_join(t1, NULL));
+    CHECK_OK(pthread_join(t2, NULL));
+    CHECK_ERR(a.rc, MPROC_ETIMEDOUT);
+    CHECK_ERR(b.rc, MPROC_ETIMEDOUT);
+    CHECK_MSG(a.ms < 400 + 5000 && b.ms < 400 + 5000, "%lld and %lld ms",
+              (long long)a.ms, (long long)b.ms);
+
+    block_end(pid, inside, hold);
+
+    /* the same handles work again, in their namespaces */
+    CHECK_OK(mproc_state_set_i64(h, "y", 2));
+    CHECK_OK(mproc_state_get_i64(h, "y", &v));
+    CHECK_EQ(v, 2);
+    CHECK_STREQ(mproc_state_namespace(h), "other-ns");
+    CHECK_EQ(mproc_state_contains(st, "y"), 0); /* not in "default" */
+    CHECK_OK(mproc_state_ping(h2) > 0 ? 0 : -1);
+    CHECK_OK(mproc_state_atomic(h, incr_body, NULL));
+    CHECK_EQ(get_i64(h, "counter"), 1);
+    /* the timed-out sets never land later, over the handle's newer ones */
+    CHECK_OK(mproc_state_ping(st) > 0 ? 0 : -1);
+    CHECK_OK(mproc_state_get_i64(h, "y", &v));
+    CHECK_EQ(v, 2);
+    CHECK_EQ(mproc_state_contains(h2, "thread"), 0);
+    CHECK_EQ(get_i64(st, "x"), 1);
+    /* the default is to wait: back to it */
+    CHECK_OK(mproc_state_set_timeout(h, MPROC_FOREVER));
+    CHECK_OK(mproc_state_set_i64(h, "y", 3));
+    mproc_state_free(h);
+    mproc_state_free(h2);
+    mproc_ctx_free(ctx);
+}
+
 /* ---- edges of the server: parked clients that go, fd limit, owner killed
  */
 
@@ -2988,6 +3176,8 @@ TEST_LIST = {
     {"many_clients", test_many_clients, 0},
     {"shared_handle_threads", test_shared_handle_threads, 0},
     {"ctx_process_state", test_ctx_process_state, 0},
+    {"wait_timeout_behind_block", test_wait_timeout_behind_block, 0},
+    {"handle_timeout", test_handle_timeout, 0},
     {"parked_clients_hang_up", test_parked_clients_hang_up, 0},
     {"server_fd_limit", test_server_fd_limit, 0},
     {"owner_killed_cleans_dir", test_owner_killed_cleans_dir, 0},

@@ -94,6 +94,29 @@ MPROC_EXPORT const char *mproc_state_namespace(mproc_state *state);
  * -EINVAL, MPROC_ECLOSED. */
 MPROC_EXPORT int mproc_state_ping(mproc_state *state);
 
+/* Bounds every later call on the handle that waits for the server: an
+ * operation, ping, snapshot, set_namespace, opening a watch, starting an
+ * atomic block and each call inside one, including the wait for another
+ * thread's call on the same handle.  Such a call that has not finished
+ * after `timeout_ms` milliseconds returns MPROC_ETIMEDOUT -- typically
+ * because another client sits inside an atomic block.  MPROC_FOREVER (the
+ * default) waits without limit; 0 fails at once unless the server answers
+ * at once.  The wait_* calls and mproc_watch_next have their own timeout
+ * and ignore this one.
+ *
+ * After a timeout the handle closes its connection and opens a new one on
+ * its next call; the server drops the requests a client left unanswered
+ * when it hung up.  So a call that timed out either took effect before
+ * anything the handle does next, or never does; which one is not known (a
+ * write may have been applied just before the deadline).  An atomic block
+ * whose own call times out is rolled back: the call fails
+ * MPROC_ETIMEDOUT, so do the block's later calls, and mproc_state_atomic
+ * returns the body's error or MPROC_ETIMEDOUT.
+ *
+ * Returns 0, -EINVAL (NULL handle, timeout below MPROC_FOREVER).
+ * Thread-safe; takes effect for calls that start afterwards. */
+MPROC_EXPORT int mproc_state_set_timeout(mproc_state *state, int timeout_ms);
+
 /* The number of the last update this handle's writes made (0 before any).
  * A watch opened afterwards never sees it; one opened before does. */
 MPROC_EXPORT uint64_t mproc_state_last_update(mproc_state *state);
