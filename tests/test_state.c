@@ -2719,6 +2719,87 @@ static void test_ctx_process_state(void)
     mproc_ctx_free(ctx);
 }
 
+/* A live socket fuzzer: seeded random steps over up to LF_CONNS
+ * overlapping raw connections -- connect, well-formed requests of every
+ * type with random bodies (locks, unlocks, watches included), garbage,
+ * half frames, hang-ups, reads or none -- against a real server.  The
+ * server must survive it all, unchanged for the good client. */
+#define LF_CONNS 6
+#define LF_STEPS 3000
+
+static void lf_drain(int fd)
+{
+    char buf[65536];
+    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+    }
+}
+
+static void test_hostile_random_connections(void)
+{
+    hostile h;
+    int fds[LF_CONNS];
+    unsigned char body[512];
+
+    hostile_begin(&h);
+    g_rng = 0x5eed5eedu;
+    for (int i = 0; i < LF_CONNS; i++) {
+        fds[i] = -1;
+    }
+    for (int step = 0; step < LF_STEPS; step++) {
+        int k = (int)rnd_below(LF_CONNS);
+        size_t op = rnd_below(100);
+        if (fds[k] < 0) {
+            /* in a namespace of their own, so the good client's keys
+             * (which hostile_end checks) stay out of reach */
+            fds[k] = raw_connect(h.addr);
+            raw_frame(fds[k], S_NS, "fuzz", 4);
+            continue;
+        }
+        if (op < 60) {
+            /* a frame of a request type, body random but often keyed */
+            size_t len = rnd_below(4) == 0 ? rnd_below(sizeof body)
+                                          : rnd_below(24);
+            for (size_t i = 0; i < len; i++) {
+                body[i] = (unsigned char)rnd();
+            }
+            if (len >= 4 && rnd_below(2) == 0) {
+                uint32_t kl = (uint32_t)rnd_below(len - 3);
+                memcpy(body, &kl, 4);
+            }
+            /* locks often, so that others park behind them and hang up */
+            size_t pick = rnd_below(10);
+            unsigned type = pick < 2   ? S_LOCK
+                            : pick < 3 ? S_UNLOCK
+                                       : 1 + (unsigned)rnd_below(S_PING);
+            char hdr[8];
+            raw_hdr(hdr, (uint32_t)len, type);
+            send(fds[k], hdr, sizeof hdr, MSG_DONTWAIT | MSG_NOSIGNAL);
+            send(fds[k], body, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else if (op < 70) {
+            /* bytes: a half header, junk, a huge length */
+            size_t len = 1 + rnd_below(16);
+            for (size_t i = 0; i < len; i++) {
+                body[i] = (unsigned char)rnd();
+            }
+            send(fds[k], body, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else if (op < 80) {
+            close(fds[k]);
+            fds[k] = -1;
+        } else if (op < 85) {
+            usleep(100); /* let the server catch up: other interleavings */
+        } else {
+            lf_drain(fds[k]);
+        }
+    }
+    for (int i = 0; i < LF_CONNS; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+    hostile_end(&h);
+}
+
+
 /* ---- timeouts while another client holds an atomic block
  */
 
@@ -3176,6 +3257,7 @@ TEST_LIST = {
     {"many_clients", test_many_clients, 0},
     {"shared_handle_threads", test_shared_handle_threads, 0},
     {"ctx_process_state", test_ctx_process_state, 0},
+    {"hostile_random_connections", test_hostile_random_connections, 0},
     {"wait_timeout_behind_block", test_wait_timeout_behind_block, 0},
     {"handle_timeout", test_handle_timeout, 0},
     {"parked_clients_hang_up", test_parked_clients_hang_up, 0},
