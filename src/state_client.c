@@ -50,8 +50,8 @@ int mproc__state_connect(const char *address, uint64_t deadline)
      * server out of fds, say), and fails EAGAIN instead when non-blocking.
      * There is nothing to poll for that, so it retries with a backoff. */
     int timed = deadline != UINT64_MAX;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (timed ? SOCK_NONBLOCK : 0),
-                    0);
+    int fd = socket(
+        AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (timed ? SOCK_NONBLOCK : 0), 0);
     if (fd < 0) {
         return -errno;
     }
@@ -67,8 +67,9 @@ int mproc__state_connect(const char *address, uint64_t deadline)
                 return MPROC_ETIMEDOUT;
             }
             uint64_t left_us = (deadline - now) / 1000u;
-            usleep((useconds_t)(left_us < (uint64_t)pause_us ? left_us
-                                                              : (uint64_t)pause_us));
+            usleep((useconds_t)(left_us < (uint64_t)pause_us
+                                    ? left_us
+                                    : (uint64_t)pause_us));
             pause_us = pause_us < 50000 ? pause_us * 2 : 50000;
             continue;
         }
@@ -94,6 +95,29 @@ void mproc__state_close_chan(mproc__chan *ch)
     }
     mproc__chan_free(ch);
     mproc__chan_init(ch, -1, 0);
+}
+
+/* Takes `mu` by `deadline` (UINT64_MAX: no limit).  Returns 0, or
+ * MPROC_ETIMEDOUT. */
+static int lock_until(pthread_mutex_t *mu, uint64_t deadline)
+{
+    if (deadline == UINT64_MAX) {
+        pthread_mutex_lock(mu);
+        return 0;
+    }
+    /* timedlock counts on CLOCK_REALTIME: carry over what is left. */
+    uint64_t now = mproc__now_ns();
+    uint64_t left = deadline > now ? deadline - now : 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t at =
+        (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + left;
+    ts.tv_sec = (time_t)(at / 1000000000u);
+    ts.tv_nsec = (long)(at % 1000000000u);
+    int rc;
+    while ((rc = pthread_mutex_timedlock(mu, &ts)) == EINTR) {
+    }
+    return rc == 0 ? 0 : MPROC_ETIMEDOUT;
 }
 
 /* Connects again after a timeout closed the connection, restoring the
@@ -154,26 +178,8 @@ int mproc__state_enter(mproc_state *s)
         s->deadline = deadline;
         return 0;
     }
-    /* Read without the mutex only to bound the wait for it; set again
-     * below, where it belongs to this call. */
-    uint64_t d = deadline;
-    if (d != UINT64_MAX) {
-        uint64_t now = mproc__now_ns();
-        uint64_t left = d > now ? d - now : 0;
-        uint64_t now_rt;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        now_rt = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-        ts.tv_sec = (time_t)((now_rt + left) / 1000000000u);
-        ts.tv_nsec = (long)((now_rt + left) % 1000000000u);
-        int rc;
-        while ((rc = pthread_mutex_timedlock(&s->mu, &ts)) == EINTR) {
-        }
-        if (rc != 0) {
-            return MPROC_ETIMEDOUT;
-        }
-    } else {
-        pthread_mutex_lock(&s->mu);
+    if (lock_until(&s->mu, deadline) != 0) {
+        return MPROC_ETIMEDOUT; /* another thread's call on s is stuck */
     }
     s->deadline = deadline;
     if (s->closed) {
@@ -204,13 +210,11 @@ static int wait_fd(int fd, short events, uint64_t deadline)
     for (;;) {
         struct pollfd p = {.fd = fd, .events = events};
         int r = poll(&p, 1, mproc__ms_left(deadline));
-        if (r > 0) {
+        if (r > 0 || (r < 0 && errno != EINTR)) {
             return 0;
         }
-        if (r == 0 || (r < 0 && errno != EINTR)) {
-            if (mproc__now_ns() >= deadline || r < 0) {
-                return r < 0 ? 0 : MPROC_ETIMEDOUT;
-            }
+        if (r == 0 && mproc__now_ns() >= deadline) {
+            return MPROC_ETIMEDOUT;
         }
     }
 }

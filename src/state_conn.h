@@ -77,8 +77,7 @@ int mproc__state_in_atomic(void);
  * `deadline` (UINT64_MAX: no limit).  Returns 0, MPROC_ECLOSED (peer gone),
  * MPROC_EPROTO, MPROC_ETIMEDOUT (the channel is then mid-request: close
  * it), -ENOMEM. */
-int mproc__state_roundtrip(mproc__chan *ch, mproc__frame *f,
-                           uint64_t deadline);
+int mproc__state_roundtrip(mproc__chan *ch, mproc__frame *f, uint64_t deadline);
 
 /* Parses an R_REPLY.  Returns its code, or MPROC_EPROTO. */
 int mproc__state_parse_reply(const mproc__frame *f, mproc__sreply *r);

@@ -85,11 +85,11 @@ static struct {
     uint64_t seq;     /* the last update's number */
     conn *lock_owner; /* the connection inside an atomic block, or NULL */
     mproc__dict undo; /* ns name NUL key -> [u8 had][old value] */
-    conn *parked; /* FIFO of connections waiting for the lock to go */
+    conn *parked;     /* FIFO of connections waiting for the lock to go */
     conn *parked_tail;
-    int accept_paused;         /* out of fds: the listener is not polled */
-    uint64_t accept_retry_at;  /* ... until a connection is freed, or then */
-    conn *dirty; /* FIFO of connections with output to flush */
+    int accept_paused;        /* out of fds: the listener is not polled */
+    uint64_t accept_retry_at; /* ... until a connection is freed, or then */
+    conn *dirty;              /* FIFO of connections with output to flush */
     conn *dirty_tail;
     conn *dead;
     conn *all;
@@ -265,7 +265,8 @@ static int free_dead(void)
 int mproc__state_server_adopt(int fd)
 {
     conn *c = calloc(1, sizeof(*c));
-    if (c == NULL || (c->ns = ns_get(S_DEFAULT_NS, strlen(S_DEFAULT_NS))) == NULL) {
+    if (c == NULL ||
+        (c->ns = ns_get(S_DEFAULT_NS, strlen(S_DEFAULT_NS))) == NULL) {
         free(c);
         close(fd);
         return -ENOMEM;

@@ -1395,7 +1395,6 @@ static void test_no_pidfd(void)
               WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-
 TEST_LIST = {
     {"returns_bytes", test_returns_bytes, 0},
     {"args_intact", test_args_intact, 0},

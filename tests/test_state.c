@@ -324,9 +324,10 @@ static void p_check_value(const char *what, int op, int k, const void *d,
                           size_t n, const ref_val *r)
 {
     CHECK_MSG(d != NULL, "op %d %s \"%.64s\": NULL data", op, what, p_keys[k]);
-    CHECK_MSG(bytes_eq(d, n, r->data, r->len),
-              "op %d %s \"%.64s\": got %zu bytes, want %zu (or different bytes)",
-              op, what, p_keys[k], n, r->len);
+    CHECK_MSG(
+        bytes_eq(d, n, r->data, r->len),
+        "op %d %s \"%.64s\": got %zu bytes, want %zu (or different bytes)", op,
+        what, p_keys[k], n, r->len);
 }
 
 static void p_compare_snapshot(mproc_state *st, const ref_val *ref,
@@ -2757,8 +2758,8 @@ static void test_hostile_random_connections(void)
         }
         if (op < 60) {
             /* a frame of a request type, body random but often keyed */
-            size_t len = rnd_below(4) == 0 ? rnd_below(sizeof body)
-                                          : rnd_below(24);
+            size_t len =
+                rnd_below(4) == 0 ? rnd_below(sizeof body) : rnd_below(24);
             for (size_t i = 0; i < len; i++) {
                 body[i] = (unsigned char)rnd();
             }
@@ -2798,7 +2799,6 @@ static void test_hostile_random_connections(void)
     }
     hostile_end(&h);
 }
-
 
 /* ---- timeouts while another client holds an atomic block
  */
@@ -3160,8 +3160,10 @@ static void test_server_fd_limit(void)
     long hz = sysconf(_SC_CLK_TCK);
     long cpu_ms = (t1 - t0) * 1000 / hz;
     /* a spinning server burns about all of the interval; idle, nearly 0 */
-    CHECK_MSG(cpu_ms * 4 < ms, "server used %ld ms of CPU in %lld ms at its "
-              "fd limit", cpu_ms, (long long)ms);
+    CHECK_MSG(cpu_ms * 4 < ms,
+              "server used %ld ms of CPU in %lld ms at its "
+              "fd limit",
+              cpu_ms, (long long)ms);
     CHECK_EQ(get_i64(st, "alive"), 99);
 
     /* free the accepted ones: the queued clients are taken in turn */
@@ -3223,8 +3225,7 @@ static void test_owner_killed_cleans_dir(void)
     }
     CHECK_MSG(stat(addr, &sb) != 0 && errno == ENOENT, "%s is still there",
               addr);
-    CHECK_MSG(stat(dir, &sb) != 0 && errno == ENOENT, "%s is still there",
-              dir);
+    CHECK_MSG(stat(dir, &sb) != 0 && errno == ENOENT, "%s is still there", dir);
     tu_close_pipe(pp);
 }
 
