@@ -192,7 +192,9 @@ typedef int (*mproc_when_fn)(const mproc_proc_env *env, mproc_watch *watch,
  * (MPROC_WATCH_*), and calls fn for every reported update from the moment
  * its watch is open, until fn ends it, mproc_proc_stop, or the context
  * closes.  Returns once the watch is open, so every update after the call
- * reaches fn.  In fn, env->state is the process's own handle, switched to
+ * reaches fn -- which waits for any atomic block another client holds
+ * meanwhile (the watch cannot open before it ends), or until the process
+ * ends.  In fn, env->state is the process's own handle, switched to
  * the watched namespace.  `opts` as for mproc_ctx_process
  * (MPROC_PROC_STATE is implied; retry_args is not allowed: a retry runs
  * with the same arguments).  The readiness handshake uses the
