@@ -95,7 +95,8 @@ MPROC_EXPORT void mproc_state_free(mproc_state *state);
 
 /* Switches the handle to namespace `ns` (copied); later calls see only that
  * namespace.  Returns 0, -EINVAL (NULL, empty or longer than
- * MPROC_STATE_KEY_MAX), MPROC_ECLOSED (the server is gone). */
+ * MPROC_STATE_KEY_MAX), MPROC_ECLOSED (the server is gone),
+ * MPROC_ETIMEDOUT (the handle's timeout; it stays in its old namespace). */
 MPROC_EXPORT int mproc_state_set_namespace(mproc_state *state, const char *ns);
 
 /* The handle's namespace (borrowed; valid until it is switched), or NULL
