@@ -2988,6 +2988,69 @@ static void test_handle_timeout(void)
     mproc_ctx_free(ctx);
 }
 
+/* A call inside an atomic block times out (the server is stopped with
+ * SIGSTOP to make it so): the block is lost -- rolled back by the server
+ * when the connection closes -- so the block's later calls fail too, the
+ * atomic call says MPROC_ETIMEDOUT, nothing of the block is ever seen, and
+ * the handle works again once the server does. */
+typedef struct stall_arg {
+    pid_t srv;
+    int set_b;
+    int64_t set_b_ms;
+    int get_a;
+} stall_arg;
+
+static int stall_body(mproc_state *st, void *arg)
+{
+    stall_arg *a = arg;
+    int64_t v = 0;
+    CHECK_OK(mproc_state_set_i64(st, "a", 1));
+    CHECK_OK(kill(a->srv, SIGSTOP));
+    int64_t t0 = harness_now_ms();
+    a->set_b = mproc_state_set_i64(st, "b", 1);
+    a->set_b_ms = harness_now_ms() - t0;
+    a->get_a = mproc_state_get_i64(st, "a", &v);
+    return 0; /* would commit: the block is already gone */
+}
+
+static void test_atomic_call_timeout(void)
+{
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    mproc_state *h = open_state(ctx, NULL);
+    mproc_watch *w = NULL;
+    stall_arg a = {0, 1, 0, 1};
+
+    a.srv = (pid_t)mproc_state_ping(st);
+    CHECK(a.srv > 0);
+    CHECK_OK(mproc_state_watch(st, NULL, 0, 0, &w));
+    CHECK_OK(mproc_state_set_timeout(h, 300));
+    int rc = mproc_state_atomic(h, stall_body, &a);
+    CHECK_OK(kill(a.srv, SIGCONT));
+    CHECK_ERR(rc, MPROC_ETIMEDOUT);
+    CHECK_ERR(a.set_b, MPROC_ETIMEDOUT);
+    CHECK_MSG(a.set_b_ms >= 295 && a.set_b_ms < 5300, "%lld ms",
+              (long long)a.set_b_ms);
+    CHECK_ERR(a.get_a, MPROC_ETIMEDOUT);
+
+    /* rolled back, never published */
+    CHECK_EQ(mproc_state_contains(st, "a"), 0);
+    CHECK_EQ(mproc_state_contains(st, "b"), 0);
+    CHECK_TIMED_OUT(mproc_watch_next(w, 100), 100);
+    /* a plain call on a stopped server times out too; then all is well */
+    CHECK_OK(kill(a.srv, SIGSTOP));
+    CHECK_TIMED_OUT(mproc_state_ping(h), 300);
+    CHECK_OK(kill(a.srv, SIGCONT));
+    CHECK_EQ(mproc_state_ping(h), a.srv);
+    CHECK_OK(mproc_state_atomic(h, incr_body, NULL));
+    CHECK_EQ(get_i64(st, "counter"), 1);
+    CHECK_OK(mproc_watch_next(w, T_LONG));
+    CHECK_EQ(mproc_watch_update(w), mproc_state_last_update(h));
+    mproc_watch_free(w);
+    mproc_state_free(h);
+    mproc_ctx_free(ctx);
+}
+
 /* ---- edges of the server: parked clients that go, fd limit, owner killed
  */
 
@@ -3261,6 +3324,7 @@ TEST_LIST = {
     {"hostile_random_connections", test_hostile_random_connections, 0},
     {"wait_timeout_behind_block", test_wait_timeout_behind_block, 0},
     {"handle_timeout", test_handle_timeout, 0},
+    {"atomic_call_timeout", test_atomic_call_timeout, 0},
     {"parked_clients_hang_up", test_parked_clients_hang_up, 0},
     {"server_fd_limit", test_server_fd_limit, 0},
     {"owner_killed_cleans_dir", test_owner_killed_cleans_dir, 0},
