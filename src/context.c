@@ -151,7 +151,7 @@ static int start_server(mproc_ctx *c)
         close(pp[1]);
         /* Other contexts' and pools' fds must not stay open in here. */
         mproc__fd_close_tracked(keep, 2);
-        mproc__state_serve(lfd, pp[0]);
+        mproc__state_serve(lfd, pp[0], c->address, c->dir);
     }
     close(lfd);
     close(pp[0]);

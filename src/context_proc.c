@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -665,6 +666,30 @@ static int copy_ints(int **dst, const int *src, size_t n)
     return 0;
 }
 
+/* Whether this kernel has pidfd_open (Linux >= 5.3): 0 not yet known, 1
+ * yes, -ENOSYS no.  A run is watched through its pidfd, so without one a
+ * process cannot be started: say so before anything is forked. */
+static _Atomic int pidfd_support;
+
+static int check_pidfd(void)
+{
+    int known = atomic_load(&pidfd_support);
+    if (known != 0) {
+        return known < 0 ? known : 0;
+    }
+    int fd = mproc__pidfd_open(getpid());
+    if (fd >= 0) {
+        close(fd);
+        atomic_store(&pidfd_support, 1);
+        return 0;
+    }
+    if (fd == -ENOSYS) {
+        atomic_store(&pidfd_support, -ENOSYS);
+        return -ENOSYS;
+    }
+    return 0; /* out of fds, say: the spawn itself will tell */
+}
+
 static void *copy_bytes(const void *src, size_t len)
 {
     void *d = malloc(len ? len : 1);
@@ -693,6 +718,10 @@ int mproc_ctx_process(mproc_ctx *c, mproc_proc_fn fn, const void *args,
     if (len > MPROC_PAYLOAD_MAX - PAYLOAD_HDR ||
         o.retry_len > MPROC_PAYLOAD_MAX - PAYLOAD_HDR) {
         return MPROC_ETOOBIG;
+    }
+    int prc = check_pidfd();
+    if (prc != 0) {
+        return prc;
     }
     struct mproc_proc *p = calloc(1, sizeof(*p));
     if (p == NULL) {

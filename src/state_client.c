@@ -1,10 +1,13 @@
 /* The state handle: a connection to the state server, one request and one
  * reply at a time, and atomic blocks. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/platform.h"
@@ -35,23 +38,48 @@ int mproc__state_check_key(const char *key, size_t *klen)
     return 0;
 }
 
-int mproc__state_connect(const char *address)
+int mproc__state_connect(const char *address, uint64_t deadline)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (address == NULL || strlen(address) >= sizeof(sa.sun_path)) {
         return -EINVAL;
     }
     strcpy(sa.sun_path, address);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking while it connects when there is a deadline: a Unix
+     * socket's connect blocks while the server's listen queue is full (a
+     * server out of fds, say), and fails EAGAIN instead when non-blocking.
+     * There is nothing to poll for that, so it retries with a backoff. */
+    int timed = deadline != UINT64_MAX;
+    int fd = socket(
+        AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (timed ? SOCK_NONBLOCK : 0), 0);
     if (fd < 0) {
         return -errno;
     }
+    long pause_us = 1000;
     while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        if (errno != EINTR) {
-            int rc = -errno;
-            close(fd);
-            return rc;
+        if (errno == EINTR) {
+            continue;
         }
+        if (timed && errno == EAGAIN) {
+            uint64_t now = mproc__now_ns();
+            if (now >= deadline) {
+                close(fd);
+                return MPROC_ETIMEDOUT;
+            }
+            uint64_t left_us = (deadline - now) / 1000u;
+            usleep((useconds_t)(left_us < (uint64_t)pause_us
+                                    ? left_us
+                                    : (uint64_t)pause_us));
+            pause_us = pause_us < 50000 ? pause_us * 2 : 50000;
+            continue;
+        }
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    if (timed) {
+        int fl = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     }
     /* Tracked so that processes forked later (fork servers) close it: a
      * copy left open would keep an atomic block's lock alive after this
@@ -60,19 +88,110 @@ int mproc__state_connect(const char *address)
     return fd;
 }
 
+void mproc__state_close_chan(mproc__chan *ch)
+{
+    if (ch->fd >= 0) {
+        mproc__fd_untrack(ch->fd);
+    }
+    mproc__chan_free(ch);
+    mproc__chan_init(ch, -1, 0);
+}
+
+/* Takes `mu` by `deadline` (UINT64_MAX: no limit).  Returns 0, or
+ * MPROC_ETIMEDOUT. */
+static int lock_until(pthread_mutex_t *mu, uint64_t deadline)
+{
+    if (deadline == UINT64_MAX) {
+        pthread_mutex_lock(mu);
+        return 0;
+    }
+    /* timedlock counts on CLOCK_REALTIME: carry over what is left. */
+    uint64_t now = mproc__now_ns();
+    uint64_t left = deadline > now ? deadline - now : 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t at =
+        (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + left;
+    ts.tv_sec = (time_t)(at / 1000000000u);
+    ts.tv_nsec = (long)(at % 1000000000u);
+    int rc;
+    while ((rc = pthread_mutex_timedlock(mu, &ts)) == EINTR) {
+    }
+    return rc == 0 ? 0 : MPROC_ETIMEDOUT;
+}
+
+/* Connects again after a timeout closed the connection, restoring the
+ * namespace.  Called under the mutex. */
+static int reconnect(mproc_state *s)
+{
+    int fd = mproc__state_connect(s->address, s->deadline);
+    if (fd == -ENOENT || fd == -ECONNREFUSED) {
+        s->closed = 1;
+        return MPROC_ECLOSED;
+    }
+    if (fd < 0) {
+        return fd;
+    }
+    mproc__chan_init(&s->ch, fd, 0);
+    if (strcmp(s->ns, S_DEFAULT_NS) == 0) {
+        return 0;
+    }
+    mproc__frame f;
+    mproc__sreply r;
+    long h = mproc__chan_open_frame(&s->ch, S_NS, 0);
+    int rc = h < 0 ? -ENOMEM : mproc__chan_append(&s->ch, s->ns, strlen(s->ns));
+    if (rc == 0) {
+        mproc__chan_close_frame(&s->ch, h);
+        rc = mproc__state_roundtrip(&s->ch, &f, s->deadline);
+    }
+    if (rc == 0) {
+        rc = mproc__state_parse_reply(&f, &r);
+    }
+    if (rc == MPROC_ECLOSED || rc == MPROC_EPROTO) {
+        s->closed = 1;
+        rc = MPROC_ECLOSED;
+    }
+    if (rc != 0) {
+        mproc__state_close_chan(&s->ch);
+    }
+    return rc;
+}
+
 int mproc__state_enter(mproc_state *s)
 {
     if (s == NULL) {
         return -EINVAL;
     }
+    uint64_t deadline = mproc__deadline(atomic_load(&s->timeout_ms));
     if (atomic_handle != NULL) {
-        return atomic_handle == s ? (s->closed ? MPROC_ECLOSED : 0)
-                                  : MPROC_EBUSY;
+        if (atomic_handle != s) {
+            return MPROC_EBUSY;
+        }
+        if (s->closed) {
+            return MPROC_ECLOSED;
+        }
+        /* The connection that held the block is gone, and with it the
+         * block (rolled back): a new one would run outside it. */
+        if (s->ch.fd < 0) {
+            return MPROC_ETIMEDOUT;
+        }
+        s->deadline = deadline;
+        return 0;
     }
-    pthread_mutex_lock(&s->mu);
+    if (lock_until(&s->mu, deadline) != 0) {
+        return MPROC_ETIMEDOUT; /* another thread's call on s is stuck */
+    }
+    s->deadline = deadline;
     if (s->closed) {
         pthread_mutex_unlock(&s->mu);
         return MPROC_ECLOSED;
+    }
+    if (s->ch.fd < 0) {
+        int rc = reconnect(s);
+        if (rc != 0) {
+            pthread_mutex_unlock(&s->mu);
+            return rc;
+        }
     }
     return 0;
 }
@@ -84,10 +203,37 @@ void mproc__state_leave(mproc_state *s)
     }
 }
 
-int mproc__state_roundtrip(mproc__chan *ch, mproc__frame *f)
+/* Waits until fd is ready for `events` or the deadline passes.  Returns 0
+ * (ready, or hung up: the next I/O says which), MPROC_ETIMEDOUT. */
+static int wait_fd(int fd, short events, uint64_t deadline)
 {
-    if (mproc__chan_flush(ch) < 0) {
-        return MPROC_ECLOSED;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = events};
+        int r = poll(&p, 1, mproc__ms_left(deadline));
+        if (r > 0 || (r < 0 && errno != EINTR)) {
+            return 0;
+        }
+        if (r == 0 && mproc__now_ns() >= deadline) {
+            return MPROC_ETIMEDOUT;
+        }
+    }
+}
+
+int mproc__state_roundtrip(mproc__chan *ch, mproc__frame *f, uint64_t deadline)
+{
+    int timed = deadline != UINT64_MAX;
+    ch->dontwait = timed; /* a full socket must not block past the deadline */
+    for (;;) {
+        int r = mproc__chan_flush(ch);
+        if (r < 0) {
+            return MPROC_ECLOSED;
+        }
+        if (r == 0) {
+            break;
+        }
+        if (wait_fd(ch->fd, POLLOUT, deadline) != 0) {
+            return MPROC_ETIMEDOUT;
+        }
     }
     for (;;) {
         int r = mproc__chan_next(ch, f);
@@ -97,9 +243,15 @@ int mproc__state_roundtrip(mproc__chan *ch, mproc__frame *f)
         if (r < 0) {
             return MPROC_EPROTO;
         }
+        if (timed && wait_fd(ch->fd, POLLIN, deadline) != 0) {
+            return MPROC_ETIMEDOUT;
+        }
         long n = mproc__chan_fill(ch);
         if (n == -ENOMEM) {
             return -ENOMEM;
+        }
+        if (n == -EINTR) {
+            continue;
         }
         if (n <= 0) {
             return MPROC_ECLOSED;
@@ -120,18 +272,35 @@ int mproc__state_parse_reply(const mproc__frame *f, mproc__sreply *r)
     return r->code;
 }
 
-/* Sends the request built in s->ch and reads its R_REPLY into *r.  A lost
- * server closes the handle for good. */
+/* Sends the request built in s->ch and takes the reply frame, by the
+ * call's deadline.  A lost server closes the handle for good; a timeout
+ * closes the connection (the next call opens another). */
+static int call_frame(mproc_state *s, mproc__frame *f)
+{
+    int rc = mproc__state_roundtrip(&s->ch, f, s->deadline);
+    if (rc == MPROC_ETIMEDOUT) {
+        /* shutdown, not just close: a copy of the fd in a forked child
+         * must not keep the connection -- and the request -- alive. */
+        shutdown(s->ch.fd, SHUT_RDWR);
+        mproc__state_close_chan(&s->ch);
+    } else if (rc == MPROC_ECLOSED || rc == MPROC_EPROTO) {
+        s->closed = 1;
+        rc = MPROC_ECLOSED;
+    }
+    return rc;
+}
+
+/* call_frame, and parses the R_REPLY into *r. */
 static int call(mproc_state *s, mproc__sreply *r)
 {
     mproc__frame f;
-    int rc = mproc__state_roundtrip(&s->ch, &f);
+    int rc = call_frame(s, &f);
     if (rc == 0) {
         rc = mproc__state_parse_reply(&f, r);
-    }
-    if (rc == MPROC_ECLOSED || rc == MPROC_EPROTO) {
-        s->closed = 1;
-        return MPROC_ECLOSED;
+        if (rc == MPROC_EPROTO) {
+            s->closed = 1;
+            return MPROC_ECLOSED;
+        }
     }
     if (rc == 0 && r->update > s->last_update) {
         s->last_update = r->update;
@@ -258,7 +427,8 @@ int mproc_state_open(mproc_state **out, const char *address, const char *ns)
     }
     s->address = strdup(address);
     s->ns = strdup(ns ? ns : S_DEFAULT_NS);
-    int fd = s->address && s->ns ? mproc__state_connect(address) : -ENOMEM;
+    int fd = s->address && s->ns ? mproc__state_connect(address, UINT64_MAX)
+                                 : -ENOMEM;
     if (fd < 0) {
         free(s->address);
         free(s->ns);
@@ -266,6 +436,9 @@ int mproc_state_open(mproc_state **out, const char *address, const char *ns)
         return fd;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->nsmu, NULL);
+    atomic_init(&s->timeout_ms, MPROC_FOREVER);
+    s->deadline = UINT64_MAX;
     mproc__chan_init(&s->ch, fd, 0);
     if (ns != NULL && strcmp(ns, S_DEFAULT_NS) != 0) {
         mproc__sreply r;
@@ -290,8 +463,9 @@ void mproc__state_destroy(mproc_state *s)
     if (s == NULL) {
         return;
     }
-    mproc__chan_free(&s->ch);
+    mproc__state_close_chan(&s->ch);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->nsmu);
     free(s->address);
     free(s->ns);
     free(s);
@@ -327,8 +501,10 @@ int mproc_state_set_namespace(mproc_state *s, const char *ns)
         rc = call(s, &r);
     }
     if (rc == 0) {
+        pthread_mutex_lock(&s->nsmu);
         free(s->ns);
         s->ns = copy;
+        pthread_mutex_unlock(&s->nsmu);
     } else {
         free(copy);
     }
@@ -348,13 +524,26 @@ int mproc_state_ping(mproc_state *s)
     return rc != 0 ? rc : (int)r.num;
 }
 
+int mproc_state_set_timeout(mproc_state *s, int timeout_ms)
+{
+    if (s == NULL || timeout_ms < MPROC_FOREVER) {
+        return -EINVAL;
+    }
+    atomic_store(&s->timeout_ms, timeout_ms);
+    return 0;
+}
+
 uint64_t mproc_state_last_update(mproc_state *s)
 {
-    if (s == NULL || mproc__state_enter(s) != 0) {
-        return s ? s->last_update : 0;
+    if (s == NULL) {
+        return 0;
     }
+    if (atomic_handle == s) {
+        return s->last_update;
+    }
+    pthread_mutex_lock(&s->mu);
     uint64_t u = s->last_update;
-    mproc__state_leave(s);
+    pthread_mutex_unlock(&s->mu);
     return u;
 }
 
@@ -525,12 +714,12 @@ int mproc_state_snapshot(mproc_state *s, mproc_snapshot **out)
     if (rc == 0) {
         rc = build(s, S_SNAPSHOT, NULL, 0, 0, NULL, 0);
         mproc__frame f;
-        if (rc == 0 && (rc = mproc__state_roundtrip(&s->ch, &f)) == 0) {
+        if (rc == 0 && (rc = call_frame(s, &f)) == 0) {
             rc = mproc__snapshot_load(snap, &f);
-        }
-        if (rc == MPROC_ECLOSED || rc == MPROC_EPROTO) {
-            s->closed = 1;
-            rc = MPROC_ECLOSED;
+            if (rc == MPROC_EPROTO) {
+                s->closed = 1;
+                rc = MPROC_ECLOSED;
+            }
         }
         mproc__state_leave(s);
     }
@@ -607,11 +796,20 @@ int mproc_state_atomic(mproc_state *s, mproc_atomic_fn fn, void *arg)
         body = MPROC_ETASK;
     }
     char commit = body == 0;
-    rc = build(s, S_UNLOCK, NULL, 0, 0, &commit, 1);
-    if (rc == 0 && !s->closed) {
-        rc = call(s, &r);
-    } else if (s->closed) {
+    if (s->closed) {
         rc = MPROC_ECLOSED;
+    } else if (s->ch.fd < 0) {
+        /* A call of the block timed out and closed the connection: the
+         * server rolled the block back. */
+        rc = MPROC_ETIMEDOUT;
+    } else {
+        /* The unlock is bounded by the call's deadline too (the block's
+         * own calls each set it afresh). */
+        s->deadline = mproc__deadline(atomic_load(&s->timeout_ms));
+        rc = build(s, S_UNLOCK, NULL, 0, 0, &commit, 1);
+        if (rc == 0) {
+            rc = call(s, &r);
+        }
     }
     mproc__state_leave(s);
     return body != 0 ? body : rc;

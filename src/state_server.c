@@ -11,8 +11,18 @@
  *
  * A connection that misbehaves (bad frame, wrong uid, unknown request) is
  * closed; nothing it did half-way survives, and no other client notices.
+ * A connection whose client hung up is closed without serving what it
+ * left unanswered: a client that gave up on a request (its timeout) and
+ * goes on over a new connection must not see that request applied after
+ * its later ones.
+ *
+ * Lifetime of a connection: drop() takes it off every list that walks
+ * connections across loop turns (parked, watchers at free time, the lock)
+ * and queues it on S.dead; free_dead() frees it at the end of the turn,
+ * when no walk of this turn can still hold it.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -49,8 +59,11 @@ struct conn {
     unsigned events;     /* the epoll mask set now */
     conn *next_dirty;    /* on S.dirty: has output to flush */
     int dirty;
-    conn *next_parked;
+    conn *next_parked; /* S.parked, in the order they parked */
+    conn *prev_parked;
     conn *next_dead;
+    conn *next_all; /* S.all: every connection not yet freed */
+    conn *prev_all;
 };
 
 /* The entries of the update being built, already in ENTRY wire form. */
@@ -72,16 +85,22 @@ static struct {
     uint64_t seq;     /* the last update's number */
     conn *lock_owner; /* the connection inside an atomic block, or NULL */
     mproc__dict undo; /* ns name NUL key -> [u8 had][old value] */
-    int unpark;       /* the lock was released: resume parked connections */
-    conn *parked;
-    conn *dirty; /* FIFO of connections with output to flush */
+    conn *parked;     /* FIFO of connections waiting for the lock to go */
+    conn *parked_tail;
+    int accept_paused;        /* out of fds: the listener is not polled */
+    uint64_t accept_retry_at; /* ... until a connection is freed, or then */
+    conn *dirty;              /* FIFO of connections with output to flush */
     conn *dirty_tail;
     conn *dead;
+    conn *all;
     update u;
 } S;
 
 /* epoll tags for the two fds that are not connections. */
 static char listen_tag, owner_tag;
+
+/* How long accepting pauses when out of fds, unless a connection closes. */
+#define ACCEPT_RETRY_NS 100000000u
 
 /* ---- namespaces ------------------------------------------------------- */
 
@@ -164,6 +183,36 @@ static void mark_dirty(conn *c)
 
 static void rollback(void);
 
+static void unpark(conn *c)
+{
+    if (c->prev_parked != NULL) {
+        c->prev_parked->next_parked = c->next_parked;
+    } else {
+        S.parked = c->next_parked;
+    }
+    if (c->next_parked != NULL) {
+        c->next_parked->prev_parked = c->prev_parked;
+    } else {
+        S.parked_tail = c->prev_parked;
+    }
+    c->next_parked = c->prev_parked = NULL;
+    c->parked = 0;
+}
+
+static void park(conn *c)
+{
+    c->parked = 1;
+    set_events(c, c->events & ~(unsigned)EPOLLIN);
+    c->next_parked = NULL;
+    c->prev_parked = S.parked_tail;
+    if (S.parked_tail != NULL) {
+        S.parked_tail->next_parked = c;
+    } else {
+        S.parked = c;
+    }
+    S.parked_tail = c;
+}
+
 static void drop(conn *c)
 {
     if (c->dead) {
@@ -173,21 +222,36 @@ static void drop(conn *c)
     if (S.lock_owner == c) {
         rollback(); /* its process died or misbehaved inside an atomic */
         S.lock_owner = NULL;
-        S.unpark = 1;
     }
-    if (c->watch) {
-        remove_watcher(c->ns, c);
+    if (c->parked) {
+        unpark(c);
     }
+    /* Its watcher slot goes in free_dead: a publish walking the watchers
+     * right now must not have the array shift under it. */
     epoll_ctl(S.ep, EPOLL_CTL_DEL, c->ch.fd, NULL);
     c->next_dead = S.dead;
     S.dead = c;
 }
 
-static void free_dead(void)
+/* Returns the number of connections freed. */
+static int free_dead(void)
 {
+    int freed = 0;
     while (S.dead != NULL) {
         conn *c = S.dead;
         S.dead = c->next_dead;
+        freed++;
+        if (c->watch) {
+            remove_watcher(c->ns, c);
+        }
+        if (c->prev_all != NULL) {
+            c->prev_all->next_all = c->next_all;
+        } else if (S.all == c) {
+            S.all = c->next_all;
+        }
+        if (c->next_all != NULL) {
+            c->next_all->prev_all = c->prev_all;
+        }
         mproc__chan_free(&c->ch);
         if (c->filter != NULL) {
             mproc__dict_free(c->filter);
@@ -195,6 +259,35 @@ static void free_dead(void)
         }
         free(c);
     }
+    return freed;
+}
+
+int mproc__state_server_adopt(int fd)
+{
+    conn *c = calloc(1, sizeof(*c));
+    if (c == NULL ||
+        (c->ns = ns_get(S_DEFAULT_NS, strlen(S_DEFAULT_NS))) == NULL) {
+        free(c);
+        close(fd);
+        return -ENOMEM;
+    }
+    mproc__chan_init(&c->ch, fd, 1);
+    c->ch.max_frame = S_FRAME_MAX;
+    /* RDHUP: a hang-up is seen even while the connection is parked. */
+    c->events = EPOLLIN | EPOLLRDHUP;
+    struct epoll_event ev = {.events = c->events, .data.ptr = c};
+    if (epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        int e = -errno;
+        mproc__chan_free(&c->ch);
+        free(c);
+        return e;
+    }
+    c->next_all = S.all;
+    if (S.all != NULL) {
+        S.all->prev_all = c;
+    }
+    S.all = c;
+    return 0;
 }
 
 static void accept_all(void)
@@ -205,26 +298,26 @@ static void accept_all(void)
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            return; /* EAGAIN, or out of fds: try again on the next wake */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                /* The pending connection stays queued and the listener
+                 * stays readable: polling it now would spin.  Stop until
+                 * a connection is freed, or a while has passed (ENFILE is
+                 * the whole system's; memory comes back on its own). */
+                epoll_ctl(S.ep, EPOLL_CTL_DEL, S.listen_fd, NULL);
+                S.accept_paused = 1;
+                S.accept_retry_at = mproc__now_ns() + ACCEPT_RETRY_NS;
+            }
+            return; /* EAGAIN: all taken */
         }
         struct ucred cred;
         socklen_t clen = sizeof(cred);
-        conn *c = NULL;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 ||
-            cred.uid != S.uid || (c = calloc(1, sizeof(*c))) == NULL ||
-            (c->ns = ns_get(S_DEFAULT_NS, strlen(S_DEFAULT_NS))) == NULL) {
-            free(c);
+            cred.uid != S.uid) {
             close(fd);
             continue;
         }
-        mproc__chan_init(&c->ch, fd, 1);
-        c->ch.max_frame = S_FRAME_MAX;
-        c->events = EPOLLIN;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            mproc__chan_free(&c->ch);
-            free(c);
-        }
+        mproc__state_server_adopt(fd);
     }
 }
 
@@ -795,7 +888,6 @@ static int handle(conn *c, const mproc__frame *f)
             rollback();
         }
         S.lock_owner = NULL;
-        S.unpark = 1;
         reply(c, 0, seq, 0, NULL, 0);
         return 0;
     }
@@ -816,10 +908,7 @@ static void serve_buffered(conn *c)
     while (!c->dead) {
         if (S.lock_owner != NULL && S.lock_owner != c) {
             if (!c->parked) {
-                c->parked = 1;
-                set_events(c, c->events & ~(unsigned)EPOLLIN);
-                c->next_parked = S.parked;
-                S.parked = c;
+                park(c);
             }
             return;
         }
@@ -835,35 +924,46 @@ static void serve_buffered(conn *c)
     }
 }
 
-static void on_readable(conn *c)
+/* 1 when c's client has hung up (or its socket failed). */
+static int hung_up(const conn *c)
 {
-    /* A parked connection is woken only by a hang-up: reading tells whether
-     * it is gone, and whatever it sent is kept for later. */
+    struct pollfd p = {.fd = c->ch.fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 &&
+           (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+static void on_readable(conn *c, unsigned events)
+{
+    /* A client that hung up wants no more replies, and whatever it left
+     * unanswered is abandoned, not applied late (see the top).  A parked
+     * connection is polled only for this. */
+    if (c->parked || (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+        drop(c);
+        return;
+    }
     long r = mproc__chan_fill(&c->ch);
     if (r == 0 || (r < 0 && r != -EAGAIN)) {
         drop(c);
         return;
     }
-    if (!c->parked) {
-        serve_buffered(c);
-    }
+    serve_buffered(c);
 }
 
+/* Serves parked connections in the order they parked, until one takes the
+ * lock (the rest stay parked behind it).  A client that hung up while
+ * parked is dropped unserved, though the epoll turn that would say so has
+ * not come yet. */
 static void resume_parked(void)
 {
-    while (S.unpark && S.lock_owner == NULL) {
-        S.unpark = 0;
-        conn *list = S.parked;
-        S.parked = NULL;
-        while (list != NULL) {
-            conn *c = list;
-            list = c->next_parked;
-            c->parked = 0;
-            if (!c->dead) {
-                set_events(c, c->events | EPOLLIN);
-                serve_buffered(c);
-            }
+    while (S.lock_owner == NULL && S.parked != NULL) {
+        conn *c = S.parked;
+        unpark(c);
+        if (hung_up(c)) {
+            drop(c);
+            continue;
         }
+        set_events(c, c->events | EPOLLIN);
+        serve_buffered(c);
     }
 }
 
@@ -890,7 +990,34 @@ static void flush_dirty(void)
     }
 }
 
-_Noreturn void mproc__state_serve(int listen_fd, int owner_fd)
+/* Frees every connection and namespace: the server's state back to empty
+ * (what a fuzzing harness needs between inputs). */
+void mproc__state_server_fini(void)
+{
+    for (conn *c = S.all; c != NULL; c = c->next_all) {
+        drop(c);
+    }
+    S.dirty = S.dirty_tail = NULL;
+    free_dead();
+    while (S.spaces != NULL) {
+        ns *n = S.spaces;
+        S.spaces = n->next;
+        mproc__dict_free(&n->d);
+        free(n->watchers);
+        free(n->name);
+        free(n);
+    }
+    mproc__dict_free(&S.undo);
+    free(S.u.buf);
+    free(S.u.offs);
+    if (S.ep >= 0) {
+        close(S.ep);
+    }
+    memset(&S, 0, sizeof(S));
+    S.ep = -1;
+}
+
+int mproc__state_server_init(int listen_fd, int owner_fd)
 {
     memset(&S, 0, sizeof(S));
     S.listen_fd = listen_fd;
@@ -901,42 +1028,90 @@ _Noreturn void mproc__state_serve(int listen_fd, int owner_fd)
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &listen_tag};
     struct epoll_event oev = {.events = EPOLLIN, .data.ptr = &owner_tag};
     if (S.ep < 0 || ns_get(S_DEFAULT_NS, strlen(S_DEFAULT_NS)) == NULL ||
-        mproc__set_nonblock(listen_fd) != 0 ||
-        epoll_ctl(S.ep, EPOLL_CTL_ADD, listen_fd, &lev) != 0 ||
-        epoll_ctl(S.ep, EPOLL_CTL_ADD, owner_fd, &oev) != 0) {
-        _exit(1);
+        (listen_fd >= 0 &&
+         (mproc__set_nonblock(listen_fd) != 0 ||
+          epoll_ctl(S.ep, EPOLL_CTL_ADD, listen_fd, &lev) != 0)) ||
+        (owner_fd >= 0 &&
+         epoll_ctl(S.ep, EPOLL_CTL_ADD, owner_fd, &oev) != 0)) {
+        return -1;
     }
+    return 0;
+}
+
+/* Polls the listener again after a pause (out of fds). */
+static void resume_accept(void)
+{
+    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &listen_tag};
+    S.accept_paused = 0;
+    if (epoll_ctl(S.ep, EPOLL_CTL_ADD, S.listen_fd, &lev) == 0) {
+        accept_all();
+    }
+}
+
+int mproc__state_server_step(int timeout_ms)
+{
     struct epoll_event evs[64];
-    for (;;) {
-        int n = epoll_wait(S.ep, evs, 64, -1);
-        if (n < 0 && errno != EINTR) {
-            _exit(1);
+    if (S.accept_paused) {
+        uint64_t now = mproc__now_ns();
+        int left = now >= S.accept_retry_at
+                       ? 0
+                       : (int)((S.accept_retry_at - now + 999999) / 1000000);
+        if (timeout_ms < 0 || left < timeout_ms) {
+            timeout_ms = left;
         }
-        for (int i = 0; i < n; i++) {
-            void *tag = evs[i].data.ptr;
-            if (tag == &owner_tag) {
-                _exit(0); /* the owner closed the context, or died */
-            }
-            if (tag == &listen_tag) {
-                accept_all();
-                continue;
-            }
-            conn *c = tag;
-            if (c->dead) {
-                continue;
-            }
-            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                on_readable(c);
-            }
-            if (!c->dead && (evs[i].events & EPOLLOUT)) {
-                mark_dirty(c);
-            }
-        }
-        /* A failed flush can drop the lock holder: resume again then. */
-        do {
-            resume_parked();
-            flush_dirty();
-        } while (S.unpark && S.lock_owner == NULL);
-        free_dead();
     }
+    int n = epoll_wait(S.ep, evs, 64, timeout_ms);
+    if (n < 0 && errno != EINTR) {
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        void *tag = evs[i].data.ptr;
+        if (tag == &owner_tag) {
+            return 1; /* the owner closed the context, or died */
+        }
+        if (tag == &listen_tag) {
+            accept_all();
+            continue;
+        }
+        conn *c = tag;
+        if (c->dead) {
+            continue;
+        }
+        if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            on_readable(c, evs[i].events);
+        }
+        if (!c->dead && (evs[i].events & EPOLLOUT)) {
+            mark_dirty(c);
+        }
+    }
+    /* A failed flush can drop the lock holder: resume again then. */
+    do {
+        resume_parked();
+        flush_dirty();
+    } while (S.lock_owner == NULL && S.parked != NULL);
+    int freed = free_dead();
+    if (S.accept_paused &&
+        (freed > 0 || mproc__now_ns() >= S.accept_retry_at)) {
+        resume_accept();
+    }
+    return 0;
+}
+
+_Noreturn void mproc__state_serve(int listen_fd, int owner_fd,
+                                  const char *address, const char *dir)
+{
+    int r = mproc__state_server_init(listen_fd, owner_fd) == 0 ? 0 : -1;
+    while (r == 0) {
+        r = mproc__state_server_step(-1);
+    }
+    /* The owner is gone -- closed the context, or was killed before it
+     * could clean up: the socket and its private directory would be
+     * litter nobody removes, so the server removes them. */
+    if (address != NULL) {
+        unlink(address);
+    }
+    if (dir != NULL) {
+        rmdir(dir);
+    }
+    _exit(r < 0 ? 1 : 0);
 }

@@ -139,25 +139,21 @@ void mproc_snapshot_free(mproc_snapshot *snap)
 
 /* ---- watches ------------------------------------------------------------- */
 
-/* Builds the S_NS (if needed) and S_WATCH requests and reads the replies.
- * Runs under the handle's mutex only to copy its address and namespace. */
+/* Builds the S_NS (if needed) and S_WATCH requests and reads the replies,
+ * by `deadline`.  Takes only the handle's namespace lock, to copy the
+ * namespace: a call on the handle that is waiting for the server (another
+ * thread's) must not hold up a wait with a timeout. */
 static int subscribe(mproc_watch *w, mproc_state *s, const char *const *keys,
-                     size_t count)
+                     size_t count, uint64_t deadline)
 {
-    int rc = mproc__state_enter(s);
-    if (rc != 0) {
-        return rc;
-    }
-    char *address = strdup(s->address);
+    int rc = 0;
+    pthread_mutex_lock(&s->nsmu);
     char *ns = strdup(s->ns);
-    mproc__state_leave(s);
-    if (address == NULL || ns == NULL) {
-        free(address);
-        free(ns);
+    pthread_mutex_unlock(&s->nsmu);
+    if (ns == NULL) {
         return -ENOMEM;
     }
-    int fd = mproc__state_connect(address);
-    free(address);
+    int fd = mproc__state_connect(s->address, deadline);
     if (fd < 0) {
         free(ns);
         return fd == -ENOENT || fd == -ECONNREFUSED ? MPROC_ECLOSED : fd;
@@ -171,7 +167,7 @@ static int subscribe(mproc_watch *w, mproc_state *s, const char *const *keys,
         rc = h < 0 ? -ENOMEM : mproc__chan_append(ch, ns, strlen(ns));
         if (rc == 0) {
             mproc__chan_close_frame(ch, h);
-            rc = mproc__state_roundtrip(ch, &f);
+            rc = mproc__state_roundtrip(ch, &f, deadline);
         }
         if (rc == 0) {
             rc = mproc__state_parse_reply(&f, &r);
@@ -196,7 +192,7 @@ static int subscribe(mproc_watch *w, mproc_state *s, const char *const *keys,
         return rc;
     }
     mproc__chan_close_frame(ch, h);
-    if ((rc = mproc__state_roundtrip(ch, &f)) != 0) {
+    if ((rc = mproc__state_roundtrip(ch, &f, deadline)) != 0) {
         return rc;
     }
     if (wf) {
@@ -205,8 +201,9 @@ static int subscribe(mproc_watch *w, mproc_state *s, const char *const *keys,
     return mproc__state_parse_reply(&f, &r);
 }
 
-int mproc_state_watch(mproc_state *s, const char *const *keys, size_t count,
-                      int flags, mproc_watch **out)
+/* mproc_state_watch with the subscription bounded by `deadline`. */
+static int watch_open(mproc_state *s, const char *const *keys, size_t count,
+                      int flags, uint64_t deadline, mproc_watch **out)
 {
     if (out == NULL) {
         return -EINVAL;
@@ -239,13 +236,20 @@ int mproc_state_watch(mproc_state *s, const char *const *keys, size_t count,
     w->flags = flags;
     mproc__dict_init(&w->snap.d);
     w->snap.borrowed = 1;
-    int rc = subscribe(w, s, keys, count);
+    int rc = subscribe(w, s, keys, count, deadline);
     if (rc != 0) {
         mproc_watch_free(w);
         return rc == MPROC_EPROTO ? MPROC_ECLOSED : rc;
     }
     *out = w;
     return 0;
+}
+
+int mproc_state_watch(mproc_state *s, const char *const *keys, size_t count,
+                      int flags, mproc_watch **out)
+{
+    int timeout_ms = s != NULL ? atomic_load(&s->timeout_ms) : MPROC_FOREVER;
+    return watch_open(s, keys, count, flags, mproc__deadline(timeout_ms), out);
 }
 
 /* Parses an R_UPDATE into w->ents, patches the local copy, and says
@@ -388,7 +392,7 @@ void mproc_watch_free(mproc_watch *w)
         return;
     }
     if (w->ch.fd >= 0) {
-        mproc__chan_free(&w->ch);
+        mproc__state_close_chan(&w->ch);
     }
     mproc__dict_free(&w->snap.d);
     free(w->ents);
@@ -396,6 +400,19 @@ void mproc_watch_free(mproc_watch *w)
 }
 
 /* ---- waits --------------------------------------------------------------- */
+
+/* The least time a wait gives its first round trip (opening its watch, and
+ * with it the first check of the condition), so that a condition that
+ * already holds is found even with a timeout of 0 on a loaded machine.
+ * Behind another client's atomic block a wait thus returns MPROC_ETIMEDOUT
+ * after max(timeout, this). */
+#define WAIT_FIRST_MS 100
+
+static uint64_t first_deadline(uint64_t deadline)
+{
+    uint64_t floor = mproc__deadline(WAIT_FIRST_MS);
+    return deadline > floor ? deadline : floor;
+}
 
 /* Watches `keys` with a local copy and returns when pred holds: first on
  * the state at the start, then after each update. */
@@ -405,7 +422,8 @@ static int wait_pred(mproc_state *s, const char *const *keys, size_t count,
 {
     mproc_watch *w;
     uint64_t deadline = mproc__deadline(timeout_ms);
-    int rc = mproc_state_watch(s, keys, count, MPROC_WATCH_SNAPSHOT, &w);
+    int rc = watch_open(s, keys, count, MPROC_WATCH_SNAPSHOT,
+                        first_deadline(deadline), &w);
     while (rc == 0 && !pred(&w->snap, arg)) {
         int left = mproc__ms_left(deadline);
         rc = mproc_watch_next(w, left < 0 ? MPROC_FOREVER : left);
@@ -512,8 +530,8 @@ int mproc_state_wait_change(mproc_state *s, const char *const *keys,
 {
     mproc_watch *w;
     uint64_t deadline = mproc__deadline(timeout_ms);
-    int rc =
-        mproc_state_watch(s, keys, count, flags & MPROC_WATCH_IDENTICAL, &w);
+    int rc = watch_open(s, keys, count, flags & MPROC_WATCH_IDENTICAL,
+                        first_deadline(deadline), &w);
     if (rc == 0) {
         int left = mproc__ms_left(deadline);
         rc = mproc_watch_next(w, left < 0 ? MPROC_FOREVER : left);

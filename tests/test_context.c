@@ -13,7 +13,12 @@
 #include "procs.h"
 
 #include <stdatomic.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 typedef struct shm_area {
     atomic_int runs;        /* runs of the counting functions */
@@ -1327,6 +1332,69 @@ static void test_call_when_error_stop_and_bad_input(void)
     CHECK(tu_no_children());
 }
 
+/* A kernel without pidfd_open (Linux < 5.3), simulated with a seccomp
+ * filter that fails the call ENOSYS: the state still works, and starting a
+ * process fails with -ENOSYS -- a clear error, no hang, no stray child. */
+static void test_no_pidfd(void)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct sock_filter f[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                     offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pidfd_open, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+            _exit(10);
+        }
+        if (syscall(__NR_pidfd_open, getpid(), 0) != -1 || errno != ENOSYS) {
+            _exit(11);
+        }
+        mproc_ctx *ctx = NULL;
+        mproc_proc *p = NULL;
+        if (mproc_ctx_new(&ctx, NULL) != 0 || mproc_ctx_start(ctx) != 0) {
+            _exit(12);
+        }
+        if (mproc_state_set_i64(mproc_ctx_state(ctx), "k", 1) != 0) {
+            _exit(13);
+        }
+        int rc = mproc_ctx_process(ctx, hello, NULL, 0, NULL, &p);
+        if (rc != -ENOSYS || p != NULL) {
+            fprintf(stderr, "mproc_ctx_process: %s\n", mproc_err_name(rc));
+            _exit(14);
+        }
+        /* and again: the same answer, at once */
+        rc = mproc_ctx_process(ctx, hello, NULL, 0, NULL, &p);
+        if (rc != -ENOSYS) {
+            _exit(15);
+        }
+        /* nothing was forked for them: the server and the fork server
+         * have no children, not even zombies */
+        pid_t kids[8], grand[8];
+        int nk = tu_children_of(getpid(), kids, 8);
+        for (int i = 0; i < nk; i++) {
+            if (tu_children_of(kids[i], grand, 8) != 0) {
+                _exit(16);
+            }
+        }
+        mproc_ctx_free(ctx);
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "child: exit %d, signal %d",
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
 TEST_LIST = {
     {"returns_bytes", test_returns_bytes, 0},
     {"args_intact", test_args_intact, 0},
@@ -1362,6 +1430,7 @@ TEST_LIST = {
     {"close_during_retry_delay", test_close_during_retry_delay, 0},
     {"close_nested", test_close_nested, 0},
     {"call_when", test_call_when, 0},
+    {"no_pidfd", test_no_pidfd, 30},
     {"call_when_error_stop_and_bad_input",
      test_call_when_error_stop_and_bad_input, 0},
     {NULL, NULL, 0},

@@ -324,9 +324,10 @@ static void p_check_value(const char *what, int op, int k, const void *d,
                           size_t n, const ref_val *r)
 {
     CHECK_MSG(d != NULL, "op %d %s \"%.64s\": NULL data", op, what, p_keys[k]);
-    CHECK_MSG(bytes_eq(d, n, r->data, r->len),
-              "op %d %s \"%.64s\": got %zu bytes, want %zu (or different bytes)",
-              op, what, p_keys[k], n, r->len);
+    CHECK_MSG(
+        bytes_eq(d, n, r->data, r->len),
+        "op %d %s \"%.64s\": got %zu bytes, want %zu (or different bytes)", op,
+        what, p_keys[k], n, r->len);
 }
 
 static void p_compare_snapshot(mproc_state *st, const ref_val *ref,
@@ -2719,6 +2720,578 @@ static void test_ctx_process_state(void)
     mproc_ctx_free(ctx);
 }
 
+/* A live socket fuzzer: seeded random steps over up to LF_CONNS
+ * overlapping raw connections -- connect, well-formed requests of every
+ * type with random bodies (locks, unlocks, watches included), garbage,
+ * half frames, hang-ups, reads or none -- against a real server.  The
+ * server must survive it all, unchanged for the good client. */
+#define LF_CONNS 6
+#define LF_STEPS 3000
+
+static void lf_drain(int fd)
+{
+    char buf[65536];
+    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+    }
+}
+
+static void test_hostile_random_connections(void)
+{
+    hostile h;
+    int fds[LF_CONNS];
+    unsigned char body[512];
+
+    hostile_begin(&h);
+    g_rng = 0x5eed5eedu;
+    for (int i = 0; i < LF_CONNS; i++) {
+        fds[i] = -1;
+    }
+    for (int step = 0; step < LF_STEPS; step++) {
+        int k = (int)rnd_below(LF_CONNS);
+        size_t op = rnd_below(100);
+        if (fds[k] < 0) {
+            /* in a namespace of their own, so the good client's keys
+             * (which hostile_end checks) stay out of reach */
+            fds[k] = raw_connect(h.addr);
+            raw_frame(fds[k], S_NS, "fuzz", 4);
+            continue;
+        }
+        if (op < 60) {
+            /* a frame of a request type, body random but often keyed */
+            size_t len =
+                rnd_below(4) == 0 ? rnd_below(sizeof body) : rnd_below(24);
+            for (size_t i = 0; i < len; i++) {
+                body[i] = (unsigned char)rnd();
+            }
+            if (len >= 4 && rnd_below(2) == 0) {
+                uint32_t kl = (uint32_t)rnd_below(len - 3);
+                memcpy(body, &kl, 4);
+            }
+            /* locks often, so that others park behind them and hang up */
+            size_t pick = rnd_below(10);
+            unsigned type = pick < 2   ? S_LOCK
+                            : pick < 3 ? S_UNLOCK
+                                       : 1 + (unsigned)rnd_below(S_PING);
+            char hdr[8];
+            raw_hdr(hdr, (uint32_t)len, type);
+            send(fds[k], hdr, sizeof hdr, MSG_DONTWAIT | MSG_NOSIGNAL);
+            send(fds[k], body, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else if (op < 70) {
+            /* bytes: a half header, junk, a huge length */
+            size_t len = 1 + rnd_below(16);
+            for (size_t i = 0; i < len; i++) {
+                body[i] = (unsigned char)rnd();
+            }
+            send(fds[k], body, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else if (op < 80) {
+            close(fds[k]);
+            fds[k] = -1;
+        } else if (op < 85) {
+            usleep(100); /* let the server catch up: other interleavings */
+        } else {
+            lf_drain(fds[k]);
+        }
+    }
+    for (int i = 0; i < LF_CONNS; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+    hostile_end(&h);
+}
+
+/* ---- timeouts while another client holds an atomic block
+ */
+
+typedef struct holder_arg {
+    int inside; /* written once the block is entered */
+    int hold;   /* the block ends when a byte (or EOF) arrives */
+} holder_arg;
+
+static int holder_body(mproc_state *st, void *arg)
+{
+    holder_arg *h = arg;
+    CHECK_OK(mproc_state_set_i64(st, "x", 1));
+    CHECK_OK(tu_write_all(h->inside, "i", 1));
+    tu_read_byte(h->hold);
+    return 0;
+}
+
+static int holder_child(mproc_state *st, void *arg)
+{
+    return mproc_state_atomic(st, holder_body, arg);
+}
+
+/* Starts a process that sits inside an atomic block (x = 1 inside). */
+static pid_t block_begin(mproc_ctx *ctx, int inside[2], int hold[2])
+{
+    char c;
+    tu_pipe(inside);
+    tu_pipe(hold);
+    holder_arg ha = {inside[1], hold[0]};
+    pid_t pid = spawn(ctx, NULL, holder_child, &ha);
+    CHECK_EQ(tu_read_n(inside[0], &c, 1, T_LONG), 1);
+    return pid;
+}
+
+static void block_end(pid_t pid, int inside[2], int hold[2])
+{
+    CHECK_OK(tu_write_all(hold[1], "h", 1));
+    reap_ok(pid);
+    tu_close_pipe(inside);
+    tu_close_pipe(hold);
+}
+
+typedef struct timed_call {
+    mproc_state *st;
+    int rc;
+    int64_t ms;
+} timed_call;
+
+static void *forever_get(void *arg)
+{
+    timed_call *t = arg;
+    int64_t v = 0;
+    int64_t t0 = harness_now_ms();
+    t->rc = mproc_state_get_i64(t->st, "x", &v);
+    t->ms = harness_now_ms() - t0;
+    return NULL;
+}
+
+static void *timed_set(void *arg)
+{
+    timed_call *t = arg;
+    int64_t t0 = harness_now_ms();
+    t->rc = mproc_state_set_i64(t->st, "thread", 1);
+    t->ms = harness_now_ms() - t0;
+    return NULL;
+}
+
+static int wait_never(const mproc_snapshot *snap, void *arg)
+{
+    (void)snap;
+    (void)arg;
+    return 0;
+}
+
+/* Timed waits while another process sits inside an atomic block: each
+ * returns MPROC_ETIMEDOUT on time (they used to wait for the block). */
+static void test_wait_timeout_behind_block(void)
+{
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    int inside[2], hold[2];
+    const char *kx[] = {"x"};
+    pthread_t tid;
+
+    CHECK_OK(mproc_state_set_i64(st, "x", 0));
+    pid_t pid = block_begin(ctx, inside, hold);
+    CHECK_TIMED_OUT(mproc_state_wait_equal_i64(st, "x", 1, 500), 500);
+    CHECK_TIMED_OUT(mproc_state_wait_change(st, kx, 1, 0, 300, NULL), 300);
+    CHECK_TIMED_OUT(mproc_state_wait_change(st, NULL, 0, 0, 300, NULL), 300);
+    CHECK_TIMED_OUT(mproc_state_wait_until(st, wait_never, NULL, 300, NULL),
+                    300);
+    CHECK_TIMED_OUT(mproc_state_wait_available(st, "nope", 200), 200);
+    /* a timeout of 0 is still a bound: the first check gets 100 ms */
+    CHECK_TIMED_OUT(mproc_state_wait_none(st, "x", 0), 100);
+
+    /* another thread of this process is stuck in a plain call on the same
+     * handle: a wait on that handle still keeps its own timeout */
+    timed_call fg = {st, 1, 0};
+    CHECK_OK(pthread_create(&tid, NULL, forever_get, &fg));
+    CHECK_TIMED_OUT(mproc_state_wait_equal_i64(st, "x", 1, 300), 300);
+
+    block_end(pid, inside, hold);
+    CHECK_OK(pthread_join(tid, NULL));
+    CHECK_OK(fg.rc);
+    /* the waits work again, and see the block's commit */
+    CHECK_OK(mproc_state_wait_equal_i64(st, "x", 1, T_LONG));
+    mproc_ctx_free(ctx);
+}
+
+/* mproc_state_set_timeout bounds every plain call behind a block; the
+ * handle works again afterwards, and a timed-out write is either applied
+ * before the handle's next request or never (here: never, since the block
+ * outlasts it). */
+static void test_handle_timeout(void)
+{
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    mproc_state *h = open_state(ctx, "other-ns");
+    mproc_state *h2 = open_state(ctx, NULL);
+    int inside[2], hold[2];
+    const void *d;
+    size_t n;
+    int64_t v;
+    mproc_snapshot *snap = NULL;
+    mproc_watch *w = NULL;
+    pthread_t t1, t2;
+
+    CHECK_ERR(mproc_state_set_timeout(NULL, 10), -EINVAL);
+    CHECK_ERR(mproc_state_set_timeout(h, -2), -EINVAL);
+    CHECK_OK(mproc_state_set_timeout(h, 300));
+    CHECK_OK(mproc_state_set_i64(h, "y", 0)); /* no block: in time */
+    CHECK_OK(mproc_state_get_i64(h, "y", &v));
+    CHECK_EQ(v, 0);
+
+    pid_t pid = block_begin(ctx, inside, hold);
+    CHECK_TIMED_OUT(mproc_state_set_i64(h, "y", 1), 300);
+    CHECK_TIMED_OUT(mproc_state_get(h, "y", &d, &n), 300);
+    CHECK_TIMED_OUT(mproc_state_ping(h), 300);
+    CHECK_TIMED_OUT(mproc_state_length(h), 300);
+    CHECK_TIMED_OUT(mproc_state_snapshot(h, &snap), 300);
+    CHECK(snap == NULL);
+    CHECK_TIMED_OUT(mproc_state_atomic(h, incr_body, NULL), 300);
+    CHECK_TIMED_OUT(mproc_state_watch(h, NULL, 0, 0, &w), 300);
+    CHECK(w == NULL);
+    CHECK_TIMED_OUT(mproc_state_set_namespace(h, "third"), 300);
+    CHECK_STREQ(mproc_state_namespace(h), "other-ns");
+    CHECK_OK(mproc_state_set_timeout(h, 0));
+    CHECK_TIMED_OUT(mproc_state_set_i64(h, "y", 1), 0);
+    CHECK_OK(mproc_state_set_timeout(h, 300));
+
+    /* two threads on one timed handle: one waits for the other's call
+     * and still returns on time */
+    CHECK_OK(mproc_state_set_timeout(h2, 400));
+    timed_call a = {h2, 1, 0}, b = {h2, 1, 0};
+    CHECK_OK(pthread_create(&t1, NULL, timed_set, &a));
+    CHECK_OK(pthread_create(&t2, NULL, timed_set, &b));
+    CHECK_OK(pthread_join(t1, NULL));
+    CHECK_OK(pthread_join(t2, NULL));
+    CHECK_ERR(a.rc, MPROC_ETIMEDOUT);
+    CHECK_ERR(b.rc, MPROC_ETIMEDOUT);
+    CHECK_MSG(a.ms < 400 + 5000 && b.ms < 400 + 5000, "%lld and %lld ms",
+              (long long)a.ms, (long long)b.ms);
+
+    block_end(pid, inside, hold);
+
+    /* the same handles work again, in their namespaces */
+    CHECK_OK(mproc_state_set_i64(h, "y", 2));
+    CHECK_OK(mproc_state_get_i64(h, "y", &v));
+    CHECK_EQ(v, 2);
+    CHECK_STREQ(mproc_state_namespace(h), "other-ns");
+    CHECK_EQ(mproc_state_contains(st, "y"), 0); /* not in "default" */
+    CHECK_OK(mproc_state_ping(h2) > 0 ? 0 : -1);
+    CHECK_OK(mproc_state_atomic(h, incr_body, NULL));
+    CHECK_EQ(get_i64(h, "counter"), 1);
+    /* the timed-out sets never land later, over the handle's newer ones */
+    CHECK_OK(mproc_state_ping(st) > 0 ? 0 : -1);
+    CHECK_OK(mproc_state_get_i64(h, "y", &v));
+    CHECK_EQ(v, 2);
+    CHECK_EQ(mproc_state_contains(h2, "thread"), 0);
+    CHECK_EQ(get_i64(st, "x"), 1);
+    /* the default is to wait: back to it */
+    CHECK_OK(mproc_state_set_timeout(h, MPROC_FOREVER));
+    CHECK_OK(mproc_state_set_i64(h, "y", 3));
+    mproc_state_free(h);
+    mproc_state_free(h2);
+    mproc_ctx_free(ctx);
+}
+
+/* A call inside an atomic block times out (the server is stopped with
+ * SIGSTOP to make it so): the block is lost -- rolled back by the server
+ * when the connection closes -- so the block's later calls fail too, the
+ * atomic call says MPROC_ETIMEDOUT, nothing of the block is ever seen, and
+ * the handle works again once the server does. */
+typedef struct stall_arg {
+    pid_t srv;
+    int set_b;
+    int64_t set_b_ms;
+    int get_a;
+} stall_arg;
+
+static int stall_body(mproc_state *st, void *arg)
+{
+    stall_arg *a = arg;
+    int64_t v = 0;
+    CHECK_OK(mproc_state_set_i64(st, "a", 1));
+    CHECK_OK(kill(a->srv, SIGSTOP));
+    int64_t t0 = harness_now_ms();
+    a->set_b = mproc_state_set_i64(st, "b", 1);
+    a->set_b_ms = harness_now_ms() - t0;
+    a->get_a = mproc_state_get_i64(st, "a", &v);
+    return 0; /* would commit: the block is already gone */
+}
+
+static void test_atomic_call_timeout(void)
+{
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    mproc_state *h = open_state(ctx, NULL);
+    mproc_watch *w = NULL;
+    stall_arg a = {0, 1, 0, 1};
+
+    a.srv = (pid_t)mproc_state_ping(st);
+    CHECK(a.srv > 0);
+    CHECK_OK(mproc_state_watch(st, NULL, 0, 0, &w));
+    CHECK_OK(mproc_state_set_timeout(h, 300));
+    int rc = mproc_state_atomic(h, stall_body, &a);
+    CHECK_OK(kill(a.srv, SIGCONT));
+    CHECK_ERR(rc, MPROC_ETIMEDOUT);
+    CHECK_ERR(a.set_b, MPROC_ETIMEDOUT);
+    CHECK_MSG(a.set_b_ms >= 295 && a.set_b_ms < 5300, "%lld ms",
+              (long long)a.set_b_ms);
+    CHECK_ERR(a.get_a, MPROC_ETIMEDOUT);
+
+    /* rolled back, never published */
+    CHECK_EQ(mproc_state_contains(st, "a"), 0);
+    CHECK_EQ(mproc_state_contains(st, "b"), 0);
+    CHECK_TIMED_OUT(mproc_watch_next(w, 100), 100);
+    /* a plain call on a stopped server times out too; then all is well */
+    CHECK_OK(kill(a.srv, SIGSTOP));
+    CHECK_TIMED_OUT(mproc_state_ping(h), 300);
+    CHECK_OK(kill(a.srv, SIGCONT));
+    CHECK_EQ(mproc_state_ping(h), a.srv);
+    CHECK_OK(mproc_state_atomic(h, incr_body, NULL));
+    CHECK_EQ(get_i64(st, "counter"), 1);
+    CHECK_OK(mproc_watch_next(w, T_LONG));
+    CHECK_EQ(mproc_watch_update(w), mproc_state_last_update(h));
+    mproc_watch_free(w);
+    mproc_state_free(h);
+    mproc_ctx_free(ctx);
+}
+
+/* ---- edges of the server: parked clients that go, fd limit, owner killed
+ */
+
+/* Clients parked behind an atomic block hang up (closed sockets) or are
+ * killed (processes inside a state call): the server must forget them, and
+ * when the block ends serve the parked clients still there -- in the order
+ * they parked -- and keep serving everyone.  (It used to free such a
+ * connection but leave it on the parked list, walked at the block's end: a
+ * use-after-free that crashed the server.) */
+#define PK_RAW 8
+#define PK_PROCS 3
+
+static int parked_setter(mproc_state *st, void *arg)
+{
+    int ready = *(int *)arg;
+    CHECK_OK(tu_write_all(ready, "r", 1));
+    return mproc_state_set_i64(st, "from-killed", 1);
+}
+
+static void test_parked_clients_hang_up(void)
+{
+    hostile h;
+    int fds[PK_RAW];
+    pid_t kids[PK_PROCS];
+    int ready[2];
+    char c;
+
+    hostile_begin(&h);
+    tu_pipe(ready);
+    int lock = raw_connect(h.addr);
+    raw_frame(lock, S_LOCK, NULL, 0);
+    CHECK_EQ(raw_reply_code(lock), 0);
+
+    /* processes whose set is parked, to be SIGKILLed */
+    for (int i = 0; i < PK_PROCS; i++) {
+        kids[i] = spawn(h.ctx, NULL, parked_setter, &ready[1]);
+        CHECK_EQ(tu_read_n(ready[0], &c, 1, T_LONG), 1);
+    }
+    for (int i = 0; i < PK_PROCS; i++) {
+        /* asleep in the reply's read: its request is on its way */
+        int64_t end = harness_now_ms() + T_LONG;
+        while (tu_proc_state(kids[i]) != 'S' && harness_now_ms() < end) {
+            usleep(1000);
+        }
+        CHECK_EQ(tu_proc_state(kids[i]), 'S');
+    }
+    /* raw clients, each with one set parked */
+    for (int i = 0; i < PK_RAW; i++) {
+        char body[32];
+        char key[16];
+        uint32_t klen = (uint32_t)snprintf(key, sizeof key, "parked%d", i);
+        memcpy(body, &klen, 4);
+        memcpy(body + 4, key, klen);
+        memcpy(body + 4 + klen, "v", 1);
+        fds[i] = raw_connect(h.addr);
+        raw_frame(fds[i], S_SET, body, 4 + klen + 1);
+    }
+    /* The server reads ready sockets in the order they became ready, so
+     * once the lock holder's ping is answered every set above is parked. */
+    raw_ping_ok(lock);
+    for (int i = 0; i < PK_PROCS; i++) {
+        CHECK_OK(kill(kids[i], SIGKILL));
+        int status = reap(kids[i]);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    }
+    for (int i = 0; i < PK_RAW - 2; i++) {
+        close(fds[i]);
+    }
+    raw_ping_ok(lock); /* the hang-ups are handled (and freed) by now */
+    char commit = 1;
+    raw_frame(lock, S_UNLOCK, &commit, 1);
+    CHECK_EQ(raw_reply_code(lock), 0);
+
+    /* the two parked clients still there are served */
+    CHECK_EQ(raw_reply_code(fds[PK_RAW - 2]), 0);
+    CHECK_EQ(raw_reply_code(fds[PK_RAW - 1]), 0);
+    check_raw(h.st, "parked6", "v");
+    check_raw(h.st, "parked7", "v");
+    /* the ones that left had their requests dropped, not applied late */
+    for (int i = 0; i < PK_RAW - 2; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "parked%d", i);
+        CHECK_EQ(mproc_state_contains(h.st, key), 0);
+    }
+    CHECK_EQ(mproc_state_contains(h.st, "from-killed"), 0);
+    /* and the same again, many rounds: the server never crashes */
+    for (int round = 0; round < 20; round++) {
+        raw_frame(lock, S_LOCK, NULL, 0);
+        CHECK_EQ(raw_reply_code(lock), 0);
+        for (int i = 0; i < 4; i++) {
+            fds[i] = raw_connect(h.addr);
+            raw_frame(fds[i], S_PING, NULL, 0);
+        }
+        raw_ping_ok(lock);
+        close(fds[0]);
+        close(fds[2]);
+        raw_ping_ok(lock);
+        raw_frame(lock, S_UNLOCK, &commit, 1);
+        CHECK_EQ(raw_reply_code(lock), 0);
+        CHECK_EQ(raw_reply_code(fds[1]), 0);
+        CHECK_EQ(raw_reply_code(fds[3]), 0);
+        close(fds[1]);
+        close(fds[3]);
+    }
+    close(fds[PK_RAW - 2]);
+    close(fds[PK_RAW - 1]);
+    close(lock);
+    tu_close_pipe(ready);
+    hostile_end(&h);
+}
+
+/* The lowest fd number free in `pid` (where its next accept would land). */
+static int proc_lowest_free_fd(pid_t pid)
+{
+    char path[64];
+    char used[1024] = {0};
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    CHECK(d != NULL);
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd < (int)sizeof used) {
+            used[fd] = 1;
+        }
+    }
+    closedir(d);
+    int fd = 0;
+    while (fd < (int)sizeof used && used[fd]) {
+        fd++;
+    }
+    return fd;
+}
+
+/* The server at its fd limit (lowered with prlimit) while clients queue to
+ * connect: it must not spin on the failing accept, must keep serving the
+ * clients it has, and must take the queued ones once fds free up. */
+#define FD_CLIENTS 10
+
+static void test_server_fd_limit(void)
+{
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    mproc_state *h[FD_CLIENTS];
+    pid_t srv = (pid_t)mproc_state_ping(st);
+    CHECK(srv > 0);
+
+    /* Room for one or two more connections: no new fd may be numbered
+     * past the lowest free one + 1 (the fds it holds above stay open). */
+    struct rlimit lim;
+    lim.rlim_cur = lim.rlim_max = (rlim_t)proc_lowest_free_fd(srv) + 2;
+    CHECK_OK(prlimit(srv, RLIMIT_NOFILE, &lim, NULL));
+    /* a connect completes in the listen backlog, before any accept */
+    for (int i = 0; i < FD_CLIENTS; i++) {
+        h[i] = open_state(ctx, NULL);
+    }
+    CHECK(mproc_state_ping(h[0]) > 0); /* accepted: there was room */
+    CHECK(mproc_state_ping(st) > 0);
+
+    long t0 = proc_cpu_ticks(srv);
+    int64_t ms0 = harness_now_ms();
+    /* meanwhile the old client is served normally */
+    for (int i = 0; i < 100; i++) {
+        CHECK_OK(mproc_state_set_i64(st, "alive", i));
+        usleep(10000);
+    }
+    long t1 = proc_cpu_ticks(srv);
+    int64_t ms = harness_now_ms() - ms0;
+    CHECK(t0 >= 0 && t1 >= 0);
+    long hz = sysconf(_SC_CLK_TCK);
+    long cpu_ms = (t1 - t0) * 1000 / hz;
+    /* a spinning server burns about all of the interval; idle, nearly 0 */
+    CHECK_MSG(cpu_ms * 4 < ms,
+              "server used %ld ms of CPU in %lld ms at its "
+              "fd limit",
+              cpu_ms, (long long)ms);
+    CHECK_EQ(get_i64(st, "alive"), 99);
+
+    /* free the accepted ones: the queued clients are taken in turn */
+    for (int i = 0; i < FD_CLIENTS; i++) {
+        CHECK(mproc_state_ping(h[i]) > 0);
+        mproc_state_free(h[i]);
+    }
+    CHECK_EQ(mproc_state_ping(st), srv);
+    mproc_ctx_free(ctx);
+}
+
+/* The owner is SIGKILLed: nobody runs its cleanup, so the server, which
+ * sees the owner go, removes the socket and the private directory. */
+static void test_owner_killed_cleans_dir(void)
+{
+    int pp[2];
+    char addr[256] = {0};
+
+    tu_pipe(pp);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        mproc_ctx *ctx = NULL;
+        if (mproc_ctx_new(&ctx, NULL) != 0 || mproc_ctx_start(ctx) != 0) {
+            _exit(2);
+        }
+        const char *a = mproc_ctx_address(ctx);
+        if (strlen(a) >= sizeof addr ||
+            tu_write_all(pp[1], a, strlen(a) + 1) != 0) {
+            _exit(3);
+        }
+        pause();
+        _exit(0);
+    }
+    size_t n = 0;
+    while (n < sizeof addr && tu_read_n(pp[0], addr + n, 1, T_LONG) == 1) {
+        if (addr[n++] == '\0') {
+            break;
+        }
+    }
+    CHECK(n > 1 && addr[n - 1] == '\0');
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", addr);
+    char *slash = strrchr(dir, '/');
+    CHECK(slash != NULL);
+    *slash = '\0';
+    struct stat sb;
+    CHECK_OK(stat(addr, &sb));
+    CHECK_OK(stat(dir, &sb));
+
+    CHECK_OK(kill(pid, SIGKILL));
+    int status = reap(pid);
+    CHECK(WIFSIGNALED(status));
+    int64_t end = harness_now_ms() + T_LONG;
+    while (stat(dir, &sb) == 0 && harness_now_ms() < end) {
+        usleep(5000);
+    }
+    CHECK_MSG(stat(addr, &sb) != 0 && errno == ENOENT, "%s is still there",
+              addr);
+    CHECK_MSG(stat(dir, &sb) != 0 && errno == ENOENT, "%s is still there", dir);
+    tu_close_pipe(pp);
+}
+
 TEST_LIST = {
     {"parity", test_parity, 0},
     {"bulk", test_bulk, 0},
@@ -2748,5 +3321,12 @@ TEST_LIST = {
     {"many_clients", test_many_clients, 0},
     {"shared_handle_threads", test_shared_handle_threads, 0},
     {"ctx_process_state", test_ctx_process_state, 0},
+    {"hostile_random_connections", test_hostile_random_connections, 0},
+    {"wait_timeout_behind_block", test_wait_timeout_behind_block, 0},
+    {"handle_timeout", test_handle_timeout, 0},
+    {"atomic_call_timeout", test_atomic_call_timeout, 0},
+    {"parked_clients_hang_up", test_parked_clients_hang_up, 0},
+    {"server_fd_limit", test_server_fd_limit, 0},
+    {"owner_killed_cleans_dir", test_owner_killed_cleans_dir, 0},
     {NULL, NULL, 0},
 };

@@ -28,7 +28,15 @@
  *
  * Closing a context ends its server and every process it started
  * (SIGTERM, then SIGKILL after `stop_grace_ms` for those that ignore it),
- * and removes its directory.
+ * and removes its directory.  If the owner dies without closing (even by
+ * SIGKILL), the server sees it go, removes the socket and the directory
+ * itself and exits -- unless it is killed along with the owner, or a
+ * plain fork() of the owner still holds the owner's end of the pipe the
+ * server watches.
+ *
+ * Kernel: context processes (mproc_ctx_process, mproc_ctx_call_when) are
+ * watched through pidfds, so they need Linux 5.3 or later; on an older
+ * kernel they fail -ENOSYS.  The state server and handles need no pidfd.
  *
  * Threading: every mproc_ctx_* and mproc_proc_* function is thread-safe.
  */
@@ -151,7 +159,8 @@ typedef struct mproc_proc_opts {
  * handle (free with mproc_proc_free), -EINVAL, MPROC_ENOTSTARTED,
  * MPROC_ECLOSED, MPROC_ETOOBIG, MPROC_EFULL (1024 processes of this
  * context, counting those waiting for a retry, have not ended yet),
- * -ENOMEM, -errno (fork).  The process's task cannot be cancelled
+ * -ENOSYS (the kernel has no pidfd_open: Linux before 5.3; nothing is
+ * started), -ENOMEM, -errno (fork).  The process's task cannot be cancelled
  * (mproc_task_cancel says MPROC_EBUSY): use mproc_proc_stop. */
 MPROC_EXPORT int mproc_ctx_process(mproc_ctx *ctx, mproc_proc_fn fn,
                                    const void *args, size_t len,
@@ -183,7 +192,9 @@ typedef int (*mproc_when_fn)(const mproc_proc_env *env, mproc_watch *watch,
  * (MPROC_WATCH_*), and calls fn for every reported update from the moment
  * its watch is open, until fn ends it, mproc_proc_stop, or the context
  * closes.  Returns once the watch is open, so every update after the call
- * reaches fn.  In fn, env->state is the process's own handle, switched to
+ * reaches fn -- which waits for any atomic block another client holds
+ * meanwhile (the watch cannot open before it ends), or until the process
+ * ends.  In fn, env->state is the process's own handle, switched to
  * the watched namespace.  `opts` as for mproc_ctx_process
  * (MPROC_PROC_STATE is implied; retry_args is not allowed: a retry runs
  * with the same arguments).  The readiness handshake uses the

@@ -39,6 +39,15 @@
  * same handle, from any thread.  Copy them to keep them.  (The int64 and
  * double getters copy for you.)
  *
+ * Time bounds.  Every wait_* call and mproc_watch_next has a timeout, and
+ * mproc_state_set_timeout gives a handle's other calls one; all hold
+ * while another client sits inside an atomic block (the server serves
+ * nobody else then).  A client that hangs up -- a timed-out call, a killed
+ * process -- has its unanswered requests dropped, never applied later.
+ * A server out of fds stops accepting (no CPU spent) and keeps serving the
+ * clients it has; new connections wait in its listen queue until one
+ * closes.
+ *
  * Threading.  A handle is thread-safe: calls on one handle are serialised.
  * Threads that share a handle and read borrowed results must hold their
  * own lock across the call and the use of its result -- or, simpler and
@@ -72,7 +81,10 @@ typedef struct mproc_kv {
  * namespace `ns` (NULL: "default").  The server accepts only processes of
  * its own user.  Returns 0 and a new handle (free with mproc_state_free),
  * -EINVAL (NULL address or out, empty or too long ns), -ECONNREFUSED /
- * -ENOENT (no server there), -ENOMEM.  Thread-safe. */
+ * -ENOENT (no server there), -ENOMEM.  The handle waits without limit
+ * until mproc_state_set_timeout says otherwise; open itself is not bounded
+ * (it waits while the server's listen queue is full, or, with a namespace,
+ * behind an atomic block).  Thread-safe. */
 MPROC_EXPORT int mproc_state_open(mproc_state **state, const char *address,
                                   const char *ns);
 
@@ -83,7 +95,8 @@ MPROC_EXPORT void mproc_state_free(mproc_state *state);
 
 /* Switches the handle to namespace `ns` (copied); later calls see only that
  * namespace.  Returns 0, -EINVAL (NULL, empty or longer than
- * MPROC_STATE_KEY_MAX), MPROC_ECLOSED (the server is gone). */
+ * MPROC_STATE_KEY_MAX), MPROC_ECLOSED (the server is gone),
+ * MPROC_ETIMEDOUT (the handle's timeout; it stays in its old namespace). */
 MPROC_EXPORT int mproc_state_set_namespace(mproc_state *state, const char *ns);
 
 /* The handle's namespace (borrowed; valid until it is switched), or NULL
@@ -94,6 +107,29 @@ MPROC_EXPORT const char *mproc_state_namespace(mproc_state *state);
  * -EINVAL, MPROC_ECLOSED. */
 MPROC_EXPORT int mproc_state_ping(mproc_state *state);
 
+/* Bounds every later call on the handle that waits for the server: an
+ * operation, ping, snapshot, set_namespace, opening a watch, starting an
+ * atomic block and each call inside one, including the wait for another
+ * thread's call on the same handle.  Such a call that has not finished
+ * after `timeout_ms` milliseconds returns MPROC_ETIMEDOUT -- typically
+ * because another client sits inside an atomic block.  MPROC_FOREVER (the
+ * default) waits without limit; 0 fails at once unless the server answers
+ * at once.  The wait_* calls and mproc_watch_next have their own timeout
+ * and ignore this one.
+ *
+ * After a timeout the handle closes its connection and opens a new one on
+ * its next call; the server drops the requests a client left unanswered
+ * when it hung up.  So a call that timed out either took effect before
+ * anything the handle does next, or never does; which one is not known (a
+ * write may have been applied just before the deadline).  An atomic block
+ * whose own call times out is rolled back: the call fails
+ * MPROC_ETIMEDOUT, so do the block's later calls, and mproc_state_atomic
+ * returns the body's error or MPROC_ETIMEDOUT.
+ *
+ * Returns 0, -EINVAL (NULL handle, timeout below MPROC_FOREVER).
+ * Thread-safe; takes effect for calls that start afterwards. */
+MPROC_EXPORT int mproc_state_set_timeout(mproc_state *state, int timeout_ms);
+
 /* The number of the last update this handle's writes made (0 before any).
  * A watch opened afterwards never sees it; one opened before does. */
 MPROC_EXPORT uint64_t mproc_state_last_update(mproc_state *state);
@@ -103,7 +139,8 @@ MPROC_EXPORT uint64_t mproc_state_last_update(mproc_state *state);
  * NULL or empty key, NULL data with len > 0), MPROC_ETOOBIG (see Limits),
  * MPROC_ECLOSED (the server is gone: every later call fails the same way),
  * MPROC_EBUSY (called, on a different handle, from inside an atomic block
- * of this thread: that would wait for itself), -ENOMEM. */
+ * of this thread: that would wait for itself), MPROC_ETIMEDOUT (the
+ * handle's timeout, see mproc_state_set_timeout, passed), -ENOMEM. */
 
 /* Reads `key`.  Returns 0 with *data and *len borrowed (see above; *data is
  * non-NULL even for an empty value), MPROC_ENOTFOUND. */
@@ -209,9 +246,10 @@ enum {
 
 /* Opens a watch on the handle's current namespace, on a new connection.
  * It reports every update after this call that changes one of `keys`
- * (copied; count 0: any key), subject to MPROC_WATCH_IDENTICAL.  Returns 0
- * and a new watch (free with mproc_watch_free; one thread at a time), or
- * the operation errors. */
+ * (copied; count 0: any key), subject to MPROC_WATCH_IDENTICAL.  Opening
+ * takes a round trip to the server, bounded by the handle's timeout.
+ * Returns 0 and a new watch (free with mproc_watch_free; one thread at a
+ * time), or the operation errors. */
 MPROC_EXPORT int mproc_state_watch(mproc_state *state, const char *const *keys,
                                    size_t count, int flags,
                                    mproc_watch **watch);
@@ -238,6 +276,15 @@ MPROC_EXPORT const mproc_snapshot *mproc_watch_snapshot(mproc_watch *watch);
 
 /* Closes the watch.  NULL is a no-op. */
 MPROC_EXPORT void mproc_watch_free(mproc_watch *watch);
+
+/* Timeouts of the wait calls.  `timeout_ms` bounds the whole call: opening
+ * its watch (one round trip, which also makes the first check) and the
+ * wait for updates.  The first round trip gets at least 100 ms, so that a
+ * condition that already holds is found even with a timeout of 0; behind
+ * another client's atomic block a wait returns MPROC_ETIMEDOUT after
+ * max(timeout_ms, 100) ms.  The handle's own timeout does not apply.  A
+ * wait takes the handle's lock only to copy its namespace, so a thread
+ * stuck in another call on the same handle does not hold it up. */
 
 /* A predicate over the namespace: nonzero when satisfied.  Called on the
  * waiting thread; must not call the state it watches. */
@@ -283,13 +330,17 @@ MPROC_EXPORT int mproc_state_wait_change(mproc_state *state,
 typedef int (*mproc_atomic_fn)(mproc_state *state, void *arg);
 
 /* Runs fn(state, arg) with no other writer or reader in between: other
- * clients' requests wait until it ends.  All or nothing: when fn returns
- * nonzero, or its process dies inside it, every change it made is undone
- * and nobody ever saw it; on commit its changes are published as ONE
- * update.  Returns fn's return value (a positive one becomes
- * MPROC_ETASK), MPROC_EBUSY for a nested atomic block on this thread (an
- * error, never a deadlock), or the operation errors.  Keep blocks short:
- * every other client waits for them. */
+ * clients' requests wait until it ends (each within its own timeout).
+ * All or nothing: when fn returns nonzero, or its process dies inside it,
+ * or one of its calls times out (see mproc_state_set_timeout), every
+ * change it made is undone and nobody ever saw it; on commit its changes
+ * are published as ONE update.  Starting the block waits for any other
+ * block to end, bounded by the handle's timeout.  Returns fn's return
+ * value (a positive one becomes MPROC_ETASK), MPROC_EBUSY for a nested
+ * atomic block on this thread (an error, never a deadlock),
+ * MPROC_ETIMEDOUT (the block could not start in time, or was rolled back
+ * because a call in it timed out), or the operation errors.  Keep blocks
+ * short: every other client waits for them. */
 MPROC_EXPORT int mproc_state_atomic(mproc_state *state, mproc_atomic_fn fn,
                                     void *arg);
 
