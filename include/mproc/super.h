@@ -156,6 +156,15 @@ typedef void (*mproc_print_fn)(void *ctx, mproc_id from, const char *text,
                                size_t len);
 typedef void (*mproc_object_fn)(void *ctx, mproc_id from, const void *data,
                                 size_t len);
+/* Receives how each run of a process ended, on the thread running
+ * supervise, once the process has been reaped (before any restart of it):
+ * code 0 for a normal end (why NULL), else the failure's code and text as
+ * mproc_super_error would give them (why borrowed for the call):
+ * the process's own negative code, MPROC_EWORKER for a death, MPROC_EPROTO
+ * for a protocol breach, or MPROC_ECLOSED when the supervisor ended it
+ * (SIGTERM while stopping the others, or taken down with a sibling). */
+typedef void (*mproc_finish_fn)(void *ctx, mproc_id id, int code,
+                                const char *why);
 
 /* Options; zero means the default for every field.  Copied by new. */
 typedef struct mproc_super_opts {
@@ -175,9 +184,12 @@ typedef struct mproc_super_opts {
     void *handler_ctx;
     /* Where mproc_child_input reads lines; default 0 (stdin). */
     int input_fd;
-    /* How long ending processes get after SIGTERM before SIGKILL;
-     * default 1000. */
+    /* How long ending processes get after SIGTERM before SIGKILL, and
+     * how long a resident told to end may go without finishing a message
+     * (see resident); default 1000. */
     int stop_grace_ms;
+    /* NULL: none.  Called with handler_ctx. */
+    mproc_finish_fn on_finish;
 } mproc_super_opts;
 
 /* Allocates a supervisor.  Returns 0 and a new supervisor (free with
@@ -231,6 +243,15 @@ MPROC_EXPORT const char *mproc_super_error(mproc_super *super);
 /* How many times process `id` was started (1 + restarts); 0 before
  * supervise; -EINVAL for an unknown id. */
 MPROC_EXPORT int mproc_super_runs(mproc_super *super, mproc_id id);
+
+/* How the last run of process `id` ended: 0 (a normal end), the code
+ * on_finish was given for it (with *why, if why is not NULL, set to its
+ * text: borrowed, valid until mproc_super_free), MPROC_ENOTSTARTED if it
+ * never ran, or -EINVAL for an unknown id.  Read it after supervise
+ * returned: a temporary process's failure under a restart strategy does
+ * not end supervise, and this is where it shows. */
+MPROC_EXPORT int mproc_super_outcome(mproc_super *super, mproc_id id,
+                                     const char **why);
 
 /* From any thread (or a handler): makes supervise end every process and
  * return MPROC_ECLOSED.  Returns 0, -EINVAL. */
