@@ -3465,6 +3465,13 @@ static void test_flood_bounded(void)
     sync_close();
 }
 
+static int op_die_now(mproc_child *self)
+{
+    (void)self;
+    raise(SIGKILL);
+    return 0;
+}
+
 static int op_fail_boom(mproc_child *self)
 {
     return mproc_child_fail(self, "boom %d", 7);
@@ -3506,7 +3513,7 @@ static void test_outcomes(void)
                                  .stop_grace_ms = 200});
     g_finish_calls = 0;
     mproc_id dier = sadd(
-        s, (mproc_child_spec){.name = "dier", .op = op_send_print_die}, NOARGS);
+        s, (mproc_child_spec){.name = "dier", .op = op_die_now}, NOARGS);
     mproc_id forever =
         sadd(s, (mproc_child_spec){.name = "forever", .op = op_forever},
              NOARGS);
