@@ -1115,10 +1115,17 @@ static void on_ended(mproc_super *s, mproc__kid *k, int status)
         free(k->done_msg);
         k->done_msg = strdup("ended in the middle of a frame");
     }
+    /* Killed at the end of its grace with messages left: stuck.  One that
+     * had handled everything (an op that would not return) or that exited
+     * by itself meanwhile lost nothing: not a failure, as before. */
+    settle(s, k);
+    int by_grace = k->grace_killed && WIFSIGNALED(status) &&
+                   WTERMSIG(status) == SIGKILL && !k->done;
+    k->grace_killed = by_grace && k->rlen > 0;
     int normal = k->done ? k->done_code >= 0
                          : (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
                             !k->stopping);
-    int failed = !normal && (!k->stopping || k->grace_killed);
+    int failed = !normal && !k->stopping && (!by_grace || k->grace_killed);
     report_unhandled(s, k);
     char why[4200];
     describe_end(why, sizeof(why), k, status);
@@ -1136,8 +1143,12 @@ static void on_ended(mproc_super *s, mproc__kid *k, int status)
                                                     : MPROC_EWORKER,
                         why);
         } else if (!normal) {
-            char more[4300];
-            snprintf(more, sizeof(more), "ended by the supervisor: %s", why);
+            char more[4400];
+            snprintf(more, sizeof(more), "ended by the supervisor: %s%s",
+                     by_grace ? "did not end within stop_grace_ms of being "
+                                "told to (with nothing left to handle); "
+                              : "",
+                     why);
             set_outcome(s, k, MPROC_ECLOSED, more);
         } else {
             set_outcome(s, k, 0, NULL);
@@ -1323,7 +1334,7 @@ static void run_timers(mproc_super *s, uint64_t now)
 
 /* ---- supervise ------------------------------------------------------ */
 
-static int prepare(mproc_super *s)
+int mproc__super_prepare_routing(mproc_super *s)
 {
     for (int i = 0; i < s->nkids; i++) {
         mproc__kid *k = &s->kids[i];
@@ -1348,6 +1359,20 @@ static int prepare(mproc_super *s)
         return -errno;
     }
     s->handled = h;
+    return 0;
+}
+
+int mproc__super_on_frame(mproc_super *s, int slot, const mproc__frame *f)
+{
+    return on_frame(s, &s->kids[slot], f);
+}
+
+static int prepare(mproc_super *s)
+{
+    int rc = mproc__super_prepare_routing(s);
+    if (rc != 0) {
+        return rc;
+    }
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     if (s->ep < 0) {
         return -errno;

@@ -155,7 +155,8 @@ typedef struct mproc__kid {
     int unwatched; /* its channel left the epoll set (hung up while paused) */
     unsigned char truncated; /* its stream ended inside a frame */
     /* Ending residents: told to end; the handled count at the last grace
-     * check; killed because it made no progress for a whole grace. */
+     * check; SIGKILLed because it made no progress for a whole grace (in
+     * on_ended: and it died of it with messages unhandled: stuck). */
     int released;
     uint64_t grace_mark;
     int grace_killed;
@@ -205,6 +206,13 @@ int mproc__super_types_init(mproc_super *s);
 void mproc__super_types_free(mproc_super *s);
 /* 1 if `type` is `ancestor` or descends from it. */
 int mproc__super_type_is(const mproc_super *s, int type, int ancestor);
+
+/* super.c: the per-process routing tables and the shared handled counts
+ * (the first step of supervise); and one frame from process `slot`, as the
+ * loop handles it (0, or the code that fails the process).  Exposed so the
+ * fuzz target can route frames without processes or sockets. */
+int mproc__super_prepare_routing(mproc_super *s);
+int mproc__super_on_frame(mproc_super *s, int slot, const mproc__frame *f);
 
 /* super_child.c: what a forked child runs (spec.child_main). */
 void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,

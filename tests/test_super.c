@@ -3315,9 +3315,19 @@ static long vm_kib(const char *field)
     return v;
 }
 
-/* Resets VmHWM to the current RSS; 0 if the kernel cannot. */
+/* Resets VmHWM to the current RSS; 0 if the kernel cannot, or when a
+ * sanitizer's allocator keeps freed memory (ASan's quarantine) so that the
+ * peak says nothing about what the supervisor holds. */
 static int reset_peak_rss(void)
 {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return 0;
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+    return 0;
+#endif
+#endif
     FILE *f = fopen("/proc/self/clear_refs", "w");
     if (f == NULL) {
         return 0;
