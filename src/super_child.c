@@ -74,6 +74,7 @@ struct mproc_child {
     int exiting;            /* (wmu) exit() ran: writes are synchronous */
     uint64_t nhandled;      /* message thread only: X_MSG frames done */
     _Atomic uint64_t *handled; /* the shared count */
+    pid_t pid;                 /* this process (not a fork of it) */
 };
 
 /* The one child of this process (a supervised process is a fresh fork). */
@@ -237,6 +238,9 @@ static _Noreturn void finish(int code, const char *msg)
  * first, as finish does, instead of dying in this process's queue. */
 static void at_exit(void)
 {
+    if (getpid() != C.pid) {
+        return; /* a fork of this process: the channel is not its own */
+    }
     quiesce();
     pthread_mutex_lock(&C.wmu);
     C.exiting = 1; /* later sends (other atexit handlers) write at once */
@@ -414,6 +418,7 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
     C.s = s;
     C.kid = &s->kids[slot];
     C.handled = &s->handled[slot];
+    C.pid = getpid();
     pthread_mutex_init(&C.wmu, NULL);
     pthread_mutex_init(&C.mu, NULL);
     pthread_mutex_init(&C.ask_mu, NULL);

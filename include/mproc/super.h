@@ -13,7 +13,8 @@
  * non-resident has ended), when handle_message returns MPROC_STOP, when it
  * calls exit(0) (exit(n): a failure), or when it fails.  A handler that is
  * running when op returns (or exit is called on another thread) finishes
- * first, and everything the process sent before its end is delivered.
+ * first (so a handler that never returns keeps its process from ending),
+ * and everything the process sent before its end is delivered.
  *
  *     static int hello(mproc_child *self) {
  *         return mproc_child_print(self, "hi from %d", mproc_child_id(self));
