@@ -69,8 +69,14 @@ struct mproc_child {
     uint64_t verdict_token;
     uint64_t next_token;
     pthread_mutex_t ask_mu; /* one input / sync send at a time */
-    int in_handler;         /* (mu) the message thread is in a handler */
-    int closing;            /* (mu) the process is ending: no new handler */
+    /* The message thread is in a handler; the process is ending (no new
+     * handler starts).  Atomics, so a message costs no lock: each side
+     * stores its own flag, then reads the other's (sequentially
+     * consistent), so either the handler does not start or the closer
+     * sees it running and waits on cv, woken under mu. */
+    atomic_int in_handler;
+    atomic_int closing;
+    atomic_int ready_seen; /* setup returned (a lock-free copy of ready) */
     int exiting;            /* (wmu) exit() ran: writes are synchronous */
     uint64_t nhandled;      /* message thread only: X_MSG frames done */
     _Atomic uint64_t *handled; /* the shared count */
@@ -89,14 +95,25 @@ static int on_message_thread(void)
  * message thread itself: only the latter). */
 static void quiesce(void)
 {
-    pthread_mutex_lock(&C.mu);
-    C.closing = 1;
+    atomic_store(&C.closing, 1);
     if (!on_message_thread()) {
-        while (C.in_handler) {
+        pthread_mutex_lock(&C.mu);
+        while (atomic_load(&C.in_handler)) {
             pthread_cond_wait(&C.cv, &C.mu);
         }
+        pthread_mutex_unlock(&C.mu);
     }
-    pthread_mutex_unlock(&C.mu);
+}
+
+/* The message thread leaves a handler (or does not start one). */
+static void leave_handler(void)
+{
+    atomic_store(&C.in_handler, 0);
+    if (atomic_load(&C.closing)) {
+        pthread_mutex_lock(&C.mu); /* the closer waits under mu */
+        pthread_cond_broadcast(&C.cv);
+        pthread_mutex_unlock(&C.mu);
+    }
 }
 
 /* With wmu held: writes everything queued, waiting for room as needed
@@ -260,17 +277,20 @@ static void handled_one(void)
 static void deliver(const mproc__frame *f)
 {
     /* Messages wait for setup (what it sets up is what handlers use). */
-    pthread_mutex_lock(&C.mu);
-    while (!C.ready) {
-        pthread_cond_wait(&C.cv, &C.mu);
-    }
-    if (C.closing) {
-        /* The process is ending: never handled (its sender is told). */
+    if (!atomic_load_explicit(&C.ready_seen, memory_order_acquire)) {
+        pthread_mutex_lock(&C.mu);
+        while (!C.ready) {
+            pthread_cond_wait(&C.cv, &C.mu);
+        }
         pthread_mutex_unlock(&C.mu);
+        atomic_store_explicit(&C.ready_seen, 1, memory_order_relaxed);
+    }
+    atomic_store(&C.in_handler, 1);
+    if (atomic_load(&C.closing)) {
+        /* The process is ending: never handled (its sender is told). */
+        leave_handler();
         return;
     }
-    C.in_handler = 1;
-    pthread_mutex_unlock(&C.mu);
     mproc_msg m;
     if (mproc__super_parse_msg(f, &m) != 0) {
         finish(MPROC_EPROTO, "malformed message from the supervisor");
@@ -296,10 +316,7 @@ static void deliver(const mproc__frame *f)
         rc = C.kid->spec.handle_message(&C, &m);
     }
     handled_one();
-    pthread_mutex_lock(&C.mu);
-    C.in_handler = 0;
-    pthread_cond_broadcast(&C.cv);
-    pthread_mutex_unlock(&C.mu);
+    leave_handler();
     if (rc == MPROC_STOP) {
         finish(X_STOPPED, NULL);
     }
