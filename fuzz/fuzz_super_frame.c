@@ -134,9 +134,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     mproc_super *s = NULL;
-    mproc_super_opts o = {.on_print = on_print,
-                          .on_object = on_object,
-                          .input_fd = devnull};
+    mproc_super_opts o = {
+        .on_print = on_print, .on_object = on_object, .input_fd = devnull};
     if (mproc_super_new(&s, &o) != 0) {
         close(devnull);
         return 0;
@@ -145,15 +144,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const int strings[] = {MPROC_MSG_STRING};
     static const int all[] = {MPROC_MSG_EMPTY};
     mproc_super_add_type(s, "user", MPROC_MSG_STRING, &user);
-    mproc_super_add(s,
-                    &(mproc_child_spec){.name = "a",
-                                        .resident = 1,
-                                        .listen = strings,
-                                        .nlisten = 1},
-                    NULL, 0, NULL);
     mproc_super_add(
-        s, &(mproc_child_spec){.name = "b", .resident = 1, .listen = all,
-                               .nlisten = 1},
+        s,
+        &(mproc_child_spec){
+            .name = "a", .resident = 1, .listen = strings, .nlisten = 1},
+        NULL, 0, NULL);
+    mproc_super_add(
+        s,
+        &(mproc_child_spec){
+            .name = "b", .resident = 1, .listen = all, .nlisten = 1},
         NULL, 0, NULL);
     mproc_super_add(s, &(mproc_child_spec){.resident = 1}, NULL, 0, NULL);
     if (s->nkids == NKIDS && mproc__super_prepare_routing(s) == 0) {

@@ -310,8 +310,8 @@ static int put_frame(mproc_super *s, mproc__kid *k, int type, const void *a,
 /* Drops the records of the messages k has handled (its shared count). */
 static void settle(mproc_super *s, mproc__kid *k)
 {
-    uint64_t h = atomic_load_explicit(&s->handled[k - s->kids],
-                                      memory_order_acquire);
+    uint64_t h =
+        atomic_load_explicit(&s->handled[k - s->kids], memory_order_acquire);
     while (k->settled < h && k->rlen > 0) {
         k->rhead++;
         k->rlen--;
@@ -375,8 +375,8 @@ static void watch(mproc_super *s, mproc__kid *k)
     }
     unsigned want = (k->paused ? 0 : EPOLLIN) | (k->want_out ? EPOLLOUT : 0);
     if (want != k->events) {
-        struct epoll_event ev = {
-            .events = want, .data.u64 = tag((int)(k - s->kids), TAG_CHAN)};
+        struct epoll_event ev = {.events = want,
+                                 .data.u64 = tag((int)(k - s->kids), TAG_CHAN)};
         epoll_ctl(s->ep, EPOLL_CTL_MOD, k->ch.fd, &ev);
         k->events = want;
     }
@@ -496,8 +496,8 @@ static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
             int reached = 0;
             for (int k = 0; k < s->nkids; k++) {
                 if (s->kids[k].spec.name != NULL) {
-                    reached += give(s, &s->kids[k], (int)type, from, to,
-                                    data, len);
+                    reached +=
+                        give(s, &s->kids[k], (int)type, from, to, data, len);
                 }
             }
             delivered += reached;
@@ -512,8 +512,8 @@ static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
             for (int k = 0; k < s->nkids; k++) {
                 if (s->kids[k].listens[type] && routable(&s->kids[k])) {
                     any = 1;
-                    delivered += give(s, &s->kids[k], (int)type, from, to,
-                                      data, len);
+                    delivered +=
+                        give(s, &s->kids[k], (int)type, from, to, data, len);
                 }
             }
             if (!any) {
@@ -540,8 +540,7 @@ static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
         if (s->kids[k].listens[type]) {
             mproc_id to;
             memcpy(&to, idp, 4);
-            delivered +=
-                give(s, &s->kids[k], (int)type, from, to, data, len);
+            delivered += give(s, &s->kids[k], (int)type, from, to, data, len);
         }
     }
     if (sync && !failed) {
@@ -1077,9 +1076,8 @@ static void report_unhandled(mproc_super *s, mproc__kid *k)
                     "process %d ended before handling '%s' message %u from "
                     "process %d: not delivered",
                     (int)k->id,
-                    r->type >= 0 && r->type < s->ntypes
-                        ? s->types[r->type].name
-                        : "?",
+                    r->type >= 0 && r->type < s->ntypes ? s->types[r->type].name
+                                                        : "?",
                     (unsigned)r->send_no, (int)r->from);
     }
     k->rhead = k->rlen = 0;

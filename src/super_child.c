@@ -76,9 +76,9 @@ struct mproc_child {
      * sees it running and waits on cv, woken under mu. */
     atomic_int in_handler;
     atomic_int closing;
-    atomic_int ready_seen; /* setup returned (a lock-free copy of ready) */
-    int exiting;            /* (wmu) exit() ran: writes are synchronous */
-    uint64_t nhandled;      /* message thread only: X_MSG frames done */
+    atomic_int ready_seen;     /* setup returned (a lock-free copy of ready) */
+    int exiting;               /* (wmu) exit() ran: writes are synchronous */
+    uint64_t nhandled;         /* message thread only: X_MSG frames done */
     _Atomic uint64_t *handled; /* the shared count */
     pid_t pid;                 /* this process (not a fork of it) */
 };

@@ -186,8 +186,8 @@ struct mproc_super {
     uint64_t route_stamp;
     _Atomic uint64_t *handled; /* MAP_SHARED, one slot per process */
     size_t handled_size;
-    int nfull;   /* processes with `full` set */
-    int npaused; /* processes with `paused` set */
+    int nfull;               /* processes with `full` set */
+    int npaused;             /* processes with `paused` set */
     uint64_t *restart_times; /* ring of the last max_restarts+1 restarts */
     int nrestarts;
     mproc__kid *dirty;

@@ -3053,7 +3053,6 @@ static void test_get_ids_nonblocking_keeps_answer(void)
     sync_close();
 }
 
-
 /* ---- the edges of issue 10 ---------------------------------------------- */
 
 enum {
@@ -3523,8 +3522,8 @@ static int h_bounce(mproc_child *self, const mproc_msg *m)
         memcpy(b, m->data, FLOOD_MSG);
         left--;
         memcpy(b, &left, sizeof left);
-        int rc = mproc_child_send(self, &m->from, 1, MPROC_MSG_STRING, b,
-                                  FLOOD_MSG);
+        int rc =
+            mproc_child_send(self, &m->from, 1, MPROC_MSG_STRING, b, FLOOD_MSG);
         free(b);
         if (rc != 0) {
             return rc;
@@ -3626,10 +3625,10 @@ static void test_outcomes(void)
     g_finish_calls = 0;
     mproc_super *s = snew(&(mproc_super_opts){.strategy = MPROC_ONE_FOR_ONE,
                                               .on_finish = rec_finish});
-    mproc_id ok = sadd(s, (mproc_child_spec){.name = "ok", .op = op_return0},
-                       NOARGS);
-    mproc_id bad = sadd(
-        s, (mproc_child_spec){.name = "bad", .op = op_fail_boom}, NOARGS);
+    mproc_id ok =
+        sadd(s, (mproc_child_spec){.name = "ok", .op = op_return0}, NOARGS);
+    mproc_id bad =
+        sadd(s, (mproc_child_spec){.name = "bad", .op = op_fail_boom}, NOARGS);
     const char *why = "x";
     CHECK_ERR(mproc_super_outcome(s, ok, &why), MPROC_ENOTSTARTED);
     CHECK_ERR(mproc_super_outcome(s, 0, NULL), -EINVAL);
@@ -3651,14 +3650,13 @@ static void test_outcomes(void)
     sfree(s);
 
     /* A death, and one ended by the supervisor. */
-    s = snew(&(mproc_super_opts){.on_finish = rec_finish,
-                                 .stop_grace_ms = 200});
+    s = snew(
+        &(mproc_super_opts){.on_finish = rec_finish, .stop_grace_ms = 200});
     g_finish_calls = 0;
-    mproc_id dier = sadd(
-        s, (mproc_child_spec){.name = "dier", .op = op_die_now}, NOARGS);
-    mproc_id forever =
-        sadd(s, (mproc_child_spec){.name = "forever", .op = op_forever},
-             NOARGS);
+    mproc_id dier =
+        sadd(s, (mproc_child_spec){.name = "dier", .op = op_die_now}, NOARGS);
+    mproc_id forever = sadd(
+        s, (mproc_child_spec){.name = "forever", .op = op_forever}, NOARGS);
     CHECK_SUPERVISE(s, T_LONG, MPROC_EWORKER);
     CHECK_EQ(g_finish_calls, 2);
     CHECK_ERR(mproc_super_outcome(s, dier, &why), MPROC_EWORKER);
@@ -3717,8 +3715,8 @@ static int op_broadcast_alone(mproc_child *self)
                mproc_child_send_sync(self, all, MPROC_MSG_STRING, &t, sizeof t,
                                      T_LONG),
                MPROC_ENOTFOUND);
-    CCHECK_ERR(self, mproc_child_send(self, &all, 1, MPROC_MSG_STRING, &t,
-                                      sizeof t),
+    CCHECK_ERR(self,
+               mproc_child_send(self, &all, 1, MPROC_MSG_STRING, &t, sizeof t),
                0);
     CCHECK_ERR(self, read_ack(g_ack[0]), ACK_ERROR);
     return 0;
@@ -3766,8 +3764,9 @@ static void test_truncated_frame(void)
         sync_open();
         mproc_super *s =
             snew(&(mproc_super_opts){.strategy = MPROC_ONE_FOR_ONE});
-        mproc_id id = sadd(
-            s, (mproc_child_spec){.name = "cut", .op = op_truncated}, ARGS(how));
+        mproc_id id =
+            sadd(s, (mproc_child_spec){.name = "cut", .op = op_truncated},
+                 ARGS(how));
         /* Under the default strategy the breach is supervise's result. */
         CHECK_SUPERVISE(s, T_LONG, 0);
         const char *why = NULL;

@@ -72,9 +72,9 @@
  * Failure.  A process fails when setup, op or handle_message returns an
  * error, when it dies (a crash, a kill, an exit with a nonzero status), or
  * when it breaks the protocol (MPROC_EPROTO: a malformed frame, an object
- * with no handler, or a stream that ends inside a frame).  With the default strategy
- * (MPROC_SUPER_STOP_ALL, the seed's) a failure ends every other process and
- * supervise returns the failure, with mproc_super_error naming the
+ * with no handler, or a stream that ends inside a frame).  With the default
+ * strategy (MPROC_SUPER_STOP_ALL, the seed's) a failure ends every other
+ * process and supervise returns the failure, with mproc_super_error naming the
  * process, its id and its message.  The restart strategies
  * restart per the child's restart type instead, up to max_restarts within
  * period_ms; beyond that the supervisor gives up the same way.
@@ -258,10 +258,10 @@ MPROC_EXPORT int mproc_super_add_debug_logger(mproc_super *super, mproc_id *id);
  * have ended (residents after the others), or the timeout.  Returns 0,
  * the failure that ended it (the process's own code; MPROC_EWORKER for a
  * death, or a resident stuck at the end; MPROC_EPROTO for a protocol
- * breach; MPROC_EBROKEN when restarts exceeded the intensity), MPROC_ETIMEDOUT (everything was stopped),
- * MPROC_ECLOSED (mproc_super_stop), -EINVAL, MPROC_ESTARTED (called twice),
- * or a start error (-errno).  Forks from this thread (see
- * mproc_pool_start).  Once per supervisor. */
+ * breach; MPROC_EBROKEN when restarts exceeded the intensity), MPROC_ETIMEDOUT
+ * (everything was stopped), MPROC_ECLOSED (mproc_super_stop), -EINVAL,
+ * MPROC_ESTARTED (called twice), or a start error (-errno).  Forks from this
+ * thread (see mproc_pool_start).  Once per supervisor. */
 MPROC_EXPORT int mproc_super_supervise(mproc_super *super, int timeout_ms);
 
 /* The text of the failure supervise returned, e.g.
