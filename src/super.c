@@ -5,9 +5,13 @@
  *
  * Children are forked by a fork server started at supervise (so restarts
  * never fork this possibly multi-threaded process).  A child's channel is
- * non-blocking on this side and its output is buffered here: a child that
- * stops reading (a blocked handler) only grows its own buffer, and routing
- * goes on for everyone else.
+ * non-blocking on this side and its output is buffered here, up to a
+ * bound: a child that stops reading (a blocked handler) grows its queue
+ * to QUEUE_HIGH, and then whoever would add to it is no longer read until
+ * it has drained to QUEUE_LOW (back-pressure), while routing goes on for
+ * everyone else.  No cycle of children can wedge on this: a child's
+ * message thread never waits to write (super_child.c), so every child
+ * whose handler returns keeps reading its queue down.
  */
 #include <errno.h>
 #include <poll.h>
@@ -18,6 +22,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +34,16 @@
 #define DEFAULT_PERIOD_MS 5000
 #define DEFAULT_BACKOFF_MAX_MS 1000
 #define DEFAULT_GRACE_MS 1000
+/* A process's queue here (bytes not yet written to it): over HIGH, what
+ * would add to it waits; its senders are read again once it is down to
+ * LOW.  Its buffer is compacted once its written part is COMPACT bytes and
+ * half of it, so the memory it holds stays within a small multiple of
+ * HIGH + MPROC_MSG_MAX. */
+#define QUEUE_HIGH ((size_t)4 << 20)
+#define QUEUE_LOW ((size_t)1 << 20)
+#define COMPACT ((size_t)1 << 20)
+/* Records are settled against the handled count when this many pile up. */
+#define RECS_SETTLE 1024u
 /* The epoll tag of a child: its index, and which of its two fds. */
 #define TAG_CHAN 0u
 #define TAG_PIDFD 1u
@@ -197,6 +212,18 @@ int mproc_super_runs(mproc_super *s, mproc_id id)
     return s->kids[id - 1].runs;
 }
 
+int mproc_super_outcome(mproc_super *s, mproc_id id, const char **why)
+{
+    if (s == NULL || id < 1 || id > s->nkids) {
+        return -EINVAL;
+    }
+    const mproc__kid *k = &s->kids[id - 1];
+    if (why != NULL) {
+        *why = k->out_msg;
+    }
+    return k->runs == 0 ? MPROC_ENOTSTARTED : k->out_code;
+}
+
 int mproc_super_stop(mproc_super *s)
 {
     if (s == NULL) {
@@ -220,6 +247,8 @@ void mproc_super_free(mproc_super *s)
         free(s->kids[i].args);
         free(s->kids[i].listens);
         free(s->kids[i].done_msg);
+        free(s->kids[i].recs);
+        free(s->kids[i].out_msg);
     }
     free(s->kids);
     mproc__super_types_free(s);
@@ -231,6 +260,9 @@ void mproc_super_free(mproc_super *s)
     free(s->restart_times);
     free(s->in_buf);
     free(s->in_waiting);
+    if (s->handled != NULL) {
+        munmap((void *)s->handled, s->handled_size);
+    }
     free(s);
 }
 
@@ -245,13 +277,18 @@ static void mark_dirty(mproc_super *s, mproc__kid *k)
     }
 }
 
-/* Appends a frame {a, b} for child k (live or not: a dead child's frames
- * are simply dropped with its channel). */
-static void put_frame(mproc_super *s, mproc__kid *k, int type, const void *a,
-                      size_t alen, const void *b, size_t blen)
+static size_t queued(const mproc__kid *k)
+{
+    return k->ch.fd >= 0 ? k->ch.committed - k->ch.out.off : 0;
+}
+
+/* Appends a frame {a, b} for child k.  Returns 1, or 0 when k has no
+ * channel any more or memory ran out (then k gets nothing). */
+static int put_frame(mproc_super *s, mproc__kid *k, int type, const void *a,
+                     size_t alen, const void *b, size_t blen)
 {
     if (k->ch.fd < 0) {
-        return;
+        return 0;
     }
     long h = mproc__chan_open_frame(&k->ch, type, 0);
     if (h < 0 || mproc__chan_append(&k->ch, a, alen) != 0 ||
@@ -259,17 +296,90 @@ static void put_frame(mproc_super *s, mproc__kid *k, int type, const void *a,
         if (h >= 0) {
             mproc__chan_truncate(&k->ch, (size_t)h);
         }
-        return; /* out of memory: the child sees nothing, as if lost */
+        return 0;
     }
     mproc__chan_close_frame(&k->ch, h);
     mark_dirty(s, k);
+    if (!k->full && queued(k) > QUEUE_HIGH) {
+        k->full = 1;
+        s->nfull++;
+    }
+    return 1;
 }
 
-static void put_msg(mproc_super *s, mproc__kid *k, int type, mproc_id from,
-                    mproc_id to, const void *data, size_t len)
+/* Drops the records of the messages k has handled (its shared count). */
+static void settle(mproc_super *s, mproc__kid *k)
 {
-    int32_t hdr[3] = {type, from, to};
-    put_frame(s, k, X_MSG, hdr, sizeof(hdr), data, len);
+    uint64_t h =
+        atomic_load_explicit(&s->handled[k - s->kids], memory_order_acquire);
+    while (k->settled < h && k->rlen > 0) {
+        k->rhead++;
+        k->rlen--;
+        k->settled++;
+    }
+    if (k->rlen == 0) {
+        k->rhead = 0;
+    }
+}
+
+static int rec_push(mproc_super *s, mproc__kid *k, const mproc__rec *r)
+{
+    if (k->rlen >= RECS_SETTLE && k->rlen % RECS_SETTLE == 0) {
+        settle(s, k);
+    }
+    if (k->rhead > 0 && k->rhead + k->rlen == k->rcap) {
+        memmove(k->recs, k->recs + k->rhead, k->rlen * sizeof(*k->recs));
+        k->rhead = 0;
+    }
+    if (k->rlen == k->rcap) {
+        size_t cap = k->rcap ? k->rcap * 2 : 64;
+        mproc__rec *recs = realloc(k->recs, cap * sizeof(*recs));
+        if (recs == NULL) {
+            return -ENOMEM;
+        }
+        k->recs = recs;
+        k->rcap = cap;
+    }
+    k->recs[k->rhead + k->rlen++] = *r;
+    return 0;
+}
+
+/* Queues a message for k, with its record (sender `src`, NULL for the
+ * supervisor).  Returns 1, or 0 when it could not be queued. */
+static int put_msg(mproc_super *s, mproc__kid *k, const mproc__kid *src,
+                   int type, mproc_id to, const void *data, size_t len)
+{
+    if (k->ch.fd < 0) {
+        return 0;
+    }
+    mproc__rec r = {.from = src ? src->id : MPROC_ID_SUPER,
+                    .from_run = src ? (uint32_t)src->runs : 0,
+                    .type = type,
+                    .send_no = src ? src->sends : 0};
+    if (rec_push(s, k, &r) != 0) {
+        return 0;
+    }
+    int32_t hdr[3] = {type, r.from, to};
+    if (!put_frame(s, k, X_MSG, hdr, sizeof(hdr), data, len)) {
+        k->rlen--;
+        return 0;
+    }
+    return 1;
+}
+
+/* Sets k's epoll events: input unless paused, output while some waits. */
+static void watch(mproc_super *s, mproc__kid *k)
+{
+    if (k->ch.fd < 0 || k->unwatched) {
+        return;
+    }
+    unsigned want = (k->paused ? 0 : EPOLLIN) | (k->want_out ? EPOLLOUT : 0);
+    if (want != k->events) {
+        struct epoll_event ev = {.events = want,
+                                 .data.u64 = tag((int)(k - s->kids), TAG_CHAN)};
+        epoll_ctl(s->ep, EPOLL_CTL_MOD, k->ch.fd, &ev);
+        k->events = want;
+    }
 }
 
 static void flush_dirty(mproc_super *s)
@@ -282,14 +392,26 @@ static void flush_dirty(mproc_super *s)
             continue;
         }
         int r = mproc__chan_flush(&k->ch);
-        unsigned want = EPOLLIN | (r == 1 ? EPOLLOUT : 0);
-        if (r >= 0 && want != k->events) {
-            struct epoll_event ev = {
-                .events = want, .data.u64 = tag((int)(k - s->kids), TAG_CHAN)};
-            epoll_ctl(s->ep, EPOLL_CTL_MOD, k->ch.fd, &ev);
-            k->events = want;
+        if (r >= 0) {
+            k->want_out = r == 1;
+            watch(s, k);
         }
         /* r < 0: the child is gone; its pidfd will say how. */
+        mproc__buf *b = &k->ch.out;
+        if (b->off >= COMPACT && b->off >= b->len / 2 &&
+            k->ch.committed == b->len) {
+            /* A receiver that never quite catches up would otherwise keep
+             * its written bytes forever (the channel compacts only when
+             * empty). */
+            memmove(b->data, b->data + b->off, b->len - b->off);
+            b->len -= b->off;
+            k->ch.committed -= b->off;
+            b->off = 0;
+        }
+        if (k->full && queued(k) <= QUEUE_LOW) {
+            k->full = 0;
+            s->nfull--;
+        }
     }
 }
 
@@ -300,15 +422,14 @@ static int routable(const mproc__kid *k)
     return k->state == K_RUNNING;
 }
 
-static int give(mproc_super *s, mproc__kid *k, int type, mproc_id from,
+static int give(mproc_super *s, mproc__kid *k, int type, mproc__kid *from,
                 mproc_id to, const void *data, size_t len)
 {
     if (!routable(k) || k->stamp == s->route_stamp) {
         return 0; /* ended, or already given this message */
     }
     k->stamp = s->route_stamp;
-    put_msg(s, k, type, from, to, data, len);
-    return 1;
+    return put_msg(s, k, from, type, to, data, len);
 }
 
 /* The answer to a sync send. */
@@ -339,8 +460,8 @@ static void tell_sender(mproc_super *s, mproc__kid *from, int sync,
     va_start(ap, fmt);
     int n = vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    put_msg(s, from, MPROC_MSG_ERROR, MPROC_ID_SUPER, MPROC_ID_SUPER, text,
-            n < 0 ? 0 : (size_t)n);
+    n = n < 0 ? 0 : n < (int)sizeof(text) ? n : (int)sizeof(text) - 1;
+    put_msg(s, from, NULL, MPROC_MSG_ERROR, MPROC_ID_SUPER, text, (size_t)n);
 }
 
 static int any_named_live(const mproc_super *s)
@@ -355,23 +476,17 @@ static int any_named_live(const mproc_super *s)
 
 static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
 {
-    uint32_t type, flags, n;
-    uint64_t token;
-    if (f->len < X_SEND_HDR) {
+    mproc__xsend x;
+    if (mproc__super_parse_send(f, s->ntypes, &x) != 0) {
         return MPROC_EPROTO;
     }
-    memcpy(&type, f->body, 4);
-    memcpy(&flags, f->body + 4, 4);
-    memcpy(&token, f->body + 8, 8);
-    memcpy(&n, f->body + 16, 4);
-    if (type >= (uint32_t)s->ntypes || n == 0 ||
-        (f->len - X_SEND_HDR) / 4 < n) {
-        return MPROC_EPROTO;
-    }
-    const char *idp = f->body + X_SEND_HDR;
-    const char *data = idp + (size_t)n * 4;
-    size_t len = f->len - X_SEND_HDR - (size_t)n * 4;
-    int sync = (flags & X_SYNC) != 0;
+    uint32_t type = x.type, n = x.n;
+    uint64_t token = x.token;
+    const char *idp = x.ids;
+    const char *data = x.data;
+    size_t len = x.len;
+    int sync = (x.flags & X_SYNC) != 0;
+    from->sends++;
     int delivered = 0, failed = 0;
     s->route_stamp++;
     for (uint32_t i = 0; i < n; i++) {
@@ -381,8 +496,8 @@ static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
             int reached = 0;
             for (int k = 0; k < s->nkids; k++) {
                 if (s->kids[k].spec.name != NULL) {
-                    reached += give(s, &s->kids[k], (int)type, from->id, to,
-                                    data, len);
+                    reached +=
+                        give(s, &s->kids[k], (int)type, from, to, data, len);
                 }
             }
             delivered += reached;
@@ -397,8 +512,8 @@ static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
             for (int k = 0; k < s->nkids; k++) {
                 if (s->kids[k].listens[type] && routable(&s->kids[k])) {
                     any = 1;
-                    delivered += give(s, &s->kids[k], (int)type, from->id, to,
-                                      data, len);
+                    delivered +=
+                        give(s, &s->kids[k], (int)type, from, to, data, len);
                 }
             }
             if (!any) {
@@ -409,7 +524,7 @@ static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
             }
         } else if (to >= 1 && to <= s->nkids && routable(&s->kids[to - 1])) {
             delivered +=
-                give(s, &s->kids[to - 1], (int)type, from->id, to, data, len);
+                give(s, &s->kids[to - 1], (int)type, from, to, data, len);
         } else {
             failed = 1;
             tell_sender(s, from, sync, token,
@@ -425,8 +540,7 @@ static int route(mproc_super *s, mproc__kid *from, const mproc__frame *f)
         if (s->kids[k].listens[type]) {
             mproc_id to;
             memcpy(&to, idp, 4);
-            delivered +=
-                give(s, &s->kids[k], (int)type, from->id, to, data, len);
+            delivered += give(s, &s->kids[k], (int)type, from, to, data, len);
         }
     }
     if (sync && !failed) {
@@ -590,14 +704,15 @@ static int on_frame(mproc_super *s, mproc__kid *k, const mproc__frame *f)
         return 0;
     case X_DONE: {
         int32_t code = 0;
-        if (f->len < 4) {
+        const char *msg;
+        size_t mlen;
+        if (mproc__super_parse_done(f, &code, &msg, &mlen) != 0) {
             return MPROC_EPROTO;
         }
-        memcpy(&code, f->body, 4);
         k->done = 1;
         k->done_code = code;
         free(k->done_msg);
-        k->done_msg = f->len > 4 ? strndup(f->body + 4, f->len - 4) : NULL;
+        k->done_msg = mlen > 0 ? strndup(msg, mlen) : NULL;
         if (k->state == K_RUNNING) {
             k->state = K_DONE; /* not routable from now on */
         }
@@ -636,18 +751,86 @@ static void fail_kid(mproc__kid *k, int code)
     }
 }
 
-static void on_chan(mproc_super *s, mproc__kid *k, unsigned events)
+/* The index of a full process that frame f of k would add to (its
+ * targets, their listeners, k itself for the answers and errors it may
+ * get), or -1.  A malformed frame is left to on_frame to reject. */
+static int full_target(const mproc_super *s, const mproc__kid *k,
+                       const mproc__frame *f)
 {
-    if (events & EPOLLOUT) {
-        mark_dirty(s, k);
+    if (k->full &&
+        (f->type == X_SEND || f->type == X_IDS || f->type == X_INPUT)) {
+        return (int)(k - s->kids);
     }
-    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+    mproc__xsend x;
+    if (f->type != X_SEND || mproc__super_parse_send(f, s->ntypes, &x) != 0) {
+        return -1;
+    }
+    for (int i = 0; i < s->nkids; i++) {
+        const mproc__kid *o = &s->kids[i];
+        if (!o->full || !routable(o)) {
+            continue;
+        }
+        if (o->listens[x.type]) {
+            return i;
+        }
+        for (uint32_t j = 0; j < x.n; j++) {
+            mproc_id to;
+            memcpy(&to, x.ids + (size_t)j * 4, 4);
+            if (to == o->id || (to == MPROC_BROADCAST && o->spec.name)) {
+                return i;
+            }
+        }
+    }
+    return -1;
+}
+
+static void set_paused(mproc_super *s, mproc__kid *k, int paused)
+{
+    if (k->paused != paused) {
+        k->paused = paused;
+        s->npaused += paused ? 1 : -1;
+        watch(s, k);
+    }
+}
+
+/* Closes k's channel: it has ended, or its stream has. */
+static void drop_chan(mproc_super *s, mproc__kid *k)
+{
+    if (k->ch.fd < 0) {
         return;
     }
-    long r = mproc__chan_fill(&k->ch);
+    if (k->ch.in.len > k->ch.in.off && !k->broken) {
+        k->truncated = 1; /* its last frame never came whole */
+    }
+    if (!k->unwatched) {
+        epoll_ctl(s->ep, EPOLL_CTL_DEL, k->ch.fd, NULL);
+    }
+    mproc__chan_free(&k->ch);
+    k->ch.fd = -1;
+    k->unwatched = 0;
+    k->want_out = 0;
+    k->events = 0;
+    if (k->full) {
+        k->full = 0;
+        s->nfull--;
+    }
+    set_paused(s, k, 0);
+}
+
+/* Handles the frames k's input buffer holds, until one would add to a
+ * full process (unless `force`: k is dead and what it wrote is bounded).
+ * Returns 1 if it stopped there (k is now paused). */
+static int take_frames(mproc_super *s, mproc__kid *k, int force)
+{
     mproc__frame f;
-    int rc = 0;
+    int rc = 0, blocked = -1;
     while (rc == 0 && !k->broken && (rc = mproc__chan_next(&k->ch, &f)) == 1) {
+        if (!force && s->nfull > 0 && f.type != X_DONE &&
+            (blocked = full_target(s, k, &f)) >= 0) {
+            /* Put it back: it is handled once blocked_on has drained. */
+            k->ch.in.off -= MPROC__FRAME_HDR + f.len;
+            break;
+        }
         rc = on_frame(s, k, &f);
     }
     if (rc < 0) {
@@ -655,14 +838,66 @@ static void on_chan(mproc_super *s, mproc__kid *k, unsigned events)
             k->done_msg = strdup("sent a malformed frame");
         }
         fail_kid(k, rc);
+        blocked = -1;
     }
-    if (r == 0 || (r < 0 && r != -EAGAIN)) {
-        /* End of stream: stop reading; the pidfd tells the rest. */
-        epoll_ctl(s->ep, EPOLL_CTL_DEL, k->ch.fd, NULL);
-        mproc__chan_free(&k->ch);
-        k->ch.fd = -1;
-        if (k->state == K_RUNNING) {
-            k->state = K_DONE;
+    if (blocked >= 0) {
+        k->blocked_on = blocked;
+        set_paused(s, k, 1);
+        return 1;
+    }
+    set_paused(s, k, 0);
+    return 0;
+}
+
+static void on_chan(mproc_super *s, mproc__kid *k, unsigned events, int force)
+{
+    if (events & EPOLLOUT) {
+        mark_dirty(s, k);
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+        return;
+    }
+    if (k->paused && !force) {
+        /* Hung up while paused: stop watching (a hang-up is reported
+         * whatever the events); its pidfd comes next and reads the rest. */
+        if (!k->unwatched) {
+            epoll_ctl(s->ep, EPOLL_CTL_DEL, k->ch.fd, NULL);
+            k->unwatched = 1;
+        }
+        return;
+    }
+    for (;;) {
+        long r = mproc__chan_fill(&k->ch);
+        if (take_frames(s, k, force) || k->ch.fd < 0) {
+            return;
+        }
+        if (r == 0 || (r < 0 && r != -EAGAIN && r != -ENOMEM)) {
+            /* End of stream: stop reading; the pidfd tells the rest. */
+            drop_chan(s, k);
+            if (k->state == K_RUNNING) {
+                k->state = K_DONE;
+            }
+            return;
+        }
+        if (!force || r < 0) {
+            return;
+        }
+        /* force: a dead process; read to its end. */
+    }
+}
+
+/* Reads again from the processes paused on one that has drained. */
+static void resume_senders(mproc_super *s)
+{
+    for (int i = 0; i < s->nkids && s->npaused > 0; i++) {
+        mproc__kid *k = &s->kids[i];
+        if (!k->paused || s->kids[k->blocked_on].full) {
+            continue;
+        }
+        if (!take_frames(s, k, 0)) {
+            /* Its buffer is done: the socket is next (level-triggered, so
+             * what waits there is reported at once). */
+            watch(s, k);
         }
     }
 }
@@ -672,12 +907,22 @@ static void on_chan(mproc_super *s, mproc__kid *k, unsigned events)
 static int spawn_kid(mproc_super *s, mproc__kid *k)
 {
     mproc__spawned sp;
+    /* A new run counts its messages from 0 (the last run is reaped). */
+    atomic_store(&s->handled[k - s->kids], 0);
+    k->rhead = k->rlen = 0;
+    k->settled = 0;
+    k->sends = 0;
+    k->truncated = 0;
+    k->grace_killed = 0;
+    k->released = 0;
     int rc = mproc__zygote_spawn(&s->zyg, (int)(k - s->kids), &sp);
     if (rc != 0) {
         return rc;
     }
     k->pid = sp.pid;
     k->pidfd = sp.pidfd;
+    k->want_out = 0;
+    k->unwatched = 0;
     mproc__chan_init(&k->ch, sp.chan_fd, 1);
     k->ch.max_frame = MPROC_MSG_MAX + 4096;
     mproc__set_nonblock(sp.chan_fd);
@@ -699,6 +944,7 @@ static int spawn_kid(mproc_super *s, mproc__kid *k)
         mproc__zygote_reap(&s->zyg, sp.pid, &status);
         mproc__chan_free(&k->ch);
         k->ch.fd = -1;
+        k->events = 0;
         mproc__fd_untrack(sp.pidfd);
         close(sp.pidfd);
         k->pidfd = -1;
@@ -812,18 +1058,99 @@ static void restart_group(mproc_super *s, uint64_t now)
     }
 }
 
+/* Tells the senders of every message k never handled (k has ended: its
+ * count is final), and forgets k's records. */
+static void report_unhandled(mproc_super *s, mproc__kid *k)
+{
+    settle(s, k);
+    for (size_t i = 0; i < k->rlen; i++) {
+        const mproc__rec *r = &k->recs[k->rhead + i];
+        if (r->from < 1 || r->from > s->nkids) {
+            continue; /* the supervisor's own notices */
+        }
+        mproc__kid *src = &s->kids[r->from - 1];
+        if (src == k || (uint32_t)src->runs != r->from_run) {
+            continue; /* that sender's run has ended too */
+        }
+        tell_sender(s, src, 0, 0,
+                    "process %d ended before handling '%s' message %u from "
+                    "process %d: not delivered",
+                    (int)k->id,
+                    r->type >= 0 && r->type < s->ntypes ? s->types[r->type].name
+                                                        : "?",
+                    (unsigned)r->send_no, (int)r->from);
+    }
+    k->rhead = k->rlen = 0;
+}
+
+/* Records how k's run ended and tells on_finish. */
+static void set_outcome(mproc_super *s, mproc__kid *k, int code,
+                        const char *why)
+{
+    k->out_code = code;
+    free(k->out_msg);
+    k->out_msg = code != 0 && why != NULL ? strdup(why) : NULL;
+    if (s->o.on_finish != NULL) {
+        s->o.on_finish(s->o.handler_ctx, k->id, code,
+                       code != 0 ? (k->out_msg ? k->out_msg : why) : NULL);
+    }
+}
+
 /* Child k was reaped with `status`. */
 static void on_ended(mproc_super *s, mproc__kid *k, int status)
 {
     uint64_t now = mproc__now_ns();
+    if (k->ch.fd >= 0) {
+        drop_chan(s, k);
+    }
+    if (k->truncated && !WIFSIGNALED(status) &&
+        !(k->done && k->done_code < 0)) {
+        /* It ended normally with half a frame written: a broken protocol,
+         * not a normal end (a killed process may leave one: that is its
+         * death, reported as such). */
+        k->done = 1;
+        k->done_code = MPROC_EPROTO;
+        free(k->done_msg);
+        k->done_msg = strdup("ended in the middle of a frame");
+    }
+    /* Killed at the end of its grace with messages left: stuck.  One that
+     * had handled everything (an op that would not return) or that exited
+     * by itself meanwhile lost nothing: not a failure, as before. */
+    settle(s, k);
+    int by_grace = k->grace_killed && WIFSIGNALED(status) &&
+                   WTERMSIG(status) == SIGKILL && !k->done;
+    k->grace_killed = by_grace && k->rlen > 0;
     int normal = k->done ? k->done_code >= 0
                          : (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
                             !k->stopping);
-    int failed = !normal && !k->stopping;
-    if (k->ch.fd >= 0) {
-        epoll_ctl(s->ep, EPOLL_CTL_DEL, k->ch.fd, NULL);
-        mproc__chan_free(&k->ch);
-        k->ch.fd = -1;
+    int failed = !normal && !k->stopping && (!by_grace || k->grace_killed);
+    report_unhandled(s, k);
+    char why[4200];
+    describe_end(why, sizeof(why), k, status);
+    {
+        if (k->grace_killed) {
+            char more[4300];
+            snprintf(more, sizeof(more),
+                     "finished no message for %d ms (stop_grace_ms) after "
+                     "it was told to end: %s",
+                     s->o.stop_grace_ms, why);
+            set_outcome(s, k, MPROC_EWORKER, more);
+        } else if (failed) {
+            set_outcome(s, k,
+                        k->done && k->done_code < 0 ? k->done_code
+                                                    : MPROC_EWORKER,
+                        why);
+        } else if (!normal) {
+            char more[4400];
+            snprintf(more, sizeof(more), "ended by the supervisor: %s%s",
+                     by_grace ? "did not end within stop_grace_ms of being "
+                                "told to (with nothing left to handle); "
+                              : "",
+                     why);
+            set_outcome(s, k, MPROC_ECLOSED, more);
+        } else {
+            set_outcome(s, k, 0, NULL);
+        }
     }
     epoll_ctl(s->ep, EPOLL_CTL_DEL, k->pidfd, NULL);
     mproc__fd_untrack(k->pidfd);
@@ -840,9 +1167,15 @@ static void on_ended(mproc_super *s, mproc__kid *k, int status)
         restart_group(s, now); /* taken down with a sibling */
         return;
     }
-    char why[4100];
-    describe_end(why, sizeof(why), k, status);
-    int code = k->done && k->done_code < 0 ? k->done_code : MPROC_EWORKER;
+    int code = k->out_code;
+    if (k->grace_killed) {
+        /* Messages routed to it before the end were lost with it: never a
+         * success, whatever the strategy (nothing else runs by now). */
+        set_error(s, "process '%s' (id %d) failed: %s",
+                  k->spec.name ? k->spec.name : "", (int)k->id, k->out_msg);
+        end_all(s, code);
+        return;
+    }
     if (s->o.strategy == MPROC_SUPER_STOP_ALL) {
         if (failed) {
             set_error(s, "process '%s' (id %d) failed: %s",
@@ -892,9 +1225,11 @@ static void on_ended(mproc_super *s, mproc__kid *k, int status)
 
 static void on_pidfd(mproc_super *s, mproc__kid *k)
 {
-    /* Read what it wrote before it died (its X_DONE, its last prints). */
+    /* Read what it wrote before it died (its X_DONE, its last prints): all
+     * of it, past any back-pressure (a dead process's socket holds a
+     * bounded amount). */
     if (k->ch.fd >= 0) {
-        on_chan(s, k, EPOLLIN);
+        on_chan(s, k, EPOLLIN, 1);
     }
     int status = 0;
     if (mproc__zygote_reap(&s->zyg, k->pid, &status) != 0) {
@@ -925,9 +1260,12 @@ static void release_residents(mproc_super *s)
             put_frame(s, k, X_END, NULL, 0, NULL, 0);
             k->state = K_DONE;
             k->spec.restart = MPROC_TEMPORARY; /* ending for good */
-            /* One stuck in a handler cannot take the end: killed after the
-             * grace, which is not a failure. */
-            k->stopping = 1;
+            /* It handles what was routed to it before X_END, however long
+             * that takes, as long as it gets on: one that finishes no
+             * message within a grace is stuck and is killed (a failure:
+             * see run_timers). */
+            k->released = 1;
+            k->grace_mark = atomic_load(&s->handled[i]);
             k->kill_at =
                 mproc__now_ns() + (uint64_t)s->o.stop_grace_ms * 1000000u;
         }
@@ -966,6 +1304,16 @@ static void run_timers(mproc_super *s, uint64_t now)
     for (int i = 0; i < s->nkids; i++) {
         mproc__kid *k = &s->kids[i];
         if (k->kill_at != 0 && k->pidfd >= 0 && now >= k->kill_at) {
+            uint64_t h = atomic_load(&s->handled[i]);
+            if (k->released && !k->stopping &&
+                (h != k->grace_mark || k->paused)) {
+                /* An ending resident that got on (or that we held back):
+                 * another grace. */
+                k->grace_mark = h;
+                k->kill_at = now + (uint64_t)s->o.stop_grace_ms * 1000000u;
+                continue;
+            }
+            k->grace_killed = k->released && !k->stopping;
             mproc__pidfd_kill(k->pidfd, SIGKILL);
             k->kill_at = 0;
         }
@@ -984,7 +1332,7 @@ static void run_timers(mproc_super *s, uint64_t now)
 
 /* ---- supervise ------------------------------------------------------ */
 
-static int prepare(mproc_super *s)
+int mproc__super_prepare_routing(mproc_super *s)
 {
     for (int i = 0; i < s->nkids; i++) {
         mproc__kid *k = &s->kids[i];
@@ -999,6 +1347,29 @@ static int prepare(mproc_super *s)
                 }
             }
         }
+    }
+    /* The handled counts, shared with the processes (made before the fork
+     * server, so every process maps the same pages). */
+    s->handled_size = (size_t)(s->nkids ? s->nkids : 1) * sizeof(uint64_t);
+    void *h = mmap(NULL, s->handled_size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (h == MAP_FAILED) {
+        return -errno;
+    }
+    s->handled = h;
+    return 0;
+}
+
+int mproc__super_on_frame(mproc_super *s, int slot, const mproc__frame *f)
+{
+    return on_frame(s, &s->kids[slot], f);
+}
+
+static int prepare(mproc_super *s)
+{
+    int rc = mproc__super_prepare_routing(s);
+    if (rc != 0) {
+        return rc;
     }
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     if (s->ep < 0) {
@@ -1048,6 +1419,10 @@ int mproc_super_supervise(mproc_super *s, int timeout_ms)
             release_residents(s);
         }
         flush_dirty(s);
+        if (s->npaused > 0) {
+            resume_senders(s);
+            flush_dirty(s);
+        }
         if (all_ended(s)) {
             break;
         }
@@ -1074,7 +1449,7 @@ int mproc_super_supervise(mproc_super *s, int timeout_ms)
                     on_pidfd(s, k);
                 }
             } else if (k->ch.fd >= 0) {
-                on_chan(s, k, evs[i].events);
+                on_chan(s, k, evs[i].events, 0);
             }
         }
     }

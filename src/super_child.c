@@ -8,6 +8,13 @@
  * `mu` and waited for on `cv`, which is why those calls cannot be made on
  * the message thread itself: they fail MPROC_EBUSY there instead of
  * waiting forever.
+ *
+ * Ending: whoever ends the process (finish, or the user's exit()) first
+ * waits for a handler that is running to return, unless it is that
+ * handler's own thread, and lets no other start; then everything queued
+ * is written before the process goes.  After each message the message
+ * thread stores how many it has finished with in the shared count the
+ * supervisor reads (super_internal.h).
  */
 #include <errno.h>
 #include <poll.h>
@@ -62,6 +69,18 @@ struct mproc_child {
     uint64_t verdict_token;
     uint64_t next_token;
     pthread_mutex_t ask_mu; /* one input / sync send at a time */
+    /* The message thread is in a handler; the process is ending (no new
+     * handler starts).  Atomics, so a message costs no lock: each side
+     * stores its own flag, then reads the other's (sequentially
+     * consistent), so either the handler does not start or the closer
+     * sees it running and waits on cv, woken under mu. */
+    atomic_int in_handler;
+    atomic_int closing;
+    atomic_int ready_seen;     /* setup returned (a lock-free copy of ready) */
+    int exiting;               /* (wmu) exit() ran: writes are synchronous */
+    uint64_t nhandled;         /* message thread only: X_MSG frames done */
+    _Atomic uint64_t *handled; /* the shared count */
+    pid_t pid;                 /* this process (not a fork of it) */
 };
 
 /* The one child of this process (a supervised process is a fresh fork). */
@@ -70,6 +89,46 @@ static struct mproc_child C;
 static int on_message_thread(void)
 {
     return pthread_equal(pthread_self(), C.rx);
+}
+
+/* Waits for a running handler to return and lets no other start (from the
+ * message thread itself: only the latter). */
+static void quiesce(void)
+{
+    atomic_store(&C.closing, 1);
+    if (!on_message_thread()) {
+        pthread_mutex_lock(&C.mu);
+        while (atomic_load(&C.in_handler)) {
+            pthread_cond_wait(&C.cv, &C.mu);
+        }
+        pthread_mutex_unlock(&C.mu);
+    }
+}
+
+/* The message thread leaves a handler (or does not start one). */
+static void leave_handler(void)
+{
+    atomic_store(&C.in_handler, 0);
+    if (atomic_load(&C.closing)) {
+        pthread_mutex_lock(&C.mu); /* the closer waits under mu */
+        pthread_cond_broadcast(&C.cv);
+        pthread_mutex_unlock(&C.mu);
+    }
+}
+
+/* With wmu held: writes everything queued, waiting for room as needed
+ * (the supervisor reads on; when it goes away the write fails). */
+static void drain_out(void)
+{
+    struct pollfd p = {.fd = C.ch.fd, .events = POLLOUT};
+    int r;
+    while (!C.out_closed && (r = mproc__chan_flush(&C.ch)) != 0) {
+        if (r < 0) {
+            C.out_closed = 1;
+            break;
+        }
+        poll(&p, 1, 1000);
+    }
 }
 
 /* Output.  Writes never block (MSG_DONTWAIT).  A sender writes its frame itself
@@ -127,17 +186,19 @@ static int push_out(void)
             pthread_cond_broadcast(&C.wcv);
         }
     }
-    while (C.writer_busy && !C.out_closed && out_queued() > OUT_MAX) {
+    /* The message thread never waits here: the supervisor may be holding
+     * this process's output back until this process reads its own queue
+     * down, which only this thread does (so two processes whose handlers
+     * flood each other cannot wedge).  What a handler sends beyond OUT_MAX
+     * costs this process's memory, not the supervisor's. */
+    while (C.writer_busy && !C.out_closed && out_queued() > OUT_MAX &&
+           !C.exiting && !on_message_thread()) {
         pthread_cond_wait(&C.wcv, &C.wmu);
     }
-    if (!C.writer_busy && !C.out_closed && out_queued() > 0) {
-        /* No writer thread (it could not start): write it all here. */
-        struct pollfd p = {.fd = C.ch.fd, .events = POLLOUT};
-        int r;
-        while ((r = mproc__chan_flush(&C.ch)) == 1) {
-            poll(&p, 1, -1);
-        }
-        C.out_closed = r < 0;
+    if ((!C.writer_busy || C.exiting) && !C.out_closed && out_queued() > 0) {
+        /* No writer thread (it could not start), or the process is in
+         * exit(): write it all here. */
+        drain_out();
     }
     return C.out_closed ? MPROC_ECLOSED : 0;
 }
@@ -167,6 +228,7 @@ static int send_frame(int type, const void *a, size_t alen, const void *b,
  * held until _exit, so no other thread writes after X_DONE. */
 static _Noreturn void finish(int code, const char *msg)
 {
+    quiesce();
     pthread_mutex_lock(&C.wmu);
     if (code > 0 && code != X_STOPPED) {
         code = MPROC_ETASK;
@@ -183,47 +245,78 @@ static _Noreturn void finish(int code, const char *msg)
     }
     /* Everything queued goes out before the end (the writer cannot run:
      * we hold wmu for good). */
-    struct pollfd p = {.fd = C.ch.fd, .events = POLLOUT};
-    while (!C.out_closed && mproc__chan_flush(&C.ch) == 1) {
-        poll(&p, 1, -1);
-    }
+    drain_out();
     fflush(NULL);
     _exit(0);
 }
 
+/* exit() in a supervised process (from op or a handler) is a normal end
+ * (or a failure, by its status): what was sent before it is written
+ * first, as finish does, instead of dying in this process's queue. */
+static void at_exit(void)
+{
+    if (getpid() != C.pid) {
+        return; /* a fork of this process: the channel is not its own */
+    }
+    quiesce();
+    pthread_mutex_lock(&C.wmu);
+    C.exiting = 1; /* later sends (other atexit handlers) write at once */
+    drain_out();
+    pthread_mutex_unlock(&C.wmu);
+}
+
 /* ---- the message thread -------------------------------------------------- */
+
+/* One more message done: the supervisor no longer owes its sender a
+ * notice should this process end. */
+static void handled_one(void)
+{
+    atomic_store_explicit(C.handled, ++C.nhandled, memory_order_release);
+}
 
 static void deliver(const mproc__frame *f)
 {
     /* Messages wait for setup (what it sets up is what handlers use). */
-    pthread_mutex_lock(&C.mu);
-    while (!C.ready) {
-        pthread_cond_wait(&C.cv, &C.mu);
+    if (!atomic_load_explicit(&C.ready_seen, memory_order_acquire)) {
+        pthread_mutex_lock(&C.mu);
+        while (!C.ready) {
+            pthread_cond_wait(&C.cv, &C.mu);
+        }
+        pthread_mutex_unlock(&C.mu);
+        atomic_store_explicit(&C.ready_seen, 1, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&C.mu);
-    if (f->len < X_MSG_HDR) {
-        finish(MPROC_EPROTO, "malformed message from the supervisor");
-    }
-    mproc_msg m;
-    int32_t v[3];
-    memcpy(v, f->body, sizeof(v));
-    m.type = v[0];
-    m.from = v[1];
-    m.to = v[2];
-    m.data = f->body + X_MSG_HDR;
-    m.len = f->len - X_MSG_HDR;
-    if (C.kid->log != NULL) {
-        C.kid->log(&C, &m);
+    atomic_store(&C.in_handler, 1);
+    if (atomic_load(&C.closing)) {
+        /* The process is ending: never handled (its sender is told). */
+        leave_handler();
         return;
     }
-    if (C.kid->spec.handle_message == NULL) {
-        char why[256];
-        snprintf(why, sizeof(why),
-                 "received a '%s' message from %d but has no handle_message",
-                 mproc_super_type_name(C.s, m.type), (int)m.from);
-        finish(MPROC_ENOTFOUND, why);
+    mproc_msg m;
+    if (mproc__super_parse_msg(f, &m) != 0) {
+        finish(MPROC_EPROTO, "malformed message from the supervisor");
     }
-    int rc = C.kid->spec.handle_message(&C, &m);
+    int rc = MPROC_CONTINUE;
+    if (C.kid->log != NULL) {
+        C.kid->log(&C, &m);
+    } else if (C.kid->spec.handle_message == NULL) {
+        char why[512];
+        if (m.type == MPROC_MSG_ERROR && m.from == MPROC_ID_SUPER) {
+            /* A routing notice it cannot take: say what it was. */
+            snprintf(why, sizeof(why),
+                     "has no handle_message for the supervisor's notice: %.*s",
+                     (int)(m.len < 400 ? m.len : 400), (const char *)m.data);
+        } else {
+            snprintf(why, sizeof(why),
+                     "received a '%s' message from %d but has no "
+                     "handle_message",
+                     mproc_super_type_name(C.s, m.type), (int)m.from);
+        }
+        finish(MPROC_ENOTFOUND, why);
+    } else {
+        rc = C.kid->spec.handle_message(&C, &m);
+    }
+    handled_one();
+    leave_handler();
     if (rc == MPROC_STOP) {
         finish(X_STOPPED, NULL);
     }
@@ -235,22 +328,18 @@ static void deliver(const mproc__frame *f)
 static void store_ids(const mproc__frame *f)
 {
     uint32_t n;
-    if (f->len < 4) {
+    const char *idp, *name;
+    size_t nlen;
+    if (mproc__super_parse_ids_reply(f, &n, &idp, &name, &nlen) != 0) {
         return;
     }
-    memcpy(&n, f->body, 4);
-    if (f->len < 4 + (size_t)n * 4) {
-        return;
-    }
-    const char *name = f->body + 4 + (size_t)n * 4;
-    size_t nlen = f->len - 4 - (size_t)n * 4;
     pthread_mutex_lock(&C.mu);
     for (size_t i = 0; i < C.nanswers; i++) {
         ids_answer *a = &C.answers[i];
         if (strlen(a->name) == nlen && memcmp(a->name, name, nlen) == 0) {
             mproc_id *ids = malloc(n ? (size_t)n * sizeof(*ids) : 1);
             if (ids != NULL) {
-                memcpy(ids, f->body + 4, (size_t)n * sizeof(*ids));
+                memcpy(ids, idp, (size_t)n * sizeof(*ids));
                 free(a->ids);
                 a->ids = ids;
                 a->n = n;
@@ -272,6 +361,9 @@ static void *rx_main(void *arg)
         int r;
         while ((r = mproc__chan_next(&C.ch, &f)) == 1) {
             int32_t code;
+            const char *line;
+            size_t len;
+            uint64_t token;
             switch (f.type) {
             case X_MSG:
                 deliver(&f);
@@ -280,14 +372,14 @@ static void *rx_main(void *arg)
                 store_ids(&f);
                 break;
             case X_INPUT_REPLY:
-                if (f.len >= 4) {
-                    memcpy(&code, f.body, 4);
+                if (mproc__super_parse_input_reply(&f, &code, &line, &len) ==
+                    0) {
                     pthread_mutex_lock(&C.mu);
                     free(C.input_line);
-                    C.input_line = malloc(f.len - 4 + 1);
+                    C.input_line = malloc(len + 1);
                     if (C.input_line != NULL) {
-                        memcpy(C.input_line, f.body + 4, f.len - 4);
-                        C.input_line[f.len - 4] = '\0';
+                        memcpy(C.input_line, line, len);
+                        C.input_line[len] = '\0';
                     }
                     C.input_code = C.input_line ? code : -ENOMEM;
                     C.input_ready = 1;
@@ -296,10 +388,10 @@ static void *rx_main(void *arg)
                 }
                 break;
             case X_VERDICT:
-                if (f.len >= 12) {
+                if (mproc__super_parse_verdict(&f, &token, &code) == 0) {
                     pthread_mutex_lock(&C.mu);
-                    memcpy(&C.verdict_token, f.body, 8);
-                    memcpy(&C.verdict_code, f.body + 8, 4);
+                    C.verdict_token = token;
+                    C.verdict_code = code;
                     C.verdict_ready = 1;
                     pthread_cond_broadcast(&C.cv);
                     pthread_mutex_unlock(&C.mu);
@@ -342,6 +434,8 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
     mproc_super *s = spec->user;
     C.s = s;
     C.kid = &s->kids[slot];
+    C.handled = &s->handled[slot];
+    C.pid = getpid();
     pthread_mutex_init(&C.wmu, NULL);
     pthread_mutex_init(&C.mu, NULL);
     pthread_mutex_init(&C.ask_mu, NULL);
@@ -354,6 +448,7 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
     /* Tracked, so a pool this process starts closes it in its fork
      * server. */
     mproc__fd_track(fd);
+    atexit(at_exit);
     int rc = -pthread_create(&C.rx, NULL, rx_main, NULL);
     if (rc != 0) {
         finish(rc, "could not start the message thread");

@@ -18,6 +18,18 @@
  *     X_IDS_REPLY  u32 n, n x i32 id, name
  *     X_INPUT_REPLY i32 code, line
  *     X_END     end now (residents, once the others are done)
+ *
+ * Delivery accounting needs no frame: each process counts the X_MSG frames
+ * it has finished with (its handler returned, or it decided not to run
+ * one) in its slot of a MAP_SHARED array (mproc_super.handled) after each
+ * one.  The supervisor keeps a record of every X_MSG it queued to a
+ * process; when the process ends, the records past its count name the
+ * messages it never handled, and their senders are told.  The count
+ * survives any death (it is stored before the next message is taken), so
+ * a SIGKILL neither loses a notice nor makes a false one.
+ *
+ * The decoders below are the only code that reads frame bodies, on both
+ * sides; fuzz/fuzz_super_frame.c drives them without sockets.
  */
 #ifndef MPROC_SUPER_INTERNAL_H
 #define MPROC_SUPER_INTERNAL_H
@@ -50,6 +62,33 @@ enum {
 #define X_SEND_HDR 20u
 #define X_MSG_HDR 12u
 
+/* A decoded X_SEND body (pointers into the frame). */
+typedef struct mproc__xsend {
+    uint32_t type;
+    uint32_t flags;
+    uint64_t token;
+    uint32_t n;      /* ids */
+    const char *ids; /* n x i32, unaligned */
+    const char *data;
+    size_t len;
+} mproc__xsend;
+
+/* Supervisor side: X_SEND (0, or MPROC_EPROTO for a short body, no ids, a
+ * type not below ntypes, or fewer ids than n); X_DONE. */
+int mproc__super_parse_send(const mproc__frame *f, int ntypes,
+                            mproc__xsend *out);
+int mproc__super_parse_done(const mproc__frame *f, int32_t *code,
+                            const char **msg, size_t *len);
+/* Child side: 0 or MPROC_EPROTO. */
+int mproc__super_parse_msg(const mproc__frame *f, mproc_msg *m);
+int mproc__super_parse_verdict(const mproc__frame *f, uint64_t *token,
+                               int32_t *code);
+int mproc__super_parse_ids_reply(const mproc__frame *f, uint32_t *n,
+                                 const char **ids, const char **name,
+                                 size_t *nlen);
+int mproc__super_parse_input_reply(const mproc__frame *f, int32_t *code,
+                                   const char **line, size_t *len);
+
 typedef struct mproc__type {
     char *name;
     int parent; /* -1 for the root */
@@ -62,6 +101,14 @@ enum {
     K_DONE,        /* op ended (X_DONE seen) or being stopped: not routable */
     K_ENDED        /* reaped, no restart pending */
 };
+
+/* A message queued to a process and not yet known to be handled. */
+typedef struct mproc__rec {
+    int32_t from;      /* the sender's id (0: the supervisor) */
+    uint32_t from_run; /* the sender's run then (its runs count) */
+    int32_t type;
+    uint32_t send_no; /* the sender's n-th X_SEND of that run */
+} mproc__rec;
 
 typedef struct mproc__kid {
     mproc_id id;
@@ -90,6 +137,32 @@ typedef struct mproc__kid {
     uint64_t stamp;    /* routing: last message it was given */
     struct mproc__kid *next_dirty;
     int dirty;
+    /* Delivery accounting (see the top): records of the X_MSG frames
+     * queued this run, oldest first from rhead; `settled` of them are
+     * known handled and gone. */
+    mproc__rec *recs;
+    size_t rhead, rlen, rcap;
+    uint64_t settled;
+    uint32_t sends; /* X_SEND frames read this run */
+    /* Back-pressure: `full` while its queue (bytes not yet written to it)
+     * went over QUEUE_HIGH and has not fallen to QUEUE_LOW; `paused`: we
+     * stopped reading it because a message of its would go to blocked_on,
+     * which is full. */
+    int full;
+    int paused;
+    int blocked_on;
+    int want_out;  /* bytes wait for room in its socket */
+    int unwatched; /* its channel left the epoll set (hung up while paused) */
+    unsigned char truncated; /* its stream ended inside a frame */
+    /* Ending residents: told to end; the handled count at the last grace
+     * check; SIGKILLed because it made no progress for a whole grace (in
+     * on_ended: and it died of it with messages unhandled: stuck). */
+    int released;
+    uint64_t grace_mark;
+    int grace_killed;
+    /* How its last run ended (mproc_super_outcome). */
+    int out_code;
+    char *out_msg;
 } mproc__kid;
 
 struct mproc_super {
@@ -111,6 +184,10 @@ struct mproc_super {
     int shutting_down;
     int result;
     uint64_t route_stamp;
+    _Atomic uint64_t *handled; /* MAP_SHARED, one slot per process */
+    size_t handled_size;
+    int nfull;               /* processes with `full` set */
+    int npaused;             /* processes with `paused` set */
     uint64_t *restart_times; /* ring of the last max_restarts+1 restarts */
     int nrestarts;
     mproc__kid *dirty;
@@ -129,6 +206,13 @@ int mproc__super_types_init(mproc_super *s);
 void mproc__super_types_free(mproc_super *s);
 /* 1 if `type` is `ancestor` or descends from it. */
 int mproc__super_type_is(const mproc_super *s, int type, int ancestor);
+
+/* super.c: the per-process routing tables and the shared handled counts
+ * (the first step of supervise); and one frame from process `slot`, as the
+ * loop handles it (0, or the code that fails the process).  Exposed so the
+ * fuzz target can route frames without processes or sockets. */
+int mproc__super_prepare_routing(mproc_super *s);
+int mproc__super_on_frame(mproc_super *s, int slot, const mproc__frame *f);
 
 /* super_child.c: what a forked child runs (spec.child_main). */
 void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,

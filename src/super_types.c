@@ -93,3 +93,92 @@ const char *mproc_super_type_name(mproc_super *s, int type)
     return s != NULL && type >= 0 && type < s->ntypes ? s->types[type].name
                                                       : NULL;
 }
+
+/* ---- frame bodies ---------------------------------------------------- */
+
+int mproc__super_parse_send(const mproc__frame *f, int ntypes,
+                            mproc__xsend *out)
+{
+    if (f->len < X_SEND_HDR) {
+        return MPROC_EPROTO;
+    }
+    memcpy(&out->type, f->body, 4);
+    memcpy(&out->flags, f->body + 4, 4);
+    memcpy(&out->token, f->body + 8, 8);
+    memcpy(&out->n, f->body + 16, 4);
+    if (ntypes < 0 || out->type >= (uint32_t)ntypes || out->n == 0 ||
+        (f->len - X_SEND_HDR) / 4 < out->n) {
+        return MPROC_EPROTO;
+    }
+    out->ids = f->body + X_SEND_HDR;
+    out->data = out->ids + (size_t)out->n * 4;
+    out->len = f->len - X_SEND_HDR - (size_t)out->n * 4;
+    return 0;
+}
+
+int mproc__super_parse_done(const mproc__frame *f, int32_t *code,
+                            const char **msg, size_t *len)
+{
+    if (f->len < 4) {
+        return MPROC_EPROTO;
+    }
+    memcpy(code, f->body, 4);
+    *msg = f->body + 4;
+    *len = f->len - 4;
+    return 0;
+}
+
+int mproc__super_parse_msg(const mproc__frame *f, mproc_msg *m)
+{
+    if (f->len < X_MSG_HDR) {
+        return MPROC_EPROTO;
+    }
+    int32_t v[3];
+    memcpy(v, f->body, sizeof(v));
+    m->type = v[0];
+    m->from = v[1];
+    m->to = v[2];
+    m->data = f->body + X_MSG_HDR;
+    m->len = f->len - X_MSG_HDR;
+    return 0;
+}
+
+int mproc__super_parse_verdict(const mproc__frame *f, uint64_t *token,
+                               int32_t *code)
+{
+    if (f->len < 12) {
+        return MPROC_EPROTO;
+    }
+    memcpy(token, f->body, 8);
+    memcpy(code, f->body + 8, 4);
+    return 0;
+}
+
+int mproc__super_parse_ids_reply(const mproc__frame *f, uint32_t *n,
+                                 const char **ids, const char **name,
+                                 size_t *nlen)
+{
+    if (f->len < 4) {
+        return MPROC_EPROTO;
+    }
+    memcpy(n, f->body, 4);
+    if ((f->len - 4) / 4 < *n) {
+        return MPROC_EPROTO;
+    }
+    *ids = f->body + 4;
+    *name = *ids + (size_t)*n * 4;
+    *nlen = f->len - 4 - (size_t)*n * 4;
+    return 0;
+}
+
+int mproc__super_parse_input_reply(const mproc__frame *f, int32_t *code,
+                                   const char **line, size_t *len)
+{
+    if (f->len < 4) {
+        return MPROC_EPROTO;
+    }
+    memcpy(code, f->body, 4);
+    *line = f->body + 4;
+    *len = f->len - 4;
+    return 0;
+}

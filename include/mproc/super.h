@@ -10,8 +10,11 @@
  * handle_message on the process's own message thread, one at a time, so
  * op never polls (op and handle_message run concurrently: share data under
  * a lock of yours).  A process ends when op returns (a resident, once every
- * non-resident has ended), when handle_message returns MPROC_STOP, or when
- * it fails.
+ * non-resident has ended), when handle_message returns MPROC_STOP, when it
+ * calls exit(0) (exit(n): a failure), or when it fails.  A handler that is
+ * running when op returns (or exit is called on another thread) finishes
+ * first (so a handler that never returns keeps its process from ending),
+ * and everything the process sent before its end is delivered.
  *
  *     static int hello(mproc_child *self) {
  *         return mproc_child_print(self, "hi from %d", mproc_child_id(self));
@@ -40,17 +43,38 @@
  * mproc_child_send_sync, the error code.  Messages from one sender to one
  * receiver arrive in the order sent.
  *
+ * Undelivered messages.  A message queued to a live process that then ends
+ * (any way: op returned, MPROC_STOP, a failure, a kill, told to end) before
+ * its handle_message (or log) ran for it is not handled by anyone -- not
+ * by a restarted process either -- and its sender (if it still runs) gets
+ * one MPROC_MSG_ERROR message for it from id 0: "process 3 ended before
+ * handling 'string' message 17 from process 2: not delivered", where 17
+ * counts the sender's mproc_child_send / send_sync calls of its current
+ * run that reached the supervisor, from 1.  So every message a process
+ * sends is handled, or refused at once (send_sync's code or an error
+ * message), or reported later: none vanishes.  A process with no
+ * handle_message that receives such a notice fails with
+ * MPROC_ENOTFOUND, as for any message.
+ *
  * Flow.  A process writes a message at once while its channel has room;
  * while it is full, a writer thread in the process sends what piles up in
- * large writes, and a sender waits once 4 MiB are queued.  The supervisor
- * buffers what a slow receiver has not read yet without limit, so no
- * receiver holds a sender back.
+ * large writes, and a sender waits once 4 MiB are queued (op and other
+ * threads; the message thread never waits, see below).  The supervisor
+ * queues what a receiver has not read yet up to 4 MiB (plus one message);
+ * past that it stops reading from a process whose next message would add
+ * to that queue (or to its own, for answers and notices) until the queue
+ * is down to 1 MiB, so its memory stays bounded whatever the processes
+ * do, and a stuck receiver holds back only those who send to it.  Two
+ * processes flooding each other cannot wedge: a handler's sends never
+ * wait (they queue in that process, at its own memory's cost), so every
+ * process whose handler returns keeps reading.
  *
  * Failure.  A process fails when setup, op or handle_message returns an
  * error, when it dies (a crash, a kill, an exit with a nonzero status), or
- * when it breaks the protocol.  With the default strategy
- * (MPROC_SUPER_STOP_ALL, the seed's) a failure ends every other process and
- * supervise returns the failure, with mproc_super_error naming the
+ * when it breaks the protocol (MPROC_EPROTO: a malformed frame, an object
+ * with no handler, or a stream that ends inside a frame).  With the default
+ * strategy (MPROC_SUPER_STOP_ALL, the seed's) a failure ends every other
+ * process and supervise returns the failure, with mproc_super_error naming the
  * process, its id and its message.  The restart strategies
  * restart per the child's restart type instead, up to max_restarts within
  * period_ms; beyond that the supervisor gives up the same way.
@@ -130,8 +154,13 @@ typedef struct mproc_child_spec {
     const int *listen;
     size_t nlisten;
     /* Nonzero: ends only once every non-resident process has ended (told
-     * so on its message thread; one that has not ended within the
-     * supervisor's stop_grace_ms after that is killed, not a failure). */
+     * so on its message thread, after the messages already routed to it,
+     * which it handles however long they take).  One that has messages
+     * left and finishes none for a whole stop_grace_ms after it was told
+     * is stuck: it is killed, its unhandled messages are reported to their
+     * senders, and supervise returns MPROC_EWORKER whatever the strategy.
+     * One with nothing left that has not ended after the grace (an op
+     * that does not return) is killed, which is not a failure. */
     int resident;
     /* MPROC_TEMPORARY (default), MPROC_TRANSIENT or MPROC_PERMANENT. */
     int restart;
@@ -156,6 +185,15 @@ typedef void (*mproc_print_fn)(void *ctx, mproc_id from, const char *text,
                                size_t len);
 typedef void (*mproc_object_fn)(void *ctx, mproc_id from, const void *data,
                                 size_t len);
+/* Receives how each run of a process ended, on the thread running
+ * supervise, once the process has been reaped (before any restart of it):
+ * code 0 for a normal end (why NULL), else the failure's code and text as
+ * mproc_super_error would give them (why borrowed for the call):
+ * the process's own negative code, MPROC_EWORKER for a death, MPROC_EPROTO
+ * for a protocol breach, or MPROC_ECLOSED when the supervisor ended it
+ * (SIGTERM while stopping the others, or taken down with a sibling). */
+typedef void (*mproc_finish_fn)(void *ctx, mproc_id id, int code,
+                                const char *why);
 
 /* Options; zero means the default for every field.  Copied by new. */
 typedef struct mproc_super_opts {
@@ -175,9 +213,12 @@ typedef struct mproc_super_opts {
     void *handler_ctx;
     /* Where mproc_child_input reads lines; default 0 (stdin). */
     int input_fd;
-    /* How long ending processes get after SIGTERM before SIGKILL;
-     * default 1000. */
+    /* How long ending processes get after SIGTERM before SIGKILL, and
+     * how long a resident told to end may go without finishing a message
+     * (see resident); default 1000. */
     int stop_grace_ms;
+    /* NULL: none.  Called with handler_ctx. */
+    mproc_finish_fn on_finish;
 } mproc_super_opts;
 
 /* Allocates a supervisor.  Returns 0 and a new supervisor (free with
@@ -216,11 +257,11 @@ MPROC_EXPORT int mproc_super_add_debug_logger(mproc_super *super, mproc_id *id);
 /* Starts every process and routes their messages on this thread until all
  * have ended (residents after the others), or the timeout.  Returns 0,
  * the failure that ended it (the process's own code; MPROC_EWORKER for a
- * death; MPROC_EPROTO for a protocol breach; MPROC_EBROKEN when restarts
- * exceeded the intensity), MPROC_ETIMEDOUT (everything was stopped),
- * MPROC_ECLOSED (mproc_super_stop), -EINVAL, MPROC_ESTARTED (called twice),
- * or a start error (-errno).  Forks from this thread (see
- * mproc_pool_start).  Once per supervisor. */
+ * death, or a resident stuck at the end; MPROC_EPROTO for a protocol
+ * breach; MPROC_EBROKEN when restarts exceeded the intensity), MPROC_ETIMEDOUT
+ * (everything was stopped), MPROC_ECLOSED (mproc_super_stop), -EINVAL,
+ * MPROC_ESTARTED (called twice), or a start error (-errno).  Forks from this
+ * thread (see mproc_pool_start).  Once per supervisor. */
 MPROC_EXPORT int mproc_super_supervise(mproc_super *super, int timeout_ms);
 
 /* The text of the failure supervise returned, e.g.
@@ -231,6 +272,15 @@ MPROC_EXPORT const char *mproc_super_error(mproc_super *super);
 /* How many times process `id` was started (1 + restarts); 0 before
  * supervise; -EINVAL for an unknown id. */
 MPROC_EXPORT int mproc_super_runs(mproc_super *super, mproc_id id);
+
+/* How the last run of process `id` ended: 0 (a normal end), the code
+ * on_finish was given for it (with *why, if why is not NULL, set to its
+ * text: borrowed, valid until mproc_super_free), MPROC_ENOTSTARTED if it
+ * never ran, or -EINVAL for an unknown id.  Read it after supervise
+ * returned: a temporary process's failure under a restart strategy does
+ * not end supervise, and this is where it shows. */
+MPROC_EXPORT int mproc_super_outcome(mproc_super *super, mproc_id id,
+                                     const char **why);
 
 /* From any thread (or a handler): makes supervise end every process and
  * return MPROC_ECLOSED.  Returns 0, -EINVAL. */
@@ -258,8 +308,10 @@ MPROC_EXPORT void mproc_child_set_data(mproc_child *self, void *data);
 
 /* Sends a message of `type` (bytes copied) to each of `ids` (ids,
  * MPROC_BROADCAST, MPROC_LISTENERS; a process gets it at most once even
- * if named twice).  Returns at once: routing failures come back as
- * MPROC_MSG_ERROR messages.  Returns 0, -EINVAL (NULL self, count 0 --
+ * if named twice).  Returns once it is queued in this process (off the
+ * message thread it waits while 4 MiB are queued: see Flow): routing
+ * failures and undelivered messages come back as MPROC_MSG_ERROR
+ * messages.  Returns 0, -EINVAL (NULL self, count 0 --
  * the seed's empty-set error --, an unknown type, NULL data with len),
  * MPROC_ETOOBIG, MPROC_ECLOSED. */
 MPROC_EXPORT int mproc_child_send(mproc_child *self, const mproc_id *ids,
@@ -267,11 +319,14 @@ MPROC_EXPORT int mproc_child_send(mproc_child *self, const mproc_id *ids,
                                   size_t len);
 
 /* Sends to one target and waits for the supervisor's verdict: 0 when it
- * reached the target (for MPROC_BROADCAST / MPROC_LISTENERS: at least one
- * process), MPROC_ENOTFOUND when the target is unknown or has ended, or
- * nobody listens (listeners may still have got their copy),
- * MPROC_ETIMEDOUT, or send's errors.  Do not call it
- * from handle_message (the verdict arrives on that thread). */
+ * was queued to the target (for MPROC_BROADCAST / MPROC_LISTENERS: to at
+ * least one process), MPROC_ENOTFOUND when the target is unknown or has
+ * ended, or nobody listens (listeners may still have got their copy),
+ * MPROC_ETIMEDOUT, or send's errors.  0 means the target was live and has
+ * the message queued; it does not mean it was handled: if the target ends
+ * before handling it, this process gets an MPROC_MSG_ERROR message for it
+ * later (see "Undelivered messages" above).  Do not call it from
+ * handle_message (MPROC_EBUSY: the verdict arrives on that thread). */
 MPROC_EXPORT int mproc_child_send_sync(mproc_child *self, mproc_id to, int type,
                                        const void *data, size_t len,
                                        int timeout_ms);
