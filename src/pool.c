@@ -630,6 +630,21 @@ int mproc_pool_put_iter(mproc_pool *p, mproc_iter_fn next, void *ctx)
     return rc;
 }
 
+/* Registers a caller that waits for the feeder (get_all, join, wait_iter):
+ * meanwhile the feeder no longer waits for outcomes to be taken, or the two
+ * would wait for each other for ever.  [mu] */
+static void drainer_enter(mproc_pool *p)
+{
+    if (p->drainers++ == 0 && p->feeder_running) {
+        pthread_cond_broadcast(&p->feed_cv);
+    }
+}
+
+static void drainer_leave(mproc_pool *p)
+{
+    p->drainers--;
+}
+
 int mproc_pool_wait_iter(mproc_pool *p, int timeout_ms)
 {
     if (p == NULL) {
@@ -638,9 +653,11 @@ int mproc_pool_wait_iter(mproc_pool *p, int timeout_ms)
     uint64_t deadline = mproc__deadline(timeout_ms);
     pthread_mutex_lock(&p->mu);
     int rc = 0;
+    drainer_enter(p);
     while (p->feeder_running && rc == 0) {
         rc = mproc__cond_wait(&p->done_cv, &p->mu, deadline);
     }
+    drainer_leave(p);
     rc = rc ? MPROC_ETIMEDOUT : p->feeder_rc;
     pthread_mutex_unlock(&p->mu);
     return rc;
@@ -722,12 +739,16 @@ static int wait_drained(mproc_pool *p, uint64_t deadline)
     if (p->state == P_NEW) {
         return MPROC_ENOTSTARTED;
     }
+    int rc = 0;
+    drainer_enter(p);
     while (p->feeder_running || p->unfinished > 0) {
         if (mproc__cond_wait(&p->done_cv, &p->mu, deadline) != 0) {
-            return MPROC_ETIMEDOUT;
+            rc = MPROC_ETIMEDOUT;
+            break;
         }
     }
-    return 0;
+    drainer_leave(p);
+    return rc;
 }
 
 int mproc_pool_get_all(mproc_pool *p, mproc_result **out, size_t *count,

@@ -123,6 +123,9 @@ struct mproc_pool {
     int feeder_stop;     /* [mu] */
     int feeder_rc;       /* [mu] */
     int feeder_held;     /* [mu] it hit the bound; resumes at half of it */
+    size_t drainers;     /* [mu] calls in get_all, join or wait_iter: while
+                            any waits, the feeder does not wait for outcomes
+                            to be taken (they would wait for each other) */
     mproc_iter_fn iter;
     void *iter_ctx;
 
@@ -157,12 +160,16 @@ void mproc__pool_wake_all(mproc_pool *p);
 
 /* Whether the put_iter feeder may put now.  Once held at the bound it waits
  * until half of it is free, so each wake-up moves several tasks, not one.
- * Also bounds unclaimed results, so a long stream keeps memory flat.
- * Call with mu held. */
+ * It also waits while `bound` outcomes are unclaimed, so a long stream read
+ * with get keeps memory flat, except while a get_all, join or wait_iter
+ * waits: those wait for the feeder, so holding it for a get would deadlock;
+ * the bound on unfinished tasks still holds then.  Call with mu held. */
 static inline int mproc__feeder_may_put(const mproc_pool *p)
 {
     size_t limit = p->feeder_held ? (p->bound + 1) / 2 : p->bound;
-    return p->bound == 0 || (p->unfinished < limit && p->outstanding < limit);
+    return p->bound == 0 ||
+           (p->unfinished < limit &&
+            (p->outstanding < limit || p->drainers > 0));
 }
 /* Delivers put task u's outcome (data and errmsg are copied); u->out is
  * consumed.  Call with mu held. */

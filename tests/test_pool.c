@@ -817,6 +817,94 @@ static void test_wait_iter(void)
     sync_close();
 }
 
+/* The seed's putAsync + getAll pattern: put_iter over many more items than
+ * the default bound (queue_size 2 x size + size = 6 here), then get_all, or
+ * join / wait_iter first.  Each must complete with every outcome exactly
+ * once; before the fix the feeder waited for results to be claimed while
+ * get_all / join / wait_iter waited for the feeder, for ever. */
+enum { DRAIN_N = 300 };
+
+static void check_drained(mproc_result *res, size_t n, int ordered)
+{
+    static char seen[DRAIN_N];
+    memset(seen, 0, sizeof seen);
+    CHECK_EQ(n, DRAIN_N);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(res[i].index < DRAIN_N && !seen[res[i].index]);
+        seen[res[i].index] = 1;
+        if (ordered) {
+            CHECK_EQ(res[i].index, i);
+        }
+        CHECK_EQ(tu_res_i64(&res[i]),
+                 (int64_t)res[i].index * (int64_t)res[i].index);
+    }
+}
+
+static void test_put_iter_drain(void)
+{
+    static int64_t vals[DRAIN_N];
+    for (int i = 0; i < DRAIN_N; i++) {
+        vals[i] = i;
+    }
+    for (int mode = 0; mode < 4; mode++) {
+        /* mode 0: get_all; 1: join, then get_all; 2: wait_iter, then get
+         * one by one; 3: get_all on an ordered pool. */
+        iter_ctx it = {vals, DRAIN_N, 0, 0, 0};
+        mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
+            .fn = sq_fn, .size = 2, .ordered = mode == 3});
+        CHECK_OK(mproc_pool_put_iter(p, iter_next, &it));
+        mproc_result *res = NULL;
+        size_t n = 0;
+        if (mode == 1) {
+            CHECK_OK(mproc_pool_join(p, T_LONG));
+        }
+        if (mode == 2) {
+            CHECK_OK(mproc_pool_wait_iter(p, T_LONG));
+            CHECK_EQ(it.i, DRAIN_N);
+            res = calloc(DRAIN_N, sizeof *res);
+            CHECK(res != NULL);
+            for (n = 0; n < DRAIN_N; n++) {
+                CHECK_OK(mproc_pool_get(p, &res[n], T_LONG));
+            }
+            mproc_result r;
+            CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_ENOTASK);
+        } else {
+            CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
+        }
+        check_drained(res, n, mode == 3);
+        mproc_results_free(res, n);
+        CHECK_OK(mproc_pool_wait_iter(p, 0));
+        CHECK_OK(mproc_pool_close(p, T_LONG));
+        mproc_pool_free(p);
+    }
+}
+
+/* While nobody waits for the feeder, it still stops at the bound on
+ * unclaimed outcomes, so a stream read with get keeps memory flat. */
+static void test_put_iter_still_bounded(void)
+{
+    static int64_t vals[DRAIN_N];
+    for (int i = 0; i < DRAIN_N; i++) {
+        vals[i] = i;
+    }
+    iter_ctx it = {vals, DRAIN_N, 0, 0, 0};
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = sq_fn, .size = 2});
+    CHECK_OK(mproc_pool_put_iter(p, iter_next, &it));
+    /* The feeder fills the bound (6 unclaimed) and waits there: it has
+     * taken at most one more item from the iterator. */
+    usleep(300 * 1000);
+    size_t fed = it.i;
+    CHECK_MSG(fed <= 7, "fed %zu items with nobody taking outcomes", fed);
+    usleep(200 * 1000);
+    CHECK_EQ(it.i, fed);
+    mproc_result *res = NULL;
+    size_t n = 0;
+    CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
+    check_drained(res, n, 0);
+    mproc_results_free(res, n);
+    mproc_pool_free(p);
+}
+
 /* ---- clear, join, is_alive, close, terminate ----------------------------- */
 
 /* 4 workers, 10 blocking tasks: 4 run, clear drops exactly the other 6. */
@@ -2058,6 +2146,8 @@ TEST_LIST = {
     {"get_all_timeout", test_get_all_timeout, 0},
     {"put_iter", test_put_iter, 0},
     {"wait_iter", test_wait_iter, 0},
+    {"put_iter_drain", test_put_iter_drain, 0},
+    {"put_iter_still_bounded", test_put_iter_still_bounded, 0},
     {"clear", test_clear, 0},
     {"clear_ordered", test_clear_ordered, 0},
     {"join", test_join, 0},
