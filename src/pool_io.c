@@ -20,6 +20,10 @@
 /* This many workers in a row failing to start breaks the pool. */
 #define MAX_START_FAILS 3
 #define OUTPUT_LINE_MAX 65536u
+/* What failed for lack of memory is retried after a wait that starts here
+ * and doubles up to the bound: never given up, never a busy loop. */
+#define OOM_RETRY_MIN_NS 1000000u
+#define OOM_RETRY_MAX_NS 100000000u
 
 enum ev_kind { EV_CHAN = 1, EV_PIDFD, EV_OUT, EV_ERR };
 #define EV_WAKE UINT64_MAX
@@ -48,6 +52,38 @@ void mproc__pool_wake(mproc_pool *p)
         ssize_t n = write(p->wakefd, &one, sizeof(one));
         (void)n; /* a full counter already means "wake up" */
     }
+}
+
+/* Something failed for lack of memory (sending a task, reading a channel):
+ * the I/O thread tries again at p->oom_retry_ns, with no other event needed
+ * to wake it.  [mu held] */
+static void retry_later(mproc_pool *p)
+{
+    if (p->oom_retry_ns != 0) {
+        return;
+    }
+    uint64_t b = p->oom_backoff_ns * 2;
+    b = b < OOM_RETRY_MIN_NS ? OOM_RETRY_MIN_NS
+        : b > OOM_RETRY_MAX_NS ? OOM_RETRY_MAX_NS
+                               : b;
+    p->oom_backoff_ns = b;
+    p->oom_retry_ns = mproc__now_ns() + b;
+    /* A putting thread may have failed while the I/O thread sleeps with no
+     * deadline: it must look at the new one. */
+    mproc__pool_wake(p);
+}
+
+/* The epoll events a worker's channel waits for. */
+static uint32_t chan_events(const struct worker *w)
+{
+    return (w->in_paused ? 0 : EPOLLIN) | (w->want_write ? EPOLLOUT : 0);
+}
+
+static void chan_rearm(mproc_pool *p, struct worker *w)
+{
+    struct epoll_event ev = {.events = chan_events(w),
+                             .data.u64 = ev_data(EV_CHAN, w->slot)};
+    epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->ch.fd, &ev);
 }
 
 /* ---- delivering outcomes [mu held] ------------------------------------ */
@@ -376,9 +412,116 @@ static void process_frames(mproc_pool *p, struct worker *w)
     mproc__pool_finish_tasks(p);
 }
 
+/* The outcome frame at the head of w's input is larger than the memory the
+ * owner can get: the items it carries fail with -ENOMEM (the pool promises
+ * an outcome, and the worker must not stay blocked writing to an owner
+ * that stopped reading).  [mu held] */
+static void fail_frame_enomem(mproc_pool *p, struct worker *w, size_t bytes)
+{
+    if (w->head == w->tail) {
+        return; /* nothing was sent: a stray frame */
+    }
+    uint64_t k = w->head++ % MPROC__DEPTH;
+    struct unit *u = w->inflight[k];
+    w->inflight[k] = NULL;
+    if (u == NULL) {
+        return;
+    }
+    char msg[160];
+    snprintf(msg, sizeof(msg),
+             "the outcome (%zu bytes) could not be stored: out of memory in "
+             "the owner",
+             bytes);
+    fail_unit(p, u, -ENOMEM, msg);
+}
+
+/* Reads and drops what is left of a frame being skipped.  Returns as
+ * mproc__chan_fill; w->skip is 0 once it is all gone. */
+static long discard(struct worker *w)
+{
+    char buf[16384];
+    long total = 0;
+    while (w->skip > 0) {
+        size_t want = w->skip < sizeof(buf) ? w->skip : sizeof(buf);
+        ssize_t n = read(w->ch.fd, buf, want);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            long rc = n == 0 ? 0 : -errno;
+            if (rc == -EWOULDBLOCK) {
+                rc = -EAGAIN;
+            }
+            return total > 0 ? total : rc;
+        }
+        w->skip -= (size_t)n;
+        total += n;
+    }
+    return total;
+}
+
+/* The input buffer cannot grow.  If it holds the start of an outcome frame,
+ * that frame is failed and skipped (returns 1); otherwise reading pauses
+ * until the memory retry (returns 0). */
+static int skip_or_pause(mproc_pool *p, struct worker *w)
+{
+    mproc__buf *b = &w->ch.in;
+    size_t avail = b->len - b->off;
+    const char *h = b->data + b->off;
+    if (avail >= MPROC__FRAME_HDR &&
+        (unsigned char)h[4] == MPROC__F_OUTCOME &&
+        avail < MPROC__FRAME_HDR + (size_t)mproc__get_u32(h)) {
+        size_t frame = MPROC__FRAME_HDR + (size_t)mproc__get_u32(h);
+        w->skip = frame - avail;
+        /* Give the memory back: the pool goes on with small frames. */
+        free(b->data);
+        b->data = NULL;
+        b->len = b->off = b->cap = 0;
+        pthread_mutex_lock(&p->mu);
+        fail_frame_enomem(p, w, frame - MPROC__FRAME_HDR);
+        mproc__pool_notify(p);
+        pthread_mutex_unlock(&p->mu);
+        mproc__pool_finish_tasks(p);
+        return 1;
+    }
+    pthread_mutex_lock(&p->mu);
+    w->in_paused = 1;
+    chan_rearm(p, w); /* level-triggered: reading on would spin */
+    retry_later(p);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+/* Reads what w sent, like mproc__chan_fill, but never leaves the worker
+ * blocked for lack of memory here: see skip_or_pause.  -EAGAIN while
+ * paused. */
+static long fill_channel(mproc_pool *p, struct worker *w)
+{
+    long total = 0;
+    for (;;) {
+        if (w->skip > 0) {
+            long n = discard(w);
+            if (w->skip > 0 || n <= 0) {
+                return total > 0 && n == -EAGAIN ? total : n;
+            }
+            total += n;
+        }
+        long n = w->in_paused ? -EAGAIN : mproc__chan_fill(&w->ch);
+        if (n > 0) {
+            return total + n;
+        }
+        if (n != -ENOMEM) {
+            return total > 0 && n == -EAGAIN ? total : n;
+        }
+        if (!skip_or_pause(p, w)) {
+            return total > 0 ? total : -EAGAIN;
+        }
+    }
+}
+
 static void read_channel(mproc_pool *p, struct worker *w)
 {
-    long n = mproc__chan_fill(&w->ch);
+    long n = fill_channel(p, w);
     process_frames(p, w);
     if (n == 0 || (n < 0 && n != -EAGAIN)) {
         ep_del(p, w->ch.fd);
@@ -489,6 +632,8 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     mproc__set_nonblock(s.chan_fd);
     w->chan_open = 1;
     w->want_write = 0;
+    w->in_paused = 0;
+    w->skip = 0;
     w->state = W_STARTING;
     pthread_mutex_unlock(&p->mu);
     ep_add(p, s.chan_fd, EV_CHAN, w->slot);
@@ -607,9 +752,11 @@ void mproc__pool_dispatch(mproc_pool *p)
                 p->qtail = NULL;
             }
             if (send_unit(w, u) != 0) {
-                push_front(p, u);
+                push_front(p, u); /* out of memory: kept, sent later */
+                retry_later(p);
                 break;
             }
+            p->oom_backoff_ns = 0;
         }
         if (p->qhead != NULL || steal(p) == 0) {
             break;
@@ -720,7 +867,7 @@ static void worker_died(mproc_pool *p, struct worker *w)
 {
     /* Everything it wrote before dying is in the socket: read it all. */
     while (w->chan_open) {
-        long n = mproc__chan_fill(&w->ch);
+        long n = fill_channel(p, w);
         process_frames(p, w);
         if (n <= 0) {
             ep_del(p, w->ch.fd);
@@ -855,11 +1002,8 @@ void mproc__pool_flush(mproc_pool *p)
         int rc = mproc__chan_flush(&w->ch);
         int want = rc == 1;
         if (want != w->want_write) {
-            struct epoll_event ev = {
-                .events = EPOLLIN | (want ? EPOLLOUT : 0),
-                .data.u64 = ev_data(EV_CHAN, w->slot)};
-            epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->ch.fd, &ev);
             w->want_write = want;
+            chan_rearm(p, w);
         }
     }
 }
@@ -886,6 +1030,20 @@ void *mproc__pool_io_main(void *arg)
     }
     for (;;) {
         pthread_mutex_lock(&p->mu);
+        if (p->oom_retry_ns != 0 && mproc__now_ns() >= p->oom_retry_ns) {
+            /* Memory may be back: read the paused channels again (epoll
+             * reports what they hold), and dispatch below sends again. */
+            p->oom_retry_ns = 0;
+            for (int i = 0; i < p->size; i++) {
+                struct worker *w = &p->workers[i];
+                if (w->in_paused) {
+                    w->in_paused = 0;
+                    if (w->chan_open) {
+                        chan_rearm(p, w);
+                    }
+                }
+            }
+        }
         if (p->terminating) {
             for (int i = 0; i < p->size; i++) {
                 struct worker *w = &p->workers[i];
@@ -905,6 +1063,10 @@ void *mproc__pool_io_main(void *arg)
             }
         }
         int timeout = check_deadlines(p);
+        if (p->oom_retry_ns != 0) {
+            int t = mproc__ms_left(p->oom_retry_ns);
+            timeout = timeout < 0 || t < timeout ? t : timeout;
+        }
         if ((p->shutdown || p->terminating || p->start_failed ||
              p->broken) &&
             !any_worker(p)) {

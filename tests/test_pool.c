@@ -7,6 +7,23 @@
 #include "harness.h"
 #include "testutil.h"
 
+/* The out-of-memory tests lower RLIMIT_AS; a sanitizer's allocator must
+ * then return NULL as malloc does, instead of ending the process. */
+#if defined(__SANITIZE_ADDRESS__)
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+#endif
+#if defined(__SANITIZE_THREAD__)
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+#endif
+
 static tu_gate g_gate = {{-1, -1}, {-1, -1}};
 static int g_fini[2] = {-1, -1};
 
@@ -902,6 +919,159 @@ static void test_put_iter_still_bounded(void)
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
     check_drained(res, n, 0);
     mproc_results_free(res, n);
+    mproc_pool_free(p);
+}
+
+/* ---- out of memory in the owner ------------------------------------------ */
+
+/* x >= 1000: a result of x bytes; else x. */
+static int big_result_fn(const void *task, size_t len, const void *sa,
+                         size_t sl, mproc_reply *reply)
+{
+    int64_t x;
+    (void)sa;
+    (void)sl;
+    if (mproc_decode_i64(task, len, &x) != 0) {
+        return -EINVAL;
+    }
+    if (x < 1000) {
+        return mproc_reply_i64(reply, x);
+    }
+    char *p = mproc_reply_alloc(reply, (size_t)x);
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    memset(p, 'b', (size_t)x);
+    return 0;
+}
+
+/* Replies the task's length (big payloads) or, for 8 bytes, the int64. */
+static int len_fn(const void *task, size_t len, const void *sa, size_t sl,
+                  mproc_reply *reply)
+{
+    int64_t x = (int64_t)len;
+    (void)sa;
+    (void)sl;
+    if (len == sizeof x) {
+        memcpy(&x, task, sizeof x);
+    }
+    return mproc_reply_i64(reply, x);
+}
+
+/* This process's address-space size (VmSize), in bytes. */
+static size_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    CHECK(f != NULL);
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (sscanf(line, "VmSize: %zu kB", &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    CHECK(kb > 0);
+    return kb * 1024;
+}
+
+/* Lets this process map only `extra` bytes more than it has now (0:
+ * restores the limit it had before).  The harness runs each test in a
+ * forked child, so the runner is unaffected. */
+static void limit_memory(size_t extra)
+{
+    static struct rlimit saved;
+    static int have_saved;
+    if (!have_saved) {
+        CHECK_OK(getrlimit(RLIMIT_AS, &saved));
+        have_saved = 1;
+    }
+    struct rlimit r = saved;
+    if (extra > 0) {
+        r.rlim_cur = vm_size() + extra;
+    }
+    CHECK_OK(setrlimit(RLIMIT_AS, &r));
+}
+
+/* A result larger than the owner can allocate: the owner cannot hold the
+ * frame, so the task fails with -ENOMEM, the worker is not left blocked
+ * writing it, and the pool keeps working, even while memory stays short.
+ * (Before, no outcome ever came and close timed out.) */
+static void test_result_enomem(void)
+{
+    mproc_result r;
+    mproc_pool *p = tu_pool_start(
+        &(mproc_pool_opts){.fn = big_result_fn, .size = 1});
+    /* The workers were forked at start: the limit below is the owner's
+     * alone. */
+    CHECK_NONNEG(mproc_pool_put_i64(p, 5, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(tu_res_i64(&r), 5);
+    mproc_result_clear(&r);
+    limit_memory((size_t)48 << 20);
+    CHECK_NONNEG(mproc_pool_put_i64(p, (int64_t)100 << 20, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_ERR(r.err, -ENOMEM);
+    CHECK(r.data == NULL && r.len == 0);
+    CHECK_CONTAINS(r.errmsg, "out of memory");
+    mproc_result_clear(&r);
+    /* Still short of memory: small tasks work. */
+    for (int64_t i = 0; i < 20; i++) {
+        CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
+        CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+        CHECK_EQ(tu_res_i64(&r), i);
+        mproc_result_clear(&r);
+    }
+    /* The same through map: the big item fails alone. */
+    int64_t v[3] = {1, (int64_t)100 << 20, 3};
+    mproc_bytes items[3];
+    mproc_result out[3];
+    for (int i = 0; i < 3; i++) {
+        items[i] = (mproc_bytes){&v[i], sizeof v[i]};
+    }
+    CHECK_OK(mproc_pool_map(p, items, 3, out));
+    CHECK_EQ(tu_res_i64(&out[0]), 1);
+    CHECK_ERR(out[1].err, -ENOMEM);
+    CHECK_EQ(tu_res_i64(&out[2]), 3);
+    for (int i = 0; i < 3; i++) {
+        mproc_result_clear(&out[i]);
+    }
+    limit_memory(0);
+    CHECK_OK(mproc_pool_close(p, 5000));
+    mproc_pool_free(p);
+}
+
+/* A task the owner cannot send for lack of memory stays queued and is sent
+ * on its own once memory is back, with no other call to wake the pool.
+ * (Before, it waited for an unrelated put.) */
+static void test_dispatch_enomem(void)
+{
+    mproc_result r;
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = len_fn, .size = 1});
+    CHECK_NONNEG(mproc_pool_put_i64(p, 5, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(tu_res_i64(&r), 5);
+    mproc_result_clear(&r);
+    size_t big = (size_t)40 << 20;
+    char *payload = malloc(big);
+    CHECK(payload != NULL);
+    memset(payload, 'p', big);
+    /* Room for put's copy of the payload, not for the channel's buffer. */
+    limit_memory((size_t)64 << 20);
+    int64_t idx = mproc_pool_put(p, payload, big, T_LONG);
+    CHECK_NONNEG(idx);
+    CHECK_ERR(mproc_pool_get(p, &r, 300), MPROC_ETIMEDOUT);
+    limit_memory(0);
+    int64_t t0 = harness_now_ms();
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_MSG(harness_now_ms() - t0 < 5000, "sent %lld ms after memory came back",
+              (long long)(harness_now_ms() - t0));
+    CHECK_EQ(r.index, (uint64_t)idx);
+    CHECK_EQ(tu_res_i64(&r), (int64_t)big);
+    mproc_result_clear(&r);
+    free(payload);
+    CHECK_OK(mproc_pool_close(p, 5000));
     mproc_pool_free(p);
 }
 
@@ -2148,6 +2318,8 @@ TEST_LIST = {
     {"wait_iter", test_wait_iter, 0},
     {"put_iter_drain", test_put_iter_drain, 0},
     {"put_iter_still_bounded", test_put_iter_still_bounded, 0},
+    {"result_enomem", test_result_enomem, 0},
+    {"dispatch_enomem", test_dispatch_enomem, 0},
     {"clear", test_clear, 0},
     {"clear_ordered", test_clear_ordered, 0},
     {"join", test_join, 0},
