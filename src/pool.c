@@ -409,6 +409,7 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     }
     u->len = len;
     u->count = 1;
+    u->done = 0;
     u->job = NULL;
     pthread_mutex_lock(&p->mu);
     int rc;

@@ -27,6 +27,9 @@ struct unit {
     struct unit *next;
     uint64_t index;       /* put: the task's index; chunk: first item */
     uint32_t count;       /* 1 for a put task */
+    uint32_t done;        /* chunk: items [0, done) have their outcome (a
+                             worker reports a long chunk's items as it
+                             goes, so only the unreported ones re-run) */
     struct map_job *job;  /* NULL for a put task */
     struct outcome *out;  /* put: its outcome, allocated at put so that
                              delivering it never fails for lack of memory */

@@ -204,21 +204,32 @@ void mproc__unit_free(struct unit *u)
     }
 }
 
-/* Fails every item of `u` with `err` and frees it. */
+/* Fails `n` items of chunk `u` from its first unreported one with `err`. */
+static void fail_items(struct unit *u, uint32_t n, int err, const char *msg)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        map_item_done(u, u->done + j, err, NULL, 0, msg, strlen(msg));
+    }
+    u->done += n;
+}
+
+/* Fails every item of `u` that has no outcome yet with `err`, frees it. */
 static void fail_unit(mproc_pool *p, struct unit *u, int err, const char *msg)
 {
     if (u->job == NULL) {
         mproc__pool_deliver(p, u, err, NULL, 0, msg);
     } else {
-        for (uint32_t j = 0; j < u->count; j++) {
-            map_item_done(u, j, err, NULL, 0, msg, strlen(msg));
-        }
+        fail_items(u, u->count - u->done, err, msg);
     }
     mproc__unit_free(u);
 }
 
 static void push_front(mproc_pool *p, struct unit *u)
 {
+    /* A chunk goes back without the items already reported. */
+    u->index += u->done;
+    u->count -= u->done;
+    u->done = 0;
     u->next = p->qhead;
     p->qhead = u;
     if (p->qtail == NULL) {
@@ -265,16 +276,21 @@ void mproc__pool_notify(mproc_pool *p)
 
 /* ---- frames from a worker --------------------------------------------- */
 
-/* An OUTCOME frame answers the oldest frame sent to w.  [mu held] */
+/* An OUTCOME frame answers the oldest frame sent to w: all of it, or with
+ * PARTIAL the next items of a chunk, more to follow.  [mu held] */
 static void handle_outcome(mproc_pool *p, struct worker *w,
                            const mproc__frame *f)
 {
     if (w->head == w->tail) {
         return; /* nothing was sent: ignore a stray frame */
     }
-    uint64_t k = w->head++ % MPROC__DEPTH;
+    int partial = (f->flags & MPROC__FRAME_PARTIAL) != 0;
+    uint64_t k = w->head % MPROC__DEPTH;
     struct unit *u = w->inflight[k];
-    w->inflight[k] = NULL;
+    if (!partial) {
+        w->head++;
+        w->inflight[k] = NULL;
+    }
     if (u == NULL) {
         return; /* cancelled by clear or stolen: the worker skipped it */
     }
@@ -285,7 +301,9 @@ static void handle_outcome(mproc_pool *p, struct worker *w,
     const char *b = f->body, *end = f->body + f->len;
     uint32_t count = f->len >= 4 ? mproc__get_u32(b) : 0;
     b += 4;
-    for (uint32_t j = 0; j < u->count; j++) {
+    uint32_t left = u->count - u->done;
+    uint32_t n = partial && count < left ? count : left;
+    for (uint32_t j = 0; j < n; j++) {
         int32_t code = MPROC_EPROTO;
         uint32_t len = 0;
         const char *data = NULL;
@@ -312,10 +330,13 @@ static void handle_outcome(mproc_pool *p, struct worker *w,
                 mproc__pool_deliver(p, u, 0, data, len, NULL);
             }
         } else {
-            map_item_done(u, j, code, data, len, msg, msglen);
+            map_item_done(u, u->done + j, code, data, len, msg, msglen);
         }
     }
-    mproc__unit_free(u);
+    u->done += u->job != NULL ? n : 0;
+    if (!partial) {
+        mproc__unit_free(u);
+    }
 }
 
 static void deliver_log(mproc_pool *p, struct worker *w, const mproc__frame *f)
@@ -416,14 +437,19 @@ static void process_frames(mproc_pool *p, struct worker *w)
  * owner can get: the items it carries fail with -ENOMEM (the pool promises
  * an outcome, and the worker must not stay blocked writing to an owner
  * that stopped reading).  [mu held] */
-static void fail_frame_enomem(mproc_pool *p, struct worker *w, size_t bytes)
+static void fail_frame_enomem(mproc_pool *p, struct worker *w,
+                              unsigned flags, uint32_t count, size_t bytes)
 {
     if (w->head == w->tail) {
         return; /* nothing was sent: a stray frame */
     }
-    uint64_t k = w->head++ % MPROC__DEPTH;
+    int partial = (flags & MPROC__FRAME_PARTIAL) != 0;
+    uint64_t k = w->head % MPROC__DEPTH;
     struct unit *u = w->inflight[k];
-    w->inflight[k] = NULL;
+    if (!partial) {
+        w->head++;
+        w->inflight[k] = NULL;
+    }
     if (u == NULL) {
         return;
     }
@@ -432,7 +458,12 @@ static void fail_frame_enomem(mproc_pool *p, struct worker *w, size_t bytes)
              "the outcome (%zu bytes) could not be stored: out of memory in "
              "the owner",
              bytes);
-    fail_unit(p, u, -ENOMEM, msg);
+    if (!partial) {
+        fail_unit(p, u, -ENOMEM, msg);
+    } else if (u->job != NULL) {
+        uint32_t left = u->count - u->done;
+        fail_items(u, count < left ? count : left, -ENOMEM, msg);
+    }
 }
 
 /* Reads and drops what is left of a frame being skipped.  Returns as
@@ -468,17 +499,19 @@ static int skip_or_pause(mproc_pool *p, struct worker *w)
     mproc__buf *b = &w->ch.in;
     size_t avail = b->len - b->off;
     const char *h = b->data + b->off;
-    if (avail >= MPROC__FRAME_HDR &&
+    if (avail >= MPROC__FRAME_HDR + 4 &&
         (unsigned char)h[4] == MPROC__F_OUTCOME &&
         avail < MPROC__FRAME_HDR + (size_t)mproc__get_u32(h)) {
         size_t frame = MPROC__FRAME_HDR + (size_t)mproc__get_u32(h);
+        unsigned flags = (unsigned char)h[5];
+        uint32_t count = mproc__get_u32(h + MPROC__FRAME_HDR);
         w->skip = frame - avail;
         /* Give the memory back: the pool goes on with small frames. */
         free(b->data);
         b->data = NULL;
         b->len = b->off = b->cap = 0;
         pthread_mutex_lock(&p->mu);
-        fail_frame_enomem(p, w, frame - MPROC__FRAME_HDR);
+        fail_frame_enomem(p, w, flags, count, frame - MPROC__FRAME_HDR);
         mproc__pool_notify(p);
         pthread_mutex_unlock(&p->mu);
         mproc__pool_finish_tasks(p);
@@ -829,32 +862,34 @@ static void settle(mproc_pool *p, struct worker *w, int status)
             err = MPROC_ETIMEDOUT;
         }
         uint32_t sub = atomic_load(&s->sub);
-        if (u->count == 1 || sub >= u->count) {
+        if (u->job == NULL || sub >= u->count) {
             fail_unit(p, u, err, why);
             continue;
         }
-        /* A map chunk: only the item that was running fails. */
-        struct unit *after = NULL, *culprit = malloc(sizeof(*culprit));
-        if (sub + 1 < u->count) {
-            after = malloc(sizeof(*after));
-        }
-        if (culprit == NULL || (sub + 1 < u->count && after == NULL)) {
-            free(culprit);
-            free(after);
-            fail_unit(p, u, err, why); /* out of memory: fail the chunk */
+        if (sub < u->done) {
+            /* Item `sub` was reported: it died between items, sending
+             * them, so none was running and none fails. */
+            push_front(p, u);
             continue;
         }
-        *culprit = (struct unit){.index = u->index + sub, .count = 1,
-                                 .job = u->job};
-        fail_unit(p, culprit, err, why);
-        if (after != NULL) {
+        /* A map chunk: only the item that was running fails.  Items before
+         * it finished but were not reported yet (the worker reports every
+         * ~100 us) run again; items after it have not run. */
+        struct unit *after = NULL;
+        if (sub + 1 < u->count) {
+            after = malloc(sizeof(*after));
+            if (after == NULL) {
+                fail_unit(p, u, err, why); /* out of memory: fail the rest */
+                continue;
+            }
             *after = (struct unit){.index = u->index + sub + 1,
                                    .count = u->count - sub - 1,
                                    .job = u->job};
             push_front(p, after);
         }
-        if (sub > 0) {
-            u->count = sub;
+        map_item_done(u, sub, err, NULL, 0, why, strlen(why));
+        u->count = sub; /* now items [done, sub): to run again, if any */
+        if (u->done < u->count) {
             push_front(p, u);
         } else {
             mproc__unit_free(u);

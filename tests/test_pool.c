@@ -7,6 +7,8 @@
 #include "harness.h"
 #include "testutil.h"
 
+#include <stdatomic.h>
+
 /* The out-of-memory tests lower RLIMIT_AS; a sanitizer's allocator must
  * then return NULL as malloc does, instead of ending the process. */
 #if defined(__SANITIZE_ADDRESS__)
@@ -1073,6 +1075,119 @@ static void test_dispatch_enomem(void)
     free(payload);
     CHECK_OK(mproc_pool_close(p, 5000));
     mproc_pool_free(p);
+}
+
+/* ---- re-execution after a worker death ---------------------------------- */
+
+enum { RERUN_N = 60000 };
+
+/* Shared with the workers: how many times each item ran, and the pid of
+ * the worker that started an item last. */
+typedef struct rerun_shm {
+    _Atomic int ran[RERUN_N];
+    _Atomic int last_pid;
+} rerun_shm;
+
+static rerun_shm *g_rerun;
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Counts the run, works ~20 us (busy: the work itself), replies x + 1. */
+static int counted_fn(const void *task, size_t len, const void *sa,
+                      size_t sl, mproc_reply *reply)
+{
+    int64_t x;
+    (void)sa;
+    (void)sl;
+    if (mproc_decode_i64(task, len, &x) != 0 || x < 0 || x >= RERUN_N) {
+        return -EINVAL;
+    }
+    /* Counted first: getpid is a syscall, where a SIGKILL sent meanwhile
+     * takes effect, and the item counts as run once fn has begun. */
+    atomic_fetch_add(&g_rerun->ran[x], 1);
+    atomic_store(&g_rerun->last_pid, (int)getpid());
+    int64_t end = now_us() + 20;
+    while (now_us() < end) {
+    }
+    return mproc_reply_i64(reply, x + 1);
+}
+
+typedef struct killer {
+    pthread_t th;
+    _Atomic int stop;
+    int kills;
+} killer;
+
+static void *killer_main(void *arg)
+{
+    killer *k = arg;
+    while (!atomic_load(&k->stop) && k->kills < 25) {
+        usleep(15 * 1000);
+        int pid = atomic_exchange(&g_rerun->last_pid, 0);
+        if (pid > 0 && kill(pid, SIGKILL) == 0) {
+            k->kills++;
+        }
+    }
+    return NULL;
+}
+
+/* Workers SIGKILLed during a map: each item gets exactly one outcome, and
+ * an item runs again only if it was in flight when its worker died (the
+ * one running fails; those finished in the last ~100 us re-run).  Before,
+ * the finished part of the dead worker's chunk (up to 1,024 items) ran
+ * again whole. */
+static void test_map_kill_reruns(void)
+{
+    void *m = mmap(NULL, sizeof *g_rerun, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED);
+    g_rerun = m;
+    static int64_t vals[RERUN_N];
+    static mproc_bytes items[RERUN_N];
+    static mproc_result out[RERUN_N];
+    for (int i = 0; i < RERUN_N; i++) {
+        vals[i] = i;
+        items[i] = (mproc_bytes){&vals[i], sizeof vals[i]};
+    }
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = counted_fn, .size = 2});
+    killer k = {.kills = 0};
+    CHECK_OK(pthread_create(&k.th, NULL, killer_main, &k));
+    CHECK_OK(mproc_pool_map(p, items, RERUN_N, out));
+    atomic_store(&k.stop, 1);
+    pthread_join(k.th, NULL);
+    long failed = 0, reruns = 0;
+    for (int i = 0; i < RERUN_N; i++) {
+        CHECK_EQ(out[i].index, (uint64_t)i);
+        int ran = atomic_load(&g_rerun->ran[i]);
+        CHECK_MSG(ran >= 1, "item %d never ran (err %s: %s)", i, mproc_err_name(out[i].err), out[i].errmsg ? out[i].errmsg : "-");
+        reruns += ran - 1;
+        if (out[i].err == 0) {
+            CHECK_EQ(tu_res_i64(&out[i]), (int64_t)i + 1);
+        } else {
+            CHECK_ERR(out[i].err, MPROC_EWORKER);
+            CHECK_CONTAINS(out[i].errmsg, "SIGKILL");
+            failed++;
+        }
+        mproc_result_clear(&out[i]);
+    }
+    printf("  %d kills: %ld items failed, %ld re-runs\n", k.kills, failed,
+           reruns);
+    CHECK(k.kills > 0);
+    CHECK(failed <= k.kills);
+    /* At ~20 us an item, a worker reports its chunk's outcomes every 100 us
+     * or so: a handful of finished items per death may run again. */
+    CHECK_MSG(reruns <= (long)k.kills * 12,
+              "%ld re-runs for %d kills", reruns, k.kills);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    munmap(m, sizeof *g_rerun);
+    g_rerun = NULL;
 }
 
 /* ---- clear, join, is_alive, close, terminate ----------------------------- */
@@ -2320,6 +2435,7 @@ TEST_LIST = {
     {"put_iter_still_bounded", test_put_iter_still_bounded, 0},
     {"result_enomem", test_result_enomem, 0},
     {"dispatch_enomem", test_dispatch_enomem, 0},
+    {"map_kill_reruns", test_map_kill_reruns, 0},
     {"clear", test_clear, 0},
     {"clear_ordered", test_clear_ordered, 0},
     {"join", test_join, 0},

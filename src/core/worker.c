@@ -228,7 +228,10 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
     if (claimed && f->len >= 4) {
         uint32_t count = mproc__get_u32(f->body);
         const char *p = f->body + 4, *end = f->body + f->len;
-        if (mproc__chan_append(&W.ch, &count, 4) != 0) {
+        size_t count_off = W.ch.out.len; /* items in this outcome frame */
+        uint32_t first = 0;
+        uint64_t since = W.unflushed_since ? W.unflushed_since : now;
+        if (mproc__chan_reserve(&W.ch, 4) == NULL) {
             worker_exit(1);
         }
         for (uint32_t i = 0; i < count; i++) {
@@ -237,13 +240,32 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
             }
             uint32_t len = mproc__get_u32(p);
             if (i > 0) {
+                uint64_t t = mproc__now_ns();
+                if (t - since > FLUSH_AFTER_NS ||
+                    W.ch.out.len - W.ch.out.off > FLUSH_AFTER_BYTES) {
+                    /* Send the chunk's finished items now, as for whole
+                     * tasks: if this worker dies later in the chunk, the
+                     * owner keeps them and runs only the rest again. */
+                    mproc__put_u32(W.ch.out.data + count_off, i - first);
+                    W.ch.out.data[hdr + 5] = (char)MPROC__FRAME_PARTIAL;
+                    mproc__chan_close_frame(&W.ch, hdr);
+                    flush_or_exit();
+                    since = t;
+                    first = i;
+                    hdr = mproc__chan_open_frame(&W.ch, MPROC__F_OUTCOME, 0);
+                    count_off = W.ch.out.len;
+                    if (hdr < 0 || mproc__chan_reserve(&W.ch, 4) == NULL) {
+                        worker_exit(1);
+                    }
+                }
                 atomic_store_explicit(&slot->sub, i, memory_order_relaxed);
-                atomic_store_explicit(&slot->start_ns, mproc__now_ns(),
+                atomic_store_explicit(&slot->start_ns, t,
                                       memory_order_release);
             }
             run_item(p + 4, len, state, reply);
             p += 4 + len;
         }
+        mproc__put_u32(W.ch.out.data + count_off, count - first);
         atomic_store_explicit(&slot->state, MPROC__S_DONE,
                               memory_order_release);
     }
