@@ -1,6 +1,7 @@
 /* The process pool's public calls: lifecycle, put, get, map, clear. */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -578,8 +579,9 @@ static void *feeder_main(void *arg)
 {
     mproc_pool *p = arg;
     int rc = 0;
+    char why[160] = "";
     block_signals();
-    for (;;) {
+    for (uint64_t item = 0;; item++) {
         const void *data = NULL;
         size_t len = 0;
         int r = p->iter(p->iter_ctx, &data, &len);
@@ -587,8 +589,21 @@ static void *feeder_main(void *arg)
             rc = r;
             break;
         }
-        if ((data == NULL && len > 0) || len > MPROC_PAYLOAD_MAX) {
-            rc = data == NULL ? -EINVAL : MPROC_ETOOBIG;
+        if (data == NULL && len > 0) {
+            rc = -EINVAL;
+            snprintf(why, sizeof(why),
+                     "put_iter stopped: item %llu has NULL data and length "
+                     "%zu",
+                     (unsigned long long)item, len);
+            break;
+        }
+        if (len > MPROC_PAYLOAD_MAX) {
+            rc = MPROC_ETOOBIG;
+            snprintf(why, sizeof(why),
+                     "put_iter stopped: item %llu is %zu bytes, over "
+                     "MPROC_PAYLOAD_MAX (%zu)",
+                     (unsigned long long)item, len,
+                     (size_t)MPROC_PAYLOAD_MAX);
             break;
         }
         int64_t put = put_locked(p, data, len, MPROC_FOREVER, 1, NULL);
@@ -598,6 +613,9 @@ static void *feeder_main(void *arg)
         }
     }
     pthread_mutex_lock(&p->mu);
+    if (why[0] != '\0') {
+        snprintf(p->errbuf, sizeof(p->errbuf), "%s", why);
+    }
     p->feeder_running = 0;
     p->feeder_rc = rc == MPROC_ECLOSED && p->feeder_stop ? 0 : rc;
     pthread_cond_broadcast(&p->done_cv);

@@ -25,6 +25,10 @@
 #define OOM_RETRY_MIN_NS 1000000u
 #define OOM_RETRY_MAX_NS 100000000u
 
+/* A worker's wait status when it could not be reaped (no real status is
+ * -1: the kernel's are 16-bit). */
+#define STATUS_UNKNOWN (-1)
+
 enum ev_kind { EV_CHAN = 1, EV_PIDFD, EV_OUT, EV_ERR };
 #define EV_WAKE UINT64_MAX
 
@@ -818,6 +822,11 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
                  "task exceeded task_timeout_ms (%d ms); worker %d (pid %d) "
                  "was killed",
                  p->opts.task_timeout_ms, w->slot, (int)w->pid);
+    } else if (status == STATUS_UNKNOWN) {
+        snprintf(buf, size,
+                 "worker %d (pid %d) ended, how is unknown: the fork server, "
+                 "which reaps it, is gone",
+                 w->slot, (int)w->pid);
     } else if (WIFSIGNALED(status)) {
         const char *abbrev = sigabbrev_np(WTERMSIG(status));
         snprintf(buf, size, "worker %d (pid %d) was killed by signal %d (SIG%s)",
@@ -913,7 +922,7 @@ static void worker_died(mproc_pool *p, struct worker *w)
     read_output(p, w, 2);
     int status = 0;
     if (mproc__zygote_reap(&p->zyg, w->pid, &status) != 0) {
-        status = 0x7f00; /* unknown: the fork server is gone */
+        status = STATUS_UNKNOWN; /* the fork server is gone */
     }
     ep_del(p, w->pidfd);
     mproc__fd_untrack(w->pidfd);

@@ -1190,6 +1190,79 @@ static void test_map_kill_reruns(void)
     g_rerun = NULL;
 }
 
+/* ---- error texts name their cause ----------------------------------------- */
+
+/* Returns reply_write's error for a result over MPROC_PAYLOAD_MAX (no bytes
+ * are read: the length is refused first). */
+static int too_big_reply_fn(const void *task, size_t len, const void *sa,
+                            size_t sl, mproc_reply *reply)
+{
+    static const char one = 1;
+    (void)task;
+    (void)len;
+    (void)sa;
+    (void)sl;
+    int rc = mproc_reply_i64(reply, 1);
+    if (rc == 0) {
+        rc = mproc_reply_write(reply, &one, MPROC_PAYLOAD_MAX);
+    }
+    return rc;
+}
+
+/* Yields one item longer than MPROC_PAYLOAD_MAX (put_iter refuses it by its
+ * length, before reading it). */
+static int too_big_iter(void *ctx, const void **data, size_t *len)
+{
+    static const char one = 1;
+    int *calls = ctx;
+    if ((*calls)++ > 0) {
+        return 0;
+    }
+    *data = &one;
+    *len = MPROC_PAYLOAD_MAX + 1;
+    return 1;
+}
+
+/* MPROC_ETOOBIG from the pool says which limit was passed; a worker whose
+ * fork server is gone does not claim an exit status it never had. */
+static void test_error_texts(void)
+{
+    mproc_result r;
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = too_big_reply_fn, .size = 1});
+    CHECK_NONNEG(mproc_pool_put_i64(p, 1, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_ERR(r.err, MPROC_ETOOBIG);
+    CHECK_CONTAINS(r.errmsg, "MPROC_PAYLOAD_MAX");
+    mproc_result_clear(&r);
+    int calls = 0;
+    CHECK_OK(mproc_pool_put_iter(p, too_big_iter, &calls));
+    CHECK_ERR(mproc_pool_wait_iter(p, T_LONG), MPROC_ETOOBIG);
+    CHECK_CONTAINS(mproc_pool_last_error(p), "MPROC_PAYLOAD_MAX");
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+
+    /* The fork server killed under a running task: the worker dies with
+     * it (SIGKILL on its parent's death) and cannot be reaped. */
+    char c;
+    sync_open();
+    p = tu_pool_start(&(mproc_pool_opts){.fn = first_blocks_fn, .size = 1});
+    pid_t kids[8];
+    CHECK_EQ(tu_children_of(getpid(), kids, 8), 1); /* the fork server */
+    CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
+    CHECK_EQ(tu_read_n(g_gate.started[0], &c, 1, T_LONG), 1);
+    CHECK_OK(kill(kids[0], SIGKILL));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_ERR(r.err, MPROC_EWORKER);
+    CHECK_MSG(r.errmsg != NULL && strstr(r.errmsg, "status 127") == NULL &&
+                  strstr(r.errmsg, "fork server") != NULL,
+              "%s", r.errmsg ? r.errmsg : "(null)");
+    mproc_result_clear(&r);
+    mproc_pool_terminate(p);
+    mproc_pool_free(p);
+    sync_close();
+}
+
 /* ---- clear, join, is_alive, close, terminate ----------------------------- */
 
 /* 4 workers, 10 blocking tasks: 4 run, clear drops exactly the other 6. */
@@ -2436,6 +2509,7 @@ TEST_LIST = {
     {"result_enomem", test_result_enomem, 0},
     {"dispatch_enomem", test_dispatch_enomem, 0},
     {"map_kill_reruns", test_map_kill_reruns, 0},
+    {"error_texts", test_error_texts, 0},
     {"clear", test_clear, 0},
     {"clear_ordered", test_clear_ordered, 0},
     {"join", test_join, 0},

@@ -139,9 +139,21 @@ int mproc_reply_write(mproc_reply *reply, const void *data, size_t len)
 
 void *mproc_reply_alloc(mproc_reply *reply, size_t len)
 {
-    if (reply == NULL ||
-        len > MPROC_PAYLOAD_MAX - (reply->ch->out.len - reply->data_off)) {
-        return NULL; /* the whole result may not pass the maximum */
+    if (reply == NULL) {
+        return NULL;
+    }
+    size_t have = reply->ch->out.len - reply->data_off;
+    if (len > MPROC_PAYLOAD_MAX - have) {
+        /* The whole result may not pass the maximum.  Say which limit, in
+         * case the task returns the error without a message of its own. */
+        if (!reply->has_errmsg) {
+            snprintf(reply->errmsg, sizeof(reply->errmsg),
+                     "the result would exceed MPROC_PAYLOAD_MAX (%zu bytes): "
+                     "%zu bytes written, %zu more asked",
+                     (size_t)MPROC_PAYLOAD_MAX, have, len);
+            reply->has_errmsg = 1;
+        }
+        return NULL;
     }
     return mproc__chan_reserve(reply->ch, len);
 }
