@@ -689,6 +689,8 @@ static int send_unit(struct worker *w, struct unit *u)
     mproc__slot *s = &w->ring[k];
     atomic_store_explicit(&s->sub, 0, memory_order_relaxed);
     atomic_store_explicit(&s->start_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->claim, ((uint64_t)u->count << 32) | 1u,
+                          memory_order_relaxed);
     atomic_store(&s->state, MPROC__S_QUEUED);
     size_t mark = w->ch.out.len;
     long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_TASK, 0);
@@ -738,6 +740,60 @@ static struct worker *pick_worker(mproc_pool *p)
     return best;
 }
 
+/* An idle worker takes the unclaimed half of the chunk another worker is
+ * running (all of it when one item is left), so a slow or stopped worker
+ * never holds a chunk's remaining items hostage.  [mu held] */
+static int steal_items(mproc_pool *p)
+{
+    struct worker *victim = NULL;
+    uint32_t most = 0;
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (w->state != W_READY || w->head == w->tail) {
+            continue;
+        }
+        uint64_t k = w->head % MPROC__DEPTH;
+        struct unit *u = w->inflight[k];
+        if (u == NULL || u->job == NULL ||
+            atomic_load(&w->ring[k].state) != MPROC__S_RUNNING) {
+            continue;
+        }
+        uint64_t v = atomic_load(&w->ring[k].claim);
+        uint32_t left = (uint32_t)(v >> 32) - (uint32_t)v;
+        if ((uint32_t)(v >> 32) > (uint32_t)v && left > most) {
+            victim = w;
+            most = left;
+        }
+    }
+    if (victim == NULL) {
+        return 0;
+    }
+    uint64_t k = victim->head % MPROC__DEPTH;
+    struct unit *u = victim->inflight[k];
+    struct unit *rest = malloc(sizeof(*rest));
+    if (rest == NULL) {
+        return 0; /* it stays with its worker */
+    }
+    uint64_t v = atomic_load(&victim->ring[k].claim);
+    uint32_t end, cut;
+    do {
+        uint32_t next = (uint32_t)v;
+        end = (uint32_t)(v >> 32);
+        if (end <= next) {
+            free(rest); /* the worker claimed them all meanwhile */
+            return 0;
+        }
+        cut = next + (end - next) / 2;
+    } while (!atomic_compare_exchange_weak(&victim->ring[k].claim, &v,
+                                           ((uint64_t)cut << 32) | (uint32_t)v));
+    /* Items [cut, end) are ours: the worker reports up to cut. */
+    *rest = (struct unit){.index = u->index + cut, .count = end - cut,
+                          .job = u->job};
+    u->count = cut;
+    push_front(p, rest);
+    return 1;
+}
+
 /* An idle worker takes the not-yet-started tail of the busiest worker's
  * pipeline, so one slow task never holds others hostage.  [mu held] */
 static int steal(mproc_pool *p)
@@ -754,8 +810,11 @@ static int steal(mproc_pool *p)
             victim = w;
         }
     }
-    if (idle == NULL || victim == NULL) {
+    if (idle == NULL) {
         return 0;
+    }
+    if (victim == NULL) {
+        return steal_items(p);
     }
     int taken = 0;
     uint64_t want = (victim->tail - victim->head) / 2;
@@ -775,7 +834,9 @@ static int steal(mproc_pool *p)
         taken++;
         want--;
     }
-    return taken;
+    /* No whole frame left to take (those behind the running one are
+     * claimed or taken already): take items of running chunks. */
+    return taken > 0 ? taken : steal_items(p);
 }
 
 void mproc__pool_dispatch(mproc_pool *p)

@@ -898,6 +898,22 @@ static void test_put_iter_drain(void)
     }
 }
 
+/* iter_next, counting its items where another thread may read them. */
+typedef struct counted_iter {
+    iter_ctx it;
+    _Atomic size_t taken;
+} counted_iter;
+
+static int counted_next(void *ctx, const void **data, size_t *len)
+{
+    counted_iter *c = ctx;
+    int r = iter_next(&c->it, data, len);
+    if (r > 0) {
+        atomic_fetch_add(&c->taken, 1);
+    }
+    return r;
+}
+
 /* While nobody waits for the feeder, it still stops at the bound on
  * unclaimed outcomes, so a stream read with get keeps memory flat. */
 static void test_put_iter_still_bounded(void)
@@ -906,16 +922,16 @@ static void test_put_iter_still_bounded(void)
     for (int i = 0; i < DRAIN_N; i++) {
         vals[i] = i;
     }
-    iter_ctx it = {vals, DRAIN_N, 0, 0, 0};
+    counted_iter ci = {{vals, DRAIN_N, 0, 0, 0}, 0};
     mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = sq_fn, .size = 2});
-    CHECK_OK(mproc_pool_put_iter(p, iter_next, &it));
+    CHECK_OK(mproc_pool_put_iter(p, counted_next, &ci));
     /* The feeder fills the bound (6 unclaimed) and waits there: it has
      * taken at most one more item from the iterator. */
     usleep(300 * 1000);
-    size_t fed = it.i;
+    size_t fed = atomic_load(&ci.taken);
     CHECK_MSG(fed <= 7, "fed %zu items with nobody taking outcomes", fed);
     usleep(200 * 1000);
-    CHECK_EQ(it.i, fed);
+    CHECK_EQ(atomic_load(&ci.taken), fed);
     mproc_result *res = NULL;
     size_t n = 0;
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
@@ -1184,6 +1200,97 @@ static void test_map_kill_reruns(void)
      * or so: a handful of finished items per death may run again. */
     CHECK_MSG(reruns <= (long)k.kills * 12,
               "%ld re-runs for %d kills", reruns, k.kills);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    munmap(m, sizeof *g_rerun);
+    g_rerun = NULL;
+}
+
+/* Like counted_fn, ~200 us an item. */
+static int slow_counted_fn(const void *task, size_t len, const void *sa,
+                           size_t sl, mproc_reply *reply)
+{
+    int64_t x;
+    (void)sa;
+    (void)sl;
+    if (mproc_decode_i64(task, len, &x) != 0 || x < 0 || x >= RERUN_N) {
+        return -EINVAL;
+    }
+    atomic_fetch_add(&g_rerun->ran[x], 1);
+    atomic_store(&g_rerun->last_pid, (int)getpid());
+    int64_t end = now_us() + 200;
+    while (now_us() < end) {
+    }
+    return mproc_reply_i64(reply, x + 1);
+}
+
+typedef struct map_call {
+    pthread_t th;
+    mproc_pool *p;
+    const mproc_bytes *items;
+    size_t n;
+    mproc_result *out;
+    int rc;
+} map_call;
+
+static void *map_main(void *arg)
+{
+    map_call *m = arg;
+    m->rc = mproc_pool_map(m->p, m->items, m->n, m->out);
+    return NULL;
+}
+
+/* One worker SIGSTOPped during a map: the other runs every item except the
+ * one the stopped worker had begun, including the rest of that worker's
+ * chunk (before, up to 1,024 items waited for SIGCONT). */
+static void test_map_stopped_worker(void)
+{
+    enum { N = 4000 };
+    void *m = mmap(NULL, sizeof *g_rerun, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED);
+    g_rerun = m;
+    static int64_t vals[N];
+    static mproc_bytes items[N];
+    static mproc_result out[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i;
+        items[i] = (mproc_bytes){&vals[i], sizeof vals[i]};
+    }
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = slow_counted_fn, .size = 2});
+    map_call mc = {.p = p, .items = items, .n = N, .out = out};
+    CHECK_OK(pthread_create(&mc.th, NULL, map_main, &mc));
+    int pid = 0;
+    for (int64_t end = harness_now_ms() + T_LONG;
+         pid == 0 && harness_now_ms() < end;) {
+        usleep(20 * 1000); /* let both workers get into their chunks */
+        pid = atomic_load(&g_rerun->last_pid);
+    }
+    CHECK(pid > 0);
+    CHECK_OK(kill(pid, SIGSTOP));
+    /* All but the stopped worker's current item run, within a bound. */
+    int ran = 0;
+    for (int64_t end = harness_now_ms() + T_LONG; harness_now_ms() < end;) {
+        ran = 0;
+        for (int i = 0; i < N; i++) {
+            ran += atomic_load(&g_rerun->ran[i]) > 0;
+        }
+        if (ran >= N - 1) {
+            break;
+        }
+        usleep(20 * 1000);
+    }
+    CHECK_OK(kill(pid, SIGCONT));
+    CHECK_MSG(ran >= N - 1, "%d of %d items ran while a worker was stopped",
+              ran, N);
+    pthread_join(mc.th, NULL);
+    CHECK_OK(mc.rc);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(tu_res_i64(&out[i]), (int64_t)i + 1);
+        CHECK_EQ(atomic_load(&g_rerun->ran[i]), 1);
+        mproc_result_clear(&out[i]);
+    }
     CHECK_OK(mproc_pool_close(p, T_LONG));
     mproc_pool_free(p);
     munmap(m, sizeof *g_rerun);
@@ -2509,6 +2616,7 @@ TEST_LIST = {
     {"result_enomem", test_result_enomem, 0},
     {"dispatch_enomem", test_dispatch_enomem, 0},
     {"map_kill_reruns", test_map_kill_reruns, 0},
+    {"map_stopped_worker", test_map_stopped_worker, 0},
     {"error_texts", test_error_texts, 0},
     {"clear", test_clear, 0},
     {"clear_ordered", test_clear_ordered, 0},

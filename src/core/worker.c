@@ -217,6 +217,21 @@ static void run_item(const char *task, size_t len, void *state,
     mproc__put_u32(hdr + 4, (uint32_t)(W.ch.out.len - item_off - 8));
 }
 
+/* Claims item i (> 0) of a running chunk; 0 when the owner took it back. */
+static int claim_item(mproc__slot *slot, uint32_t i)
+{
+    uint64_t v = atomic_load(&slot->claim);
+    for (;;) {
+        if (i >= (uint32_t)(v >> 32)) {
+            return 0;
+        }
+        uint64_t want = (v & ~(uint64_t)UINT32_MAX) | (i + 1u);
+        if (atomic_compare_exchange_weak(&slot->claim, &v, want)) {
+            return 1;
+        }
+    }
+}
+
 /* Runs one task frame (a single task or a chunk of map items). */
 static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
                       mproc_reply *reply)
@@ -246,7 +261,8 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
         if (mproc__chan_reserve(&W.ch, 4) == NULL) {
             worker_exit(1);
         }
-        for (uint32_t i = 0; i < count; i++) {
+        uint32_t i;
+        for (i = 0; i < count; i++) {
             if (end - p < 4 || (size_t)(end - p - 4) < mproc__get_u32(p)) {
                 worker_exit(2); /* the owner never sends this */
             }
@@ -270,6 +286,9 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
                         worker_exit(1);
                     }
                 }
+                if (!claim_item(slot, i)) {
+                    break; /* the rest went to an idle worker */
+                }
                 atomic_store_explicit(&slot->sub, i, memory_order_relaxed);
                 atomic_store_explicit(&slot->start_ns, t,
                                       memory_order_release);
@@ -277,7 +296,7 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
             run_item(p + 4, len, state, reply);
             p += 4 + len;
         }
-        mproc__put_u32(W.ch.out.data + count_off, count - first);
+        mproc__put_u32(W.ch.out.data + count_off, i - first);
         atomic_store_explicit(&slot->state, MPROC__S_DONE,
                               memory_order_release);
     }
