@@ -429,8 +429,11 @@ static int put_task(mproc_group *g, const char *tag, mproc_task_fn fn,
     }
     if (rc == 0) {
         g->running++;
-        *e = (struct entry){.g = g, .tag = ti, .borrowed = kind == 1,
-                            .seg = pick_segment(g), .seq = g->seq++,
+        *e = (struct entry){.g = g,
+                            .tag = ti,
+                            .borrowed = kind == 1,
+                            .seg = pick_segment(g),
+                            .seq = g->seq++,
                             .node = node};
         node = NULL;
         e->seg->running++;

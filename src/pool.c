@@ -602,8 +602,7 @@ static void *feeder_main(void *arg)
             snprintf(why, sizeof(why),
                      "put_iter stopped: item %llu is %zu bytes, over "
                      "MPROC_PAYLOAD_MAX (%zu)",
-                     (unsigned long long)item, len,
-                     (size_t)MPROC_PAYLOAD_MAX);
+                     (unsigned long long)item, len, (size_t)MPROC_PAYLOAD_MAX);
             break;
         }
         int64_t put = put_locked(p, data, len, MPROC_FOREVER, 1, NULL);

@@ -74,10 +74,10 @@ struct worker {
     int kill_reason;
     uint64_t kill_ns, stop_ns;
     int want_write;
-    int in_paused;   /* reading stopped until the memory retry: the input
-                        buffer could not grow (I/O thread only) */
-    size_t skip;     /* bytes still to drop of an outcome frame too large
-                        for the memory the owner could get */
+    int in_paused; /* reading stopped until the memory retry: the input
+                      buffer could not grow (I/O thread only) */
+    size_t skip;   /* bytes still to drop of an outcome frame too large
+                      for the memory the owner could get */
 };
 
 struct logger {
@@ -142,9 +142,9 @@ struct mproc_pool {
     mproc__zygote zyg;
     struct worker *workers;
     int consecutive_fails; /* [mu] */
-    uint64_t oom_retry_ns;   /* [mu] when to retry what failed for lack of
-                                memory (sending a task, reading a channel);
-                                0: nothing waits */
+    uint64_t oom_retry_ns; /* [mu] when to retry what failed for lack of
+                              memory (sending a task, reading a channel);
+                              0: nothing waits */
     uint64_t oom_backoff_ns; /* [mu] the last wait; doubles up to a bound */
     mproc_task *done_tasks; /* [mu] submitted tasks whose outcome is staged,
                                to complete once mu is released */
@@ -178,9 +178,8 @@ void mproc__pool_wake_all(mproc_pool *p);
 static inline int mproc__feeder_may_put(const mproc_pool *p)
 {
     size_t limit = p->feeder_held ? (p->bound + 1) / 2 : p->bound;
-    return p->bound == 0 ||
-           (p->unfinished < limit &&
-            (p->outstanding < limit || p->drainers > 0));
+    return p->bound == 0 || (p->unfinished < limit &&
+                             (p->outstanding < limit || p->drainers > 0));
 }
 /* Delivers put task u's outcome (data and errmsg are copied); u->out is
  * consumed.  Call with mu held. */

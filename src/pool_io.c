@@ -67,7 +67,7 @@ static void retry_later(mproc_pool *p)
         return;
     }
     uint64_t b = p->oom_backoff_ns * 2;
-    b = b < OOM_RETRY_MIN_NS ? OOM_RETRY_MIN_NS
+    b = b < OOM_RETRY_MIN_NS   ? OOM_RETRY_MIN_NS
         : b > OOM_RETRY_MAX_NS ? OOM_RETRY_MAX_NS
                                : b;
     p->oom_backoff_ns = b;
@@ -441,8 +441,8 @@ static void process_frames(mproc_pool *p, struct worker *w)
  * owner can get: the items it carries fail with -ENOMEM (the pool promises
  * an outcome, and the worker must not stay blocked writing to an owner
  * that stopped reading).  [mu held] */
-static void fail_frame_enomem(mproc_pool *p, struct worker *w,
-                              unsigned flags, uint32_t count, size_t bytes)
+static void fail_frame_enomem(mproc_pool *p, struct worker *w, unsigned flags,
+                              uint32_t count, size_t bytes)
 {
     if (w->head == w->tail) {
         return; /* nothing was sent: a stray frame */
@@ -784,11 +784,11 @@ static int steal_items(mproc_pool *p)
             return 0;
         }
         cut = next + (end - next) / 2;
-    } while (!atomic_compare_exchange_weak(&victim->ring[k].claim, &v,
-                                           ((uint64_t)cut << 32) | (uint32_t)v));
+    } while (!atomic_compare_exchange_weak(
+        &victim->ring[k].claim, &v, ((uint64_t)cut << 32) | (uint32_t)v));
     /* Items [cut, end) are ours: the worker reports up to cut. */
-    *rest = (struct unit){.index = u->index + cut, .count = end - cut,
-                          .job = u->job};
+    *rest = (struct unit){
+        .index = u->index + cut, .count = end - cut, .job = u->job};
     u->count = cut;
     push_front(p, rest);
     return 1;

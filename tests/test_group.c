@@ -1878,7 +1878,9 @@ static void test_put_bad(void)
  * each item's outcome comes exactly once. */
 static void test_ingest_join_then_next(void)
 {
-    enum { N = 400 };
+    enum {
+        N = 400
+    };
     static char seen[N];
     mproc_group_tag tags[] = {{"it", 1, 0}};
     mproc_group *g = group_start(

@@ -841,7 +841,9 @@ static void test_wait_iter(void)
  * join / wait_iter first.  Each must complete with every outcome exactly
  * once; before the fix the feeder waited for results to be claimed while
  * get_all / join / wait_iter waited for the feeder, for ever. */
-enum { DRAIN_N = 300 };
+enum {
+    DRAIN_N = 300
+};
 
 static void check_drained(mproc_result *res, size_t n, int ordered)
 {
@@ -869,8 +871,8 @@ static void test_put_iter_drain(void)
         /* mode 0: get_all; 1: join, then get_all; 2: wait_iter, then get
          * one by one; 3: get_all on an ordered pool. */
         iter_ctx it = {vals, DRAIN_N, 0, 0, 0};
-        mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
-            .fn = sq_fn, .size = 2, .ordered = mode == 3});
+        mproc_pool *p = tu_pool_start(
+            &(mproc_pool_opts){.fn = sq_fn, .size = 2, .ordered = mode == 3});
         CHECK_OK(mproc_pool_put_iter(p, iter_next, &it));
         mproc_result *res = NULL;
         size_t n = 0;
@@ -1018,8 +1020,8 @@ static void limit_memory(size_t extra)
 static void test_result_enomem(void)
 {
     mproc_result r;
-    mproc_pool *p = tu_pool_start(
-        &(mproc_pool_opts){.fn = big_result_fn, .size = 1});
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = big_result_fn, .size = 1});
     /* The workers were forked at start: the limit below is the owner's
      * alone. */
     CHECK_NONNEG(mproc_pool_put_i64(p, 5, T_LONG));
@@ -1065,8 +1067,7 @@ static void test_result_enomem(void)
 static void test_dispatch_enomem(void)
 {
     mproc_result r;
-    mproc_pool *p =
-        tu_pool_start(&(mproc_pool_opts){.fn = len_fn, .size = 1});
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = len_fn, .size = 1});
     CHECK_NONNEG(mproc_pool_put_i64(p, 5, T_LONG));
     CHECK_OK(mproc_pool_get(p, &r, T_LONG));
     CHECK_EQ(tu_res_i64(&r), 5);
@@ -1083,7 +1084,8 @@ static void test_dispatch_enomem(void)
     limit_memory(0);
     int64_t t0 = harness_now_ms();
     CHECK_OK(mproc_pool_get(p, &r, T_LONG));
-    CHECK_MSG(harness_now_ms() - t0 < 5000, "sent %lld ms after memory came back",
+    CHECK_MSG(harness_now_ms() - t0 < 5000,
+              "sent %lld ms after memory came back",
               (long long)(harness_now_ms() - t0));
     CHECK_EQ(r.index, (uint64_t)idx);
     CHECK_EQ(tu_res_i64(&r), (int64_t)big);
@@ -1095,7 +1097,9 @@ static void test_dispatch_enomem(void)
 
 /* ---- re-execution after a worker death ---------------------------------- */
 
-enum { RERUN_N = 60000 };
+enum {
+    RERUN_N = 60000
+};
 
 /* Shared with the workers: how many times each item ran, and the pid of
  * the worker that started an item last. */
@@ -1114,8 +1118,8 @@ static int64_t now_us(void)
 }
 
 /* Counts the run, works ~20 us (busy: the work itself), replies x + 1. */
-static int counted_fn(const void *task, size_t len, const void *sa,
-                      size_t sl, mproc_reply *reply)
+static int counted_fn(const void *task, size_t len, const void *sa, size_t sl,
+                      mproc_reply *reply)
 {
     int64_t x;
     (void)sa;
@@ -1202,8 +1206,8 @@ static void test_map_kill_reruns(void)
     CHECK(failed <= k.kills);
     /* At ~20 us an item, a worker reports its chunk's outcomes every 100 us
      * or so: a handful of finished items per death may run again. */
-    CHECK_MSG(reruns <= (long)k.kills * 12,
-              "%ld re-runs for %d kills", reruns, k.kills);
+    CHECK_MSG(reruns <= (long)k.kills * 12, "%ld re-runs for %d kills", reruns,
+              k.kills);
     CHECK_OK(mproc_pool_close(p, T_LONG));
     mproc_pool_free(p);
     munmap(m, sizeof *g_rerun);
@@ -1249,7 +1253,9 @@ static void *map_main(void *arg)
  * chunk (before, up to 1,024 items waited for SIGCONT). */
 static void test_map_stopped_worker(void)
 {
-    enum { N = 4000 };
+    enum {
+        N = 4000
+    };
     void *m = mmap(NULL, sizeof *g_rerun, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(m != MAP_FAILED);
@@ -1301,7 +1307,8 @@ static void test_map_stopped_worker(void)
     g_rerun = NULL;
 }
 
-/* ---- error texts name their cause ----------------------------------------- */
+/* ---- error texts name their cause -----------------------------------------
+ */
 
 /* Returns reply_write's error for a result over MPROC_PAYLOAD_MAX (no bytes
  * are read: the length is refused first). */

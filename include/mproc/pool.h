@@ -56,9 +56,9 @@
  * another thread holds then (one of the program's own mutexes) stays held
  * in the workers.  glibc's malloc and stdio are safe; gcc 12's
  * AddressSanitizer allocator is not, so under ASan start pools while no
- * other thread is allocating (e.g. before starting threads).  The pool runs one I/O thread in
- * the owner (dispatch, results, logs, worker deaths) and, while put_iter
- * runs, one feeder thread.  See docs/design.md.
+ * other thread is allocating (e.g. before starting threads).  The pool runs one
+ * I/O thread in the owner (dispatch, results, logs, worker deaths) and, while
+ * put_iter runs, one feeder thread.  See docs/design.md.
  *
  * Threading.  All functions are thread-safe unless stated; put and get may be
  * called from different threads at once.  Log and output handlers run on
@@ -305,8 +305,8 @@ MPROC_EXPORT int mproc_pool_clear(mproc_pool *pool);
  * completed (their outcomes wait for get); map calls in other threads are
  * not waited for.  The feeder does not wait for outcomes to be claimed
  * meanwhile (see put_iter), so join completes with nobody calling get;
- * the outcomes, one per item fed, wait for get.  The pool stays open.  Returns 0, -EINVAL,
- * MPROC_ENOTSTARTED, MPROC_ETIMEDOUT. */
+ * the outcomes, one per item fed, wait for get.  The pool stays open.  Returns
+ * 0, -EINVAL, MPROC_ENOTSTARTED, MPROC_ETIMEDOUT. */
 MPROC_EXPORT int mproc_pool_join(mproc_pool *pool, int timeout_ms);
 
 /* Stops accepting tasks, lets queued and running tasks finish, then stops and
@@ -331,9 +331,10 @@ MPROC_EXPORT int mproc_pool_terminate(mproc_pool *pool);
 MPROC_EXPORT void mproc_pool_free(mproc_pool *pool);
 
 /* The last error message the pool itself recorded (why start failed, why the
- * pool broke, why put_iter's feeder stopped at an item), or "" if none.  Borrowed; valid until the pool is freed, but
- * the I/O thread may overwrite it when a later error happens, so read it
- * when start or put has just failed.  Never NULL ("" for a NULL pool). */
+ * pool broke, why put_iter's feeder stopped at an item), or "" if none.
+ * Borrowed; valid until the pool is freed, but the I/O thread may overwrite it
+ * when a later error happens, so read it when start or put has just failed.
+ * Never NULL ("" for a NULL pool). */
 MPROC_EXPORT const char *mproc_pool_last_error(mproc_pool *pool);
 
 #endif

@@ -290,8 +290,7 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
                     break; /* the rest went to an idle worker */
                 }
                 atomic_store_explicit(&slot->sub, i, memory_order_relaxed);
-                atomic_store_explicit(&slot->start_ns, t,
-                                      memory_order_release);
+                atomic_store_explicit(&slot->start_ns, t, memory_order_release);
             }
             run_item(p + 4, len, state, reply);
             p += 4 + len;
