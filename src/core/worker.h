@@ -36,6 +36,7 @@ typedef struct mproc__slot {
      * lowering end to e >= next.  Both by compare-and-swap, so exactly one
      * side gets each item.  Item 0 goes with the frame's own claim. */
     _Atomic uint64_t claim;
+    uint64_t pad; /* 32 bytes: a slot never straddles a cache line */
 } mproc__slot;
 
 /* Everything a worker needs; lives in the owner's memory and reaches the
