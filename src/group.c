@@ -44,6 +44,9 @@ struct entry {
     mproc_group_handlers handlers;
     char *tag_copy;  /* the name handlers see, for a tag with no entry */
     uint64_t seq;
+    struct result_node *node; /* its place in the outcomes for next,
+                                 allocated at put so that keeping the
+                                 outcome never fails for lack of memory */
 };
 
 struct ingest {
@@ -224,12 +227,10 @@ static struct segment *pick_segment(mproc_group *g)
 
 /* ---- completion -------------------------------------------------------- */
 
-static void push_result(mproc_group *g, const struct entry *e, mproc_task *t)
+static void push_result(mproc_group *g, struct entry *e, mproc_task *t)
 {
-    struct result_node *n = calloc(1, sizeof(*n));
-    if (n == NULL) {
-        return; /* out of memory: the outcome cannot be kept */
-    }
+    struct result_node *n = e->node;
+    e->node = NULL;
     n->r.index = e->seq;
     n->r.err = mproc_task_err(t);
     const void *data = NULL;
@@ -285,6 +286,7 @@ static void task_done(mproc_task *t, void *arg)
         }
         pthread_mutex_unlock(&g->mu);
     }
+    free(e->node);
     free(e->tag_copy);
     free(e);
 }
@@ -383,9 +385,11 @@ static int put_task(mproc_group *g, const char *tag, mproc_task_fn fn,
     size_t plen = sizeof(fn) + len;
     char *payload = malloc(plen);
     struct entry *e = calloc(1, sizeof(*e));
-    if (payload == NULL || e == NULL) {
+    struct result_node *node = calloc(1, sizeof(*node));
+    if (payload == NULL || e == NULL || node == NULL) {
         free(payload);
         free(e);
+        free(node);
         return -ENOMEM;
     }
     memcpy(payload, &fn, sizeof(fn));
@@ -425,8 +429,13 @@ static int put_task(mproc_group *g, const char *tag, mproc_task_fn fn,
     }
     if (rc == 0) {
         g->running++;
-        *e = (struct entry){.g = g, .tag = ti, .borrowed = kind == 1,
-                            .seg = pick_segment(g), .seq = g->seq++};
+        *e = (struct entry){.g = g,
+                            .tag = ti,
+                            .borrowed = kind == 1,
+                            .seg = pick_segment(g),
+                            .seq = g->seq++,
+                            .node = node};
+        node = NULL;
         e->seg->running++;
         e->handlers = handlers ? *handlers : g->opts.handlers;
         if (ti < 0 && tag != NULL) {
@@ -437,6 +446,7 @@ static int put_task(mproc_group *g, const char *tag, mproc_task_fn fn,
     if (rc != 0) {
         free(payload);
         free(e);
+        free(node);
         return rc;
     }
     mproc_task *t = NULL;
@@ -446,6 +456,7 @@ static int put_task(mproc_group *g, const char *tag, mproc_task_fn fn,
         pthread_mutex_lock(&g->mu);
         give_slot(g, e);
         pthread_mutex_unlock(&g->mu);
+        free(e->node);
         free(e->tag_copy);
         free(e);
         return rc;

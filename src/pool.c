@@ -1,6 +1,7 @@
 /* The process pool's public calls: lifecycle, put, get, map, clear. */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -409,6 +410,7 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     }
     u->len = len;
     u->count = 1;
+    u->done = 0;
     u->job = NULL;
     pthread_mutex_lock(&p->mu);
     int rc;
@@ -577,8 +579,9 @@ static void *feeder_main(void *arg)
 {
     mproc_pool *p = arg;
     int rc = 0;
+    char why[160] = "";
     block_signals();
-    for (;;) {
+    for (uint64_t item = 0;; item++) {
         const void *data = NULL;
         size_t len = 0;
         int r = p->iter(p->iter_ctx, &data, &len);
@@ -586,8 +589,20 @@ static void *feeder_main(void *arg)
             rc = r;
             break;
         }
-        if ((data == NULL && len > 0) || len > MPROC_PAYLOAD_MAX) {
-            rc = data == NULL ? -EINVAL : MPROC_ETOOBIG;
+        if (data == NULL && len > 0) {
+            rc = -EINVAL;
+            snprintf(why, sizeof(why),
+                     "put_iter stopped: item %llu has NULL data and length "
+                     "%zu",
+                     (unsigned long long)item, len);
+            break;
+        }
+        if (len > MPROC_PAYLOAD_MAX) {
+            rc = MPROC_ETOOBIG;
+            snprintf(why, sizeof(why),
+                     "put_iter stopped: item %llu is %zu bytes, over "
+                     "MPROC_PAYLOAD_MAX (%zu)",
+                     (unsigned long long)item, len, (size_t)MPROC_PAYLOAD_MAX);
             break;
         }
         int64_t put = put_locked(p, data, len, MPROC_FOREVER, 1, NULL);
@@ -597,6 +612,9 @@ static void *feeder_main(void *arg)
         }
     }
     pthread_mutex_lock(&p->mu);
+    if (why[0] != '\0') {
+        snprintf(p->errbuf, sizeof(p->errbuf), "%s", why);
+    }
     p->feeder_running = 0;
     p->feeder_rc = rc == MPROC_ECLOSED && p->feeder_stop ? 0 : rc;
     pthread_cond_broadcast(&p->done_cv);
@@ -630,6 +648,21 @@ int mproc_pool_put_iter(mproc_pool *p, mproc_iter_fn next, void *ctx)
     return rc;
 }
 
+/* Registers a caller that waits for the feeder (get_all, join, wait_iter):
+ * meanwhile the feeder no longer waits for outcomes to be taken, or the two
+ * would wait for each other for ever.  [mu] */
+static void drainer_enter(mproc_pool *p)
+{
+    if (p->drainers++ == 0 && p->feeder_running) {
+        pthread_cond_broadcast(&p->feed_cv);
+    }
+}
+
+static void drainer_leave(mproc_pool *p)
+{
+    p->drainers--;
+}
+
 int mproc_pool_wait_iter(mproc_pool *p, int timeout_ms)
 {
     if (p == NULL) {
@@ -638,9 +671,11 @@ int mproc_pool_wait_iter(mproc_pool *p, int timeout_ms)
     uint64_t deadline = mproc__deadline(timeout_ms);
     pthread_mutex_lock(&p->mu);
     int rc = 0;
+    drainer_enter(p);
     while (p->feeder_running && rc == 0) {
         rc = mproc__cond_wait(&p->done_cv, &p->mu, deadline);
     }
+    drainer_leave(p);
     rc = rc ? MPROC_ETIMEDOUT : p->feeder_rc;
     pthread_mutex_unlock(&p->mu);
     return rc;
@@ -722,12 +757,16 @@ static int wait_drained(mproc_pool *p, uint64_t deadline)
     if (p->state == P_NEW) {
         return MPROC_ENOTSTARTED;
     }
+    int rc = 0;
+    drainer_enter(p);
     while (p->feeder_running || p->unfinished > 0) {
         if (mproc__cond_wait(&p->done_cv, &p->mu, deadline) != 0) {
-            return MPROC_ETIMEDOUT;
+            rc = MPROC_ETIMEDOUT;
+            break;
         }
     }
-    return 0;
+    drainer_leave(p);
+    return rc;
 }
 
 int mproc_pool_get_all(mproc_pool *p, mproc_result **out, size_t *count,

@@ -27,6 +27,9 @@ struct unit {
     struct unit *next;
     uint64_t index;       /* put: the task's index; chunk: first item */
     uint32_t count;       /* 1 for a put task */
+    uint32_t done;        /* chunk: items [0, done) have their outcome (a
+                             worker reports a long chunk's items as it
+                             goes, so only the unreported ones re-run) */
     struct map_job *job;  /* NULL for a put task */
     struct outcome *out;  /* put: its outcome, allocated at put so that
                              delivering it never fails for lack of memory */
@@ -71,6 +74,10 @@ struct worker {
     int kill_reason;
     uint64_t kill_ns, stop_ns;
     int want_write;
+    int in_paused; /* reading stopped until the memory retry: the input
+                      buffer could not grow (I/O thread only) */
+    size_t skip;   /* bytes still to drop of an outcome frame too large
+                      for the memory the owner could get */
 };
 
 struct logger {
@@ -123,6 +130,9 @@ struct mproc_pool {
     int feeder_stop;     /* [mu] */
     int feeder_rc;       /* [mu] */
     int feeder_held;     /* [mu] it hit the bound; resumes at half of it */
+    size_t drainers;     /* [mu] calls in get_all, join or wait_iter: while
+                            any waits, the feeder does not wait for outcomes
+                            to be taken (they would wait for each other) */
     mproc_iter_fn iter;
     void *iter_ctx;
 
@@ -132,6 +142,10 @@ struct mproc_pool {
     mproc__zygote zyg;
     struct worker *workers;
     int consecutive_fails; /* [mu] */
+    uint64_t oom_retry_ns; /* [mu] when to retry what failed for lack of
+                              memory (sending a task, reading a channel);
+                              0: nothing waits */
+    uint64_t oom_backoff_ns; /* [mu] the last wait; doubles up to a bound */
     mproc_task *done_tasks; /* [mu] submitted tasks whose outcome is staged,
                                to complete once mu is released */
 };
@@ -157,12 +171,15 @@ void mproc__pool_wake_all(mproc_pool *p);
 
 /* Whether the put_iter feeder may put now.  Once held at the bound it waits
  * until half of it is free, so each wake-up moves several tasks, not one.
- * Also bounds unclaimed results, so a long stream keeps memory flat.
- * Call with mu held. */
+ * It also waits while `bound` outcomes are unclaimed, so a long stream read
+ * with get keeps memory flat, except while a get_all, join or wait_iter
+ * waits: those wait for the feeder, so holding it for a get would deadlock;
+ * the bound on unfinished tasks still holds then.  Call with mu held. */
 static inline int mproc__feeder_may_put(const mproc_pool *p)
 {
     size_t limit = p->feeder_held ? (p->bound + 1) / 2 : p->bound;
-    return p->bound == 0 || (p->unfinished < limit && p->outstanding < limit);
+    return p->bound == 0 || (p->unfinished < limit &&
+                             (p->outstanding < limit || p->drainers > 0));
 }
 /* Delivers put task u's outcome (data and errmsg are copied); u->out is
  * consumed.  Call with mu held. */

@@ -20,6 +20,14 @@
 /* This many workers in a row failing to start breaks the pool. */
 #define MAX_START_FAILS 3
 #define OUTPUT_LINE_MAX 65536u
+/* What failed for lack of memory is retried after a wait that starts here
+ * and doubles up to the bound: never given up, never a busy loop. */
+#define OOM_RETRY_MIN_NS 1000000u
+#define OOM_RETRY_MAX_NS 100000000u
+
+/* A worker's wait status when it could not be reaped (no real status is
+ * -1: the kernel's are 16-bit). */
+#define STATUS_UNKNOWN (-1)
 
 enum ev_kind { EV_CHAN = 1, EV_PIDFD, EV_OUT, EV_ERR };
 #define EV_WAKE UINT64_MAX
@@ -48,6 +56,38 @@ void mproc__pool_wake(mproc_pool *p)
         ssize_t n = write(p->wakefd, &one, sizeof(one));
         (void)n; /* a full counter already means "wake up" */
     }
+}
+
+/* Something failed for lack of memory (sending a task, reading a channel):
+ * the I/O thread tries again at p->oom_retry_ns, with no other event needed
+ * to wake it.  [mu held] */
+static void retry_later(mproc_pool *p)
+{
+    if (p->oom_retry_ns != 0) {
+        return;
+    }
+    uint64_t b = p->oom_backoff_ns * 2;
+    b = b < OOM_RETRY_MIN_NS   ? OOM_RETRY_MIN_NS
+        : b > OOM_RETRY_MAX_NS ? OOM_RETRY_MAX_NS
+                               : b;
+    p->oom_backoff_ns = b;
+    p->oom_retry_ns = mproc__now_ns() + b;
+    /* A putting thread may have failed while the I/O thread sleeps with no
+     * deadline: it must look at the new one. */
+    mproc__pool_wake(p);
+}
+
+/* The epoll events a worker's channel waits for. */
+static uint32_t chan_events(const struct worker *w)
+{
+    return (w->in_paused ? 0 : EPOLLIN) | (w->want_write ? EPOLLOUT : 0);
+}
+
+static void chan_rearm(mproc_pool *p, struct worker *w)
+{
+    struct epoll_event ev = {.events = chan_events(w),
+                             .data.u64 = ev_data(EV_CHAN, w->slot)};
+    epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->ch.fd, &ev);
 }
 
 /* ---- delivering outcomes [mu held] ------------------------------------ */
@@ -168,21 +208,32 @@ void mproc__unit_free(struct unit *u)
     }
 }
 
-/* Fails every item of `u` with `err` and frees it. */
+/* Fails `n` items of chunk `u` from its first unreported one with `err`. */
+static void fail_items(struct unit *u, uint32_t n, int err, const char *msg)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        map_item_done(u, u->done + j, err, NULL, 0, msg, strlen(msg));
+    }
+    u->done += n;
+}
+
+/* Fails every item of `u` that has no outcome yet with `err`, frees it. */
 static void fail_unit(mproc_pool *p, struct unit *u, int err, const char *msg)
 {
     if (u->job == NULL) {
         mproc__pool_deliver(p, u, err, NULL, 0, msg);
     } else {
-        for (uint32_t j = 0; j < u->count; j++) {
-            map_item_done(u, j, err, NULL, 0, msg, strlen(msg));
-        }
+        fail_items(u, u->count - u->done, err, msg);
     }
     mproc__unit_free(u);
 }
 
 static void push_front(mproc_pool *p, struct unit *u)
 {
+    /* A chunk goes back without the items already reported. */
+    u->index += u->done;
+    u->count -= u->done;
+    u->done = 0;
     u->next = p->qhead;
     p->qhead = u;
     if (p->qtail == NULL) {
@@ -229,16 +280,21 @@ void mproc__pool_notify(mproc_pool *p)
 
 /* ---- frames from a worker --------------------------------------------- */
 
-/* An OUTCOME frame answers the oldest frame sent to w.  [mu held] */
+/* An OUTCOME frame answers the oldest frame sent to w: all of it, or with
+ * PARTIAL the next items of a chunk, more to follow.  [mu held] */
 static void handle_outcome(mproc_pool *p, struct worker *w,
                            const mproc__frame *f)
 {
     if (w->head == w->tail) {
         return; /* nothing was sent: ignore a stray frame */
     }
-    uint64_t k = w->head++ % MPROC__DEPTH;
+    int partial = (f->flags & MPROC__FRAME_PARTIAL) != 0;
+    uint64_t k = w->head % MPROC__DEPTH;
     struct unit *u = w->inflight[k];
-    w->inflight[k] = NULL;
+    if (!partial) {
+        w->head++;
+        w->inflight[k] = NULL;
+    }
     if (u == NULL) {
         return; /* cancelled by clear or stolen: the worker skipped it */
     }
@@ -249,7 +305,9 @@ static void handle_outcome(mproc_pool *p, struct worker *w,
     const char *b = f->body, *end = f->body + f->len;
     uint32_t count = f->len >= 4 ? mproc__get_u32(b) : 0;
     b += 4;
-    for (uint32_t j = 0; j < u->count; j++) {
+    uint32_t left = u->count - u->done;
+    uint32_t n = partial && count < left ? count : left;
+    for (uint32_t j = 0; j < n; j++) {
         int32_t code = MPROC_EPROTO;
         uint32_t len = 0;
         const char *data = NULL;
@@ -276,10 +334,13 @@ static void handle_outcome(mproc_pool *p, struct worker *w,
                 mproc__pool_deliver(p, u, 0, data, len, NULL);
             }
         } else {
-            map_item_done(u, j, code, data, len, msg, msglen);
+            map_item_done(u, u->done + j, code, data, len, msg, msglen);
         }
     }
-    mproc__unit_free(u);
+    u->done += u->job != NULL ? n : 0;
+    if (!partial) {
+        mproc__unit_free(u);
+    }
 }
 
 static void deliver_log(mproc_pool *p, struct worker *w, const mproc__frame *f)
@@ -376,9 +437,128 @@ static void process_frames(mproc_pool *p, struct worker *w)
     mproc__pool_finish_tasks(p);
 }
 
+/* The outcome frame at the head of w's input is larger than the memory the
+ * owner can get: the items it carries fail with -ENOMEM (the pool promises
+ * an outcome, and the worker must not stay blocked writing to an owner
+ * that stopped reading).  [mu held] */
+static void fail_frame_enomem(mproc_pool *p, struct worker *w, unsigned flags,
+                              uint32_t count, size_t bytes)
+{
+    if (w->head == w->tail) {
+        return; /* nothing was sent: a stray frame */
+    }
+    int partial = (flags & MPROC__FRAME_PARTIAL) != 0;
+    uint64_t k = w->head % MPROC__DEPTH;
+    struct unit *u = w->inflight[k];
+    if (!partial) {
+        w->head++;
+        w->inflight[k] = NULL;
+    }
+    if (u == NULL) {
+        return;
+    }
+    char msg[160];
+    snprintf(msg, sizeof(msg),
+             "the outcome (%zu bytes) could not be stored: out of memory in "
+             "the owner",
+             bytes);
+    if (!partial) {
+        fail_unit(p, u, -ENOMEM, msg);
+    } else if (u->job != NULL) {
+        uint32_t left = u->count - u->done;
+        fail_items(u, count < left ? count : left, -ENOMEM, msg);
+    }
+}
+
+/* Reads and drops what is left of a frame being skipped.  Returns as
+ * mproc__chan_fill; w->skip is 0 once it is all gone. */
+static long discard(struct worker *w)
+{
+    char buf[16384];
+    long total = 0;
+    while (w->skip > 0) {
+        size_t want = w->skip < sizeof(buf) ? w->skip : sizeof(buf);
+        ssize_t n = read(w->ch.fd, buf, want);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            long rc = n == 0 ? 0 : -errno;
+            if (rc == -EWOULDBLOCK) {
+                rc = -EAGAIN;
+            }
+            return total > 0 ? total : rc;
+        }
+        w->skip -= (size_t)n;
+        total += n;
+    }
+    return total;
+}
+
+/* The input buffer cannot grow.  If it holds the start of an outcome frame,
+ * that frame is failed and skipped (returns 1); otherwise reading pauses
+ * until the memory retry (returns 0). */
+static int skip_or_pause(mproc_pool *p, struct worker *w)
+{
+    mproc__buf *b = &w->ch.in;
+    size_t avail = b->len - b->off;
+    const char *h = b->data + b->off;
+    if (avail >= MPROC__FRAME_HDR + 4 &&
+        (unsigned char)h[4] == MPROC__F_OUTCOME &&
+        avail < MPROC__FRAME_HDR + (size_t)mproc__get_u32(h)) {
+        size_t frame = MPROC__FRAME_HDR + (size_t)mproc__get_u32(h);
+        unsigned flags = (unsigned char)h[5];
+        uint32_t count = mproc__get_u32(h + MPROC__FRAME_HDR);
+        w->skip = frame - avail;
+        /* Give the memory back: the pool goes on with small frames. */
+        free(b->data);
+        b->data = NULL;
+        b->len = b->off = b->cap = 0;
+        pthread_mutex_lock(&p->mu);
+        fail_frame_enomem(p, w, flags, count, frame - MPROC__FRAME_HDR);
+        mproc__pool_notify(p);
+        pthread_mutex_unlock(&p->mu);
+        mproc__pool_finish_tasks(p);
+        return 1;
+    }
+    pthread_mutex_lock(&p->mu);
+    w->in_paused = 1;
+    chan_rearm(p, w); /* level-triggered: reading on would spin */
+    retry_later(p);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+/* Reads what w sent, like mproc__chan_fill, but never leaves the worker
+ * blocked for lack of memory here: see skip_or_pause.  -EAGAIN while
+ * paused. */
+static long fill_channel(mproc_pool *p, struct worker *w)
+{
+    long total = 0;
+    for (;;) {
+        if (w->skip > 0) {
+            long n = discard(w);
+            if (w->skip > 0 || n <= 0) {
+                return total > 0 && n == -EAGAIN ? total : n;
+            }
+            total += n;
+        }
+        long n = w->in_paused ? -EAGAIN : mproc__chan_fill(&w->ch);
+        if (n > 0) {
+            return total + n;
+        }
+        if (n != -ENOMEM) {
+            return total > 0 && n == -EAGAIN ? total : n;
+        }
+        if (!skip_or_pause(p, w)) {
+            return total > 0 ? total : -EAGAIN;
+        }
+    }
+}
+
 static void read_channel(mproc_pool *p, struct worker *w)
 {
-    long n = mproc__chan_fill(&w->ch);
+    long n = fill_channel(p, w);
     process_frames(p, w);
     if (n == 0 || (n < 0 && n != -EAGAIN)) {
         ep_del(p, w->ch.fd);
@@ -489,6 +669,8 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     mproc__set_nonblock(s.chan_fd);
     w->chan_open = 1;
     w->want_write = 0;
+    w->in_paused = 0;
+    w->skip = 0;
     w->state = W_STARTING;
     pthread_mutex_unlock(&p->mu);
     ep_add(p, s.chan_fd, EV_CHAN, w->slot);
@@ -507,6 +689,8 @@ static int send_unit(struct worker *w, struct unit *u)
     mproc__slot *s = &w->ring[k];
     atomic_store_explicit(&s->sub, 0, memory_order_relaxed);
     atomic_store_explicit(&s->start_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->claim, ((uint64_t)u->count << 32) | 1u,
+                          memory_order_relaxed);
     atomic_store(&s->state, MPROC__S_QUEUED);
     size_t mark = w->ch.out.len;
     long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_TASK, 0);
@@ -556,6 +740,60 @@ static struct worker *pick_worker(mproc_pool *p)
     return best;
 }
 
+/* An idle worker takes the unclaimed half of the chunk another worker is
+ * running (all of it when one item is left), so a slow or stopped worker
+ * never holds a chunk's remaining items hostage.  [mu held] */
+static int steal_items(mproc_pool *p)
+{
+    struct worker *victim = NULL;
+    uint32_t most = 0;
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (w->state != W_READY || w->head == w->tail) {
+            continue;
+        }
+        uint64_t k = w->head % MPROC__DEPTH;
+        struct unit *u = w->inflight[k];
+        if (u == NULL || u->job == NULL ||
+            atomic_load(&w->ring[k].state) != MPROC__S_RUNNING) {
+            continue;
+        }
+        uint64_t v = atomic_load(&w->ring[k].claim);
+        uint32_t left = (uint32_t)(v >> 32) - (uint32_t)v;
+        if ((uint32_t)(v >> 32) > (uint32_t)v && left > most) {
+            victim = w;
+            most = left;
+        }
+    }
+    if (victim == NULL) {
+        return 0;
+    }
+    uint64_t k = victim->head % MPROC__DEPTH;
+    struct unit *u = victim->inflight[k];
+    struct unit *rest = malloc(sizeof(*rest));
+    if (rest == NULL) {
+        return 0; /* it stays with its worker */
+    }
+    uint64_t v = atomic_load(&victim->ring[k].claim);
+    uint32_t end, cut;
+    do {
+        uint32_t next = (uint32_t)v;
+        end = (uint32_t)(v >> 32);
+        if (end <= next) {
+            free(rest); /* the worker claimed them all meanwhile */
+            return 0;
+        }
+        cut = next + (end - next) / 2;
+    } while (!atomic_compare_exchange_weak(
+        &victim->ring[k].claim, &v, ((uint64_t)cut << 32) | (uint32_t)v));
+    /* Items [cut, end) are ours: the worker reports up to cut. */
+    *rest = (struct unit){
+        .index = u->index + cut, .count = end - cut, .job = u->job};
+    u->count = cut;
+    push_front(p, rest);
+    return 1;
+}
+
 /* An idle worker takes the not-yet-started tail of the busiest worker's
  * pipeline, so one slow task never holds others hostage.  [mu held] */
 static int steal(mproc_pool *p)
@@ -572,8 +810,11 @@ static int steal(mproc_pool *p)
             victim = w;
         }
     }
-    if (idle == NULL || victim == NULL) {
+    if (idle == NULL) {
         return 0;
+    }
+    if (victim == NULL) {
+        return steal_items(p);
     }
     int taken = 0;
     uint64_t want = (victim->tail - victim->head) / 2;
@@ -593,7 +834,9 @@ static int steal(mproc_pool *p)
         taken++;
         want--;
     }
-    return taken;
+    /* No whole frame left to take (those behind the running one are
+     * claimed or taken already): take items of running chunks. */
+    return taken > 0 ? taken : steal_items(p);
 }
 
 void mproc__pool_dispatch(mproc_pool *p)
@@ -607,9 +850,11 @@ void mproc__pool_dispatch(mproc_pool *p)
                 p->qtail = NULL;
             }
             if (send_unit(w, u) != 0) {
-                push_front(p, u);
+                push_front(p, u); /* out of memory: kept, sent later */
+                retry_later(p);
                 break;
             }
+            p->oom_backoff_ns = 0;
         }
         if (p->qhead != NULL || steal(p) == 0) {
             break;
@@ -638,6 +883,11 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
                  "task exceeded task_timeout_ms (%d ms); worker %d (pid %d) "
                  "was killed",
                  p->opts.task_timeout_ms, w->slot, (int)w->pid);
+    } else if (status == STATUS_UNKNOWN) {
+        snprintf(buf, size,
+                 "worker %d (pid %d) ended, how is unknown: the fork server, "
+                 "which reaps it, is gone",
+                 w->slot, (int)w->pid);
     } else if (WIFSIGNALED(status)) {
         const char *abbrev = sigabbrev_np(WTERMSIG(status));
         snprintf(buf, size, "worker %d (pid %d) was killed by signal %d (SIG%s)",
@@ -682,32 +932,34 @@ static void settle(mproc_pool *p, struct worker *w, int status)
             err = MPROC_ETIMEDOUT;
         }
         uint32_t sub = atomic_load(&s->sub);
-        if (u->count == 1 || sub >= u->count) {
+        if (u->job == NULL || sub >= u->count) {
             fail_unit(p, u, err, why);
             continue;
         }
-        /* A map chunk: only the item that was running fails. */
-        struct unit *after = NULL, *culprit = malloc(sizeof(*culprit));
-        if (sub + 1 < u->count) {
-            after = malloc(sizeof(*after));
-        }
-        if (culprit == NULL || (sub + 1 < u->count && after == NULL)) {
-            free(culprit);
-            free(after);
-            fail_unit(p, u, err, why); /* out of memory: fail the chunk */
+        if (sub < u->done) {
+            /* Item `sub` was reported: it died between items, sending
+             * them, so none was running and none fails. */
+            push_front(p, u);
             continue;
         }
-        *culprit = (struct unit){.index = u->index + sub, .count = 1,
-                                 .job = u->job};
-        fail_unit(p, culprit, err, why);
-        if (after != NULL) {
+        /* A map chunk: only the item that was running fails.  Items before
+         * it finished but were not reported yet (the worker reports every
+         * ~100 us) run again; items after it have not run. */
+        struct unit *after = NULL;
+        if (sub + 1 < u->count) {
+            after = malloc(sizeof(*after));
+            if (after == NULL) {
+                fail_unit(p, u, err, why); /* out of memory: fail the rest */
+                continue;
+            }
             *after = (struct unit){.index = u->index + sub + 1,
                                    .count = u->count - sub - 1,
                                    .job = u->job};
             push_front(p, after);
         }
-        if (sub > 0) {
-            u->count = sub;
+        map_item_done(u, sub, err, NULL, 0, why, strlen(why));
+        u->count = sub; /* now items [done, sub): to run again, if any */
+        if (u->done < u->count) {
             push_front(p, u);
         } else {
             mproc__unit_free(u);
@@ -720,7 +972,7 @@ static void worker_died(mproc_pool *p, struct worker *w)
 {
     /* Everything it wrote before dying is in the socket: read it all. */
     while (w->chan_open) {
-        long n = mproc__chan_fill(&w->ch);
+        long n = fill_channel(p, w);
         process_frames(p, w);
         if (n <= 0) {
             ep_del(p, w->ch.fd);
@@ -731,7 +983,7 @@ static void worker_died(mproc_pool *p, struct worker *w)
     read_output(p, w, 2);
     int status = 0;
     if (mproc__zygote_reap(&p->zyg, w->pid, &status) != 0) {
-        status = 0x7f00; /* unknown: the fork server is gone */
+        status = STATUS_UNKNOWN; /* the fork server is gone */
     }
     ep_del(p, w->pidfd);
     mproc__fd_untrack(w->pidfd);
@@ -855,11 +1107,8 @@ void mproc__pool_flush(mproc_pool *p)
         int rc = mproc__chan_flush(&w->ch);
         int want = rc == 1;
         if (want != w->want_write) {
-            struct epoll_event ev = {
-                .events = EPOLLIN | (want ? EPOLLOUT : 0),
-                .data.u64 = ev_data(EV_CHAN, w->slot)};
-            epoll_ctl(p->epfd, EPOLL_CTL_MOD, w->ch.fd, &ev);
             w->want_write = want;
+            chan_rearm(p, w);
         }
     }
 }
@@ -886,6 +1135,20 @@ void *mproc__pool_io_main(void *arg)
     }
     for (;;) {
         pthread_mutex_lock(&p->mu);
+        if (p->oom_retry_ns != 0 && mproc__now_ns() >= p->oom_retry_ns) {
+            /* Memory may be back: read the paused channels again (epoll
+             * reports what they hold), and dispatch below sends again. */
+            p->oom_retry_ns = 0;
+            for (int i = 0; i < p->size; i++) {
+                struct worker *w = &p->workers[i];
+                if (w->in_paused) {
+                    w->in_paused = 0;
+                    if (w->chan_open) {
+                        chan_rearm(p, w);
+                    }
+                }
+            }
+        }
         if (p->terminating) {
             for (int i = 0; i < p->size; i++) {
                 struct worker *w = &p->workers[i];
@@ -905,6 +1168,10 @@ void *mproc__pool_io_main(void *arg)
             }
         }
         int timeout = check_deadlines(p);
+        if (p->oom_retry_ns != 0) {
+            int t = mproc__ms_left(p->oom_retry_ns);
+            timeout = timeout < 0 || t < timeout ? t : timeout;
+        }
         if ((p->shutdown || p->terminating || p->start_failed ||
              p->broken) &&
             !any_worker(p)) {

@@ -1872,6 +1872,46 @@ static void test_put_bad(void)
     mproc_group_free(g);
 }
 
+/* The pool's putAsync + getAll pattern on the group: ingest far more items
+ * than slots with no handlers, join before anyone reads, then read every
+ * outcome with next.  Nothing waits for anything else: join returns and
+ * each item's outcome comes exactly once. */
+static void test_ingest_join_then_next(void)
+{
+    enum {
+        N = 400
+    };
+    static char seen[N];
+    mproc_group_tag tags[] = {{"it", 1, 0}};
+    mproc_group *g = group_start(
+        &(mproc_group_opts){.tags = tags, .ntags = 1, .general = 1});
+    cmd_iter it;
+    memset(&it, 0, sizeof it);
+    it.n = N;
+    it.op = OP_VALUE;
+    it.lane = -1;
+    CHECK_OK(mproc_group_ingest(g, "it", cmd_fn, cmd_next, &it, NULL));
+    CHECK_OK(mproc_group_join(g, T_LONG));
+    CHECK_EQ(mproc_group_pending(g), 0);
+    int count = 0;
+    for (;;) {
+        mproc_result r;
+        int rc = mproc_group_next(g, &r, 0);
+        if (rc == MPROC_ENOTASK) {
+            break;
+        }
+        CHECK_OK(rc);
+        int64_t v = tu_res_i64(&r);
+        CHECK(v >= 0 && v < N && !seen[v]);
+        seen[v] = 1;
+        count++;
+        mproc_result_clear(&r);
+    }
+    CHECK_EQ(count, N);
+    CHECK_OK(mproc_group_close(g, T_LONG));
+    mproc_group_free(g);
+}
+
 TEST_LIST = {
     {"seed_adjust", test_seed_adjust, 120},
     {"adjust_before_start", test_adjust_before_start, 0},
@@ -1892,6 +1932,7 @@ TEST_LIST = {
     {"iterator", test_iterator, 0},
     {"next_timeouts", test_next_timeouts, 0},
     {"ingests", test_ingests, 0},
+    {"ingest_join_then_next", test_ingest_join_then_next, 0},
     {"stop_handlers", test_stop_handlers, 0},
     {"stop_next", test_stop_next, 0},
     {"close", test_close, 0},

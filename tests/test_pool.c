@@ -7,6 +7,25 @@
 #include "harness.h"
 #include "testutil.h"
 
+#include <stdatomic.h>
+
+/* The out-of-memory tests lower RLIMIT_AS; a sanitizer's allocator must
+ * then return NULL as malloc does, instead of ending the process. */
+#if defined(__SANITIZE_ADDRESS__)
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+#endif
+#if defined(__SANITIZE_THREAD__)
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+#endif
+
 static tu_gate g_gate = {{-1, -1}, {-1, -1}};
 static int g_fini[2] = {-1, -1};
 
@@ -813,6 +832,551 @@ static void test_wait_iter(void)
     }
     CHECK_EQ(sum, 1 + 4 + 9 + 16 + 25);
     mproc_results_free(res, n);
+    mproc_pool_free(p);
+    sync_close();
+}
+
+/* The seed's putAsync + getAll pattern: put_iter over many more items than
+ * the default bound (queue_size 2 x size + size = 6 here), then get_all, or
+ * join / wait_iter first.  Each must complete with every outcome exactly
+ * once; before the fix the feeder waited for results to be claimed while
+ * get_all / join / wait_iter waited for the feeder, for ever. */
+enum {
+    DRAIN_N = 300
+};
+
+static void check_drained(mproc_result *res, size_t n, int ordered)
+{
+    static char seen[DRAIN_N];
+    memset(seen, 0, sizeof seen);
+    CHECK_EQ(n, DRAIN_N);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(res[i].index < DRAIN_N && !seen[res[i].index]);
+        seen[res[i].index] = 1;
+        if (ordered) {
+            CHECK_EQ(res[i].index, i);
+        }
+        CHECK_EQ(tu_res_i64(&res[i]),
+                 (int64_t)res[i].index * (int64_t)res[i].index);
+    }
+}
+
+static void test_put_iter_drain(void)
+{
+    static int64_t vals[DRAIN_N];
+    for (int i = 0; i < DRAIN_N; i++) {
+        vals[i] = i;
+    }
+    for (int mode = 0; mode < 4; mode++) {
+        /* mode 0: get_all; 1: join, then get_all; 2: wait_iter, then get
+         * one by one; 3: get_all on an ordered pool. */
+        iter_ctx it = {vals, DRAIN_N, 0, 0, 0};
+        mproc_pool *p = tu_pool_start(
+            &(mproc_pool_opts){.fn = sq_fn, .size = 2, .ordered = mode == 3});
+        CHECK_OK(mproc_pool_put_iter(p, iter_next, &it));
+        mproc_result *res = NULL;
+        size_t n = 0;
+        if (mode == 1) {
+            CHECK_OK(mproc_pool_join(p, T_LONG));
+        }
+        if (mode == 2) {
+            CHECK_OK(mproc_pool_wait_iter(p, T_LONG));
+            CHECK_EQ(it.i, DRAIN_N);
+            res = calloc(DRAIN_N, sizeof *res);
+            CHECK(res != NULL);
+            for (n = 0; n < DRAIN_N; n++) {
+                CHECK_OK(mproc_pool_get(p, &res[n], T_LONG));
+            }
+            mproc_result r;
+            CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_ENOTASK);
+        } else {
+            CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
+        }
+        check_drained(res, n, mode == 3);
+        mproc_results_free(res, n);
+        CHECK_OK(mproc_pool_wait_iter(p, 0));
+        CHECK_OK(mproc_pool_close(p, T_LONG));
+        mproc_pool_free(p);
+    }
+}
+
+/* iter_next, counting its items where another thread may read them. */
+typedef struct counted_iter {
+    iter_ctx it;
+    _Atomic size_t taken;
+} counted_iter;
+
+static int counted_next(void *ctx, const void **data, size_t *len)
+{
+    counted_iter *c = ctx;
+    int r = iter_next(&c->it, data, len);
+    if (r > 0) {
+        atomic_fetch_add(&c->taken, 1);
+    }
+    return r;
+}
+
+/* While nobody waits for the feeder, it still stops at the bound on
+ * unclaimed outcomes, so a stream read with get keeps memory flat. */
+static void test_put_iter_still_bounded(void)
+{
+    static int64_t vals[DRAIN_N];
+    for (int i = 0; i < DRAIN_N; i++) {
+        vals[i] = i;
+    }
+    counted_iter ci = {{vals, DRAIN_N, 0, 0, 0}, 0};
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = sq_fn, .size = 2});
+    CHECK_OK(mproc_pool_put_iter(p, counted_next, &ci));
+    /* The feeder fills the bound (6 unclaimed) and waits there: it has
+     * taken at most one more item from the iterator. */
+    usleep(300 * 1000);
+    size_t fed = atomic_load(&ci.taken);
+    CHECK_MSG(fed <= 7, "fed %zu items with nobody taking outcomes", fed);
+    usleep(200 * 1000);
+    CHECK_EQ(atomic_load(&ci.taken), fed);
+    mproc_result *res = NULL;
+    size_t n = 0;
+    CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
+    check_drained(res, n, 0);
+    mproc_results_free(res, n);
+    mproc_pool_free(p);
+}
+
+/* ---- out of memory in the owner ------------------------------------------ */
+
+/* x >= 1000: a result of x bytes; else x. */
+static int big_result_fn(const void *task, size_t len, const void *sa,
+                         size_t sl, mproc_reply *reply)
+{
+    int64_t x;
+    (void)sa;
+    (void)sl;
+    if (mproc_decode_i64(task, len, &x) != 0) {
+        return -EINVAL;
+    }
+    if (x < 1000) {
+        return mproc_reply_i64(reply, x);
+    }
+    char *p = mproc_reply_alloc(reply, (size_t)x);
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    memset(p, 'b', (size_t)x);
+    return 0;
+}
+
+/* Replies the task's length (big payloads) or, for 8 bytes, the int64. */
+static int len_fn(const void *task, size_t len, const void *sa, size_t sl,
+                  mproc_reply *reply)
+{
+    int64_t x = (int64_t)len;
+    (void)sa;
+    (void)sl;
+    if (len == sizeof x) {
+        memcpy(&x, task, sizeof x);
+    }
+    return mproc_reply_i64(reply, x);
+}
+
+/* This process's address-space size (VmSize), in bytes. */
+static size_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    CHECK(f != NULL);
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (sscanf(line, "VmSize: %zu kB", &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    CHECK(kb > 0);
+    return kb * 1024;
+}
+
+/* Lets this process map only `extra` bytes more than it has now (0:
+ * restores the limit it had before).  The harness runs each test in a
+ * forked child, so the runner is unaffected. */
+static void limit_memory(size_t extra)
+{
+    static struct rlimit saved;
+    static int have_saved;
+    if (!have_saved) {
+        CHECK_OK(getrlimit(RLIMIT_AS, &saved));
+        have_saved = 1;
+    }
+    struct rlimit r = saved;
+    if (extra > 0) {
+        r.rlim_cur = vm_size() + extra;
+    }
+    CHECK_OK(setrlimit(RLIMIT_AS, &r));
+}
+
+/* A result larger than the owner can allocate: the owner cannot hold the
+ * frame, so the task fails with -ENOMEM, the worker is not left blocked
+ * writing it, and the pool keeps working, even while memory stays short.
+ * (Before, no outcome ever came and close timed out.) */
+static void test_result_enomem(void)
+{
+    mproc_result r;
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = big_result_fn, .size = 1});
+    /* The workers were forked at start: the limit below is the owner's
+     * alone. */
+    CHECK_NONNEG(mproc_pool_put_i64(p, 5, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(tu_res_i64(&r), 5);
+    mproc_result_clear(&r);
+    limit_memory((size_t)48 << 20);
+    CHECK_NONNEG(mproc_pool_put_i64(p, (int64_t)100 << 20, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_ERR(r.err, -ENOMEM);
+    CHECK(r.data == NULL && r.len == 0);
+    CHECK_CONTAINS(r.errmsg, "out of memory");
+    mproc_result_clear(&r);
+    /* Still short of memory: small tasks work. */
+    for (int64_t i = 0; i < 20; i++) {
+        CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
+        CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+        CHECK_EQ(tu_res_i64(&r), i);
+        mproc_result_clear(&r);
+    }
+    /* The same through map: the big item fails alone. */
+    int64_t v[3] = {1, (int64_t)100 << 20, 3};
+    mproc_bytes items[3];
+    mproc_result out[3];
+    for (int i = 0; i < 3; i++) {
+        items[i] = (mproc_bytes){&v[i], sizeof v[i]};
+    }
+    CHECK_OK(mproc_pool_map(p, items, 3, out));
+    CHECK_EQ(tu_res_i64(&out[0]), 1);
+    CHECK_ERR(out[1].err, -ENOMEM);
+    CHECK_EQ(tu_res_i64(&out[2]), 3);
+    for (int i = 0; i < 3; i++) {
+        mproc_result_clear(&out[i]);
+    }
+    limit_memory(0);
+    CHECK_OK(mproc_pool_close(p, 5000));
+    mproc_pool_free(p);
+}
+
+/* A task the owner cannot send for lack of memory stays queued and is sent
+ * on its own once memory is back, with no other call to wake the pool.
+ * (Before, it waited for an unrelated put.) */
+static void test_dispatch_enomem(void)
+{
+    mproc_result r;
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = len_fn, .size = 1});
+    CHECK_NONNEG(mproc_pool_put_i64(p, 5, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(tu_res_i64(&r), 5);
+    mproc_result_clear(&r);
+    size_t big = (size_t)40 << 20;
+    char *payload = malloc(big);
+    CHECK(payload != NULL);
+    memset(payload, 'p', big);
+    /* Room for put's copy of the payload, not for the channel's buffer. */
+    limit_memory((size_t)64 << 20);
+    int64_t idx = mproc_pool_put(p, payload, big, T_LONG);
+    CHECK_NONNEG(idx);
+    CHECK_ERR(mproc_pool_get(p, &r, 300), MPROC_ETIMEDOUT);
+    limit_memory(0);
+    int64_t t0 = harness_now_ms();
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_MSG(harness_now_ms() - t0 < 5000,
+              "sent %lld ms after memory came back",
+              (long long)(harness_now_ms() - t0));
+    CHECK_EQ(r.index, (uint64_t)idx);
+    CHECK_EQ(tu_res_i64(&r), (int64_t)big);
+    mproc_result_clear(&r);
+    free(payload);
+    CHECK_OK(mproc_pool_close(p, 5000));
+    mproc_pool_free(p);
+}
+
+/* ---- re-execution after a worker death ---------------------------------- */
+
+enum {
+    RERUN_N = 60000
+};
+
+/* Shared with the workers: how many times each item ran, and the pid of
+ * the worker that started an item last. */
+typedef struct rerun_shm {
+    _Atomic int ran[RERUN_N];
+    _Atomic int last_pid;
+} rerun_shm;
+
+static rerun_shm *g_rerun;
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Counts the run, works ~20 us (busy: the work itself), replies x + 1. */
+static int counted_fn(const void *task, size_t len, const void *sa, size_t sl,
+                      mproc_reply *reply)
+{
+    int64_t x;
+    (void)sa;
+    (void)sl;
+    if (mproc_decode_i64(task, len, &x) != 0 || x < 0 || x >= RERUN_N) {
+        return -EINVAL;
+    }
+    /* Counted first: getpid is a syscall, where a SIGKILL sent meanwhile
+     * takes effect, and the item counts as run once fn has begun. */
+    atomic_fetch_add(&g_rerun->ran[x], 1);
+    atomic_store(&g_rerun->last_pid, (int)getpid());
+    int64_t end = now_us() + 20;
+    while (now_us() < end) {
+    }
+    return mproc_reply_i64(reply, x + 1);
+}
+
+typedef struct killer {
+    pthread_t th;
+    _Atomic int stop;
+    int kills;
+} killer;
+
+static void *killer_main(void *arg)
+{
+    killer *k = arg;
+    while (!atomic_load(&k->stop) && k->kills < 25) {
+        usleep(15 * 1000);
+        int pid = atomic_exchange(&g_rerun->last_pid, 0);
+        if (pid > 0 && kill(pid, SIGKILL) == 0) {
+            k->kills++;
+        }
+    }
+    return NULL;
+}
+
+/* Workers SIGKILLed during a map: each item gets exactly one outcome, and
+ * an item runs again only if it was in flight when its worker died (the
+ * one running fails; those finished in the last ~100 us re-run).  Before,
+ * the finished part of the dead worker's chunk (up to 1,024 items) ran
+ * again whole. */
+static void test_map_kill_reruns(void)
+{
+    void *m = mmap(NULL, sizeof *g_rerun, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED);
+    g_rerun = m;
+    static int64_t vals[RERUN_N];
+    static mproc_bytes items[RERUN_N];
+    static mproc_result out[RERUN_N];
+    for (int i = 0; i < RERUN_N; i++) {
+        vals[i] = i;
+        items[i] = (mproc_bytes){&vals[i], sizeof vals[i]};
+    }
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = counted_fn, .size = 2});
+    killer k = {.kills = 0};
+    CHECK_OK(pthread_create(&k.th, NULL, killer_main, &k));
+    CHECK_OK(mproc_pool_map(p, items, RERUN_N, out));
+    atomic_store(&k.stop, 1);
+    pthread_join(k.th, NULL);
+    long failed = 0, reruns = 0;
+    for (int i = 0; i < RERUN_N; i++) {
+        CHECK_EQ(out[i].index, (uint64_t)i);
+        int ran = atomic_load(&g_rerun->ran[i]);
+        if (out[i].err == 0) {
+            CHECK_EQ(tu_res_i64(&out[i]), (int64_t)i + 1);
+            CHECK_MSG(ran >= 1, "item %d has a result but never ran", i);
+        } else {
+            /* The item its worker was on when killed: at most once, and
+             * maybe not at all (killed on its way into the function, e.g.
+             * at a page fault, where a pending SIGKILL takes effect). */
+            CHECK_ERR(out[i].err, MPROC_EWORKER);
+            CHECK_CONTAINS(out[i].errmsg, "SIGKILL");
+            CHECK_MSG(ran <= 1, "failed item %d ran %d times", i, ran);
+            failed++;
+        }
+        reruns += ran > 1 ? ran - 1 : 0;
+        mproc_result_clear(&out[i]);
+    }
+    printf("  %d kills: %ld items failed, %ld re-runs\n", k.kills, failed,
+           reruns);
+    CHECK(k.kills > 0);
+    CHECK(failed <= k.kills);
+    /* At ~20 us an item, a worker reports its chunk's outcomes every 100 us
+     * or so: a handful of finished items per death may run again. */
+    CHECK_MSG(reruns <= (long)k.kills * 12, "%ld re-runs for %d kills", reruns,
+              k.kills);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    munmap(m, sizeof *g_rerun);
+    g_rerun = NULL;
+}
+
+/* Like counted_fn, ~200 us an item. */
+static int slow_counted_fn(const void *task, size_t len, const void *sa,
+                           size_t sl, mproc_reply *reply)
+{
+    int64_t x;
+    (void)sa;
+    (void)sl;
+    if (mproc_decode_i64(task, len, &x) != 0 || x < 0 || x >= RERUN_N) {
+        return -EINVAL;
+    }
+    atomic_fetch_add(&g_rerun->ran[x], 1);
+    atomic_store(&g_rerun->last_pid, (int)getpid());
+    int64_t end = now_us() + 200;
+    while (now_us() < end) {
+    }
+    return mproc_reply_i64(reply, x + 1);
+}
+
+typedef struct map_call {
+    pthread_t th;
+    mproc_pool *p;
+    const mproc_bytes *items;
+    size_t n;
+    mproc_result *out;
+    int rc;
+} map_call;
+
+static void *map_main(void *arg)
+{
+    map_call *m = arg;
+    m->rc = mproc_pool_map(m->p, m->items, m->n, m->out);
+    return NULL;
+}
+
+/* One worker SIGSTOPped during a map: the other runs every item except the
+ * one the stopped worker had begun, including the rest of that worker's
+ * chunk (before, up to 1,024 items waited for SIGCONT). */
+static void test_map_stopped_worker(void)
+{
+    enum {
+        N = 4000
+    };
+    void *m = mmap(NULL, sizeof *g_rerun, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED);
+    g_rerun = m;
+    static int64_t vals[N];
+    static mproc_bytes items[N];
+    static mproc_result out[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i;
+        items[i] = (mproc_bytes){&vals[i], sizeof vals[i]};
+    }
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = slow_counted_fn, .size = 2});
+    map_call mc = {.p = p, .items = items, .n = N, .out = out};
+    CHECK_OK(pthread_create(&mc.th, NULL, map_main, &mc));
+    int pid = 0;
+    for (int64_t end = harness_now_ms() + T_LONG;
+         pid == 0 && harness_now_ms() < end;) {
+        usleep(20 * 1000); /* let both workers get into their chunks */
+        pid = atomic_load(&g_rerun->last_pid);
+    }
+    CHECK(pid > 0);
+    CHECK_OK(kill(pid, SIGSTOP));
+    /* All but the stopped worker's current item run, within a bound. */
+    int ran = 0;
+    for (int64_t end = harness_now_ms() + T_LONG; harness_now_ms() < end;) {
+        ran = 0;
+        for (int i = 0; i < N; i++) {
+            ran += atomic_load(&g_rerun->ran[i]) > 0;
+        }
+        if (ran >= N - 1) {
+            break;
+        }
+        usleep(20 * 1000);
+    }
+    CHECK_OK(kill(pid, SIGCONT));
+    CHECK_MSG(ran >= N - 1, "%d of %d items ran while a worker was stopped",
+              ran, N);
+    pthread_join(mc.th, NULL);
+    CHECK_OK(mc.rc);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(tu_res_i64(&out[i]), (int64_t)i + 1);
+        CHECK_EQ(atomic_load(&g_rerun->ran[i]), 1);
+        mproc_result_clear(&out[i]);
+    }
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    munmap(m, sizeof *g_rerun);
+    g_rerun = NULL;
+}
+
+/* ---- error texts name their cause -----------------------------------------
+ */
+
+/* Returns reply_write's error for a result over MPROC_PAYLOAD_MAX (no bytes
+ * are read: the length is refused first). */
+static int too_big_reply_fn(const void *task, size_t len, const void *sa,
+                            size_t sl, mproc_reply *reply)
+{
+    static const char one = 1;
+    (void)task;
+    (void)len;
+    (void)sa;
+    (void)sl;
+    int rc = mproc_reply_i64(reply, 1);
+    if (rc == 0) {
+        rc = mproc_reply_write(reply, &one, MPROC_PAYLOAD_MAX);
+    }
+    return rc;
+}
+
+/* Yields one item longer than MPROC_PAYLOAD_MAX (put_iter refuses it by its
+ * length, before reading it). */
+static int too_big_iter(void *ctx, const void **data, size_t *len)
+{
+    static const char one = 1;
+    int *calls = ctx;
+    if ((*calls)++ > 0) {
+        return 0;
+    }
+    *data = &one;
+    *len = MPROC_PAYLOAD_MAX + 1;
+    return 1;
+}
+
+/* MPROC_ETOOBIG from the pool says which limit was passed; a worker whose
+ * fork server is gone does not claim an exit status it never had. */
+static void test_error_texts(void)
+{
+    mproc_result r;
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = too_big_reply_fn, .size = 1});
+    CHECK_NONNEG(mproc_pool_put_i64(p, 1, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_ERR(r.err, MPROC_ETOOBIG);
+    CHECK_CONTAINS(r.errmsg, "MPROC_PAYLOAD_MAX");
+    mproc_result_clear(&r);
+    int calls = 0;
+    CHECK_OK(mproc_pool_put_iter(p, too_big_iter, &calls));
+    CHECK_ERR(mproc_pool_wait_iter(p, T_LONG), MPROC_ETOOBIG);
+    CHECK_CONTAINS(mproc_pool_last_error(p), "MPROC_PAYLOAD_MAX");
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+
+    /* The fork server killed under a running task: the worker dies with
+     * it (SIGKILL on its parent's death) and cannot be reaped. */
+    char c;
+    sync_open();
+    p = tu_pool_start(&(mproc_pool_opts){.fn = first_blocks_fn, .size = 1});
+    pid_t kids[8];
+    CHECK_EQ(tu_children_of(getpid(), kids, 8), 1); /* the fork server */
+    CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
+    CHECK_EQ(tu_read_n(g_gate.started[0], &c, 1, T_LONG), 1);
+    CHECK_OK(kill(kids[0], SIGKILL));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_ERR(r.err, MPROC_EWORKER);
+    CHECK_MSG(r.errmsg != NULL && strstr(r.errmsg, "status 127") == NULL &&
+                  strstr(r.errmsg, "fork server") != NULL,
+              "%s", r.errmsg ? r.errmsg : "(null)");
+    mproc_result_clear(&r);
+    mproc_pool_terminate(p);
     mproc_pool_free(p);
     sync_close();
 }
@@ -2058,6 +2622,13 @@ TEST_LIST = {
     {"get_all_timeout", test_get_all_timeout, 0},
     {"put_iter", test_put_iter, 0},
     {"wait_iter", test_wait_iter, 0},
+    {"put_iter_drain", test_put_iter_drain, 0},
+    {"put_iter_still_bounded", test_put_iter_still_bounded, 0},
+    {"result_enomem", test_result_enomem, 0},
+    {"dispatch_enomem", test_dispatch_enomem, 0},
+    {"map_kill_reruns", test_map_kill_reruns, 0},
+    {"map_stopped_worker", test_map_stopped_worker, 0},
+    {"error_texts", test_error_texts, 0},
     {"clear", test_clear, 0},
     {"clear_ordered", test_clear_ordered, 0},
     {"join", test_join, 0},

@@ -29,7 +29,18 @@
  * pools (or, for a task so quick that it completed before put returned, on
  * the thread that called put or the ingest thread) and must not call
  * blocking group functions (put with a timeout, join, close, stop, free).
- * join waits for handlers to return.
+ * join waits for handlers to return.  Outcomes for next are kept until
+ * taken: neither ingest nor join waits for them to be taken (so the pool's
+ * putAsync + getAll pattern never deadlocks here), and those not taken
+ * accumulate, one per task.  Their place is allocated by put, so keeping
+ * an outcome never fails for lack of memory; a result whose bytes the
+ * owner cannot allocate arrives with err -ENOMEM.
+ *
+ * Worker deaths.  Tasks run in the group's process pools, with their
+ * guarantees (see mproc/pool.h): each task yields exactly one outcome; a
+ * worker that dies in a task fails that task with MPROC_EWORKER and frees
+ * its slot; a task the dying worker had finished in its last ~100 us but
+ * not yet reported runs again elsewhere.
  *
  * Shrinking.  Tasks already running keep their workers when slots shrink
  * or move: a group never runs more tasks than it has worker processes, so
@@ -105,7 +116,8 @@ MPROC_EXPORT int mproc_group_start(mproc_group *group);
  * is NULL on failure.  The outcome goes to `handlers` (NULL: the group's).
  * Returns 0, -EINVAL (NULL group or fn, NULL data with len > 0),
  * MPROC_ETOOBIG (len above MPROC_PAYLOAD_MAX less the 8 bytes that name the
- * function), MPROC_ENOTFOUND (a
+ * function; a result past MPROC_PAYLOAD_MAX fails the task with
+ * MPROC_ETOOBIG, its message naming the limit), MPROC_ENOTFOUND (a
  * tag with no slots of its own and no general slots), MPROC_EFULL (timeout
  * 0, no slot free), MPROC_ETIMEDOUT, MPROC_ENOTSTARTED, MPROC_ECLOSED
  * (after stop or close; also if stop comes while waiting), -ENOMEM.  On
@@ -118,8 +130,9 @@ MPROC_EXPORT int mproc_group_put(mproc_group *group, const char *tag,
 
 /* Submits every item of an iterator (see mproc_iter_fn) under `tag` from a
  * thread of its own, each as put with no timeout: it never holds more items
- * than there are free slots, so memory stays flat however long the
- * sequence.  Several ingests may run at once.  Returns 0, -EINVAL,
+ * than there are free slots, so its input stays flat however long the
+ * sequence (outcomes without a handler wait for mproc_group_next: see
+ * Results above).  Several ingests may run at once.  Returns 0, -EINVAL,
  * MPROC_ENOTFOUND, MPROC_ENOTSTARTED, MPROC_ECLOSED, or a thread-creation
  * error.  The ingest stops at the iterator's end, at its first error, at an
  * item put would refuse (NULL data with len > 0, too big), or at stop. */
@@ -162,7 +175,8 @@ MPROC_EXPORT int mproc_group_adjust(mproc_group *group, const char *tag, int n,
                                     int use_general);
 
 /* Waits until every ingest has finished, no task runs or waits, and no
- * handler is running.  Returns 0, MPROC_ETIMEDOUT, -EINVAL. */
+ * handler is running.  It does not wait for outcomes to be taken by
+ * mproc_group_next.  Returns 0, MPROC_ETIMEDOUT, -EINVAL. */
 MPROC_EXPORT int mproc_group_join(mproc_group *group, int timeout_ms);
 
 /* Stops promptly: ingests stop, waiting puts fail MPROC_ECLOSED, running

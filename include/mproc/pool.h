@@ -19,21 +19,33 @@
  *
  * Scheduling.  Tasks go to the least-loaded worker and several may be sent
  * ahead to one worker; a task sent ahead that has not started is taken back
- * for a worker that falls idle, so no task waits behind a slow one while
- * another worker has nothing to do.
+ * for a worker that falls idle, and so are the items of a map chunk that a
+ * worker has not begun, so no task waits behind a slow (or stopped) one
+ * while another worker has nothing to do.
  *
  * Guarantees.  Every task a put accepts yields exactly one outcome: a result,
  * or an error carrying the task's index and the worker's message, unless
  * mproc_pool_clear drops it before it starts (clear says how many).  A task
- * runs once, with one exception: if a worker dies, tasks it had finished
- * but not yet reported are run again elsewhere so that their results are
- * not lost.  Those are the items of its current map chunk that ran before
- * the fatal one, tiny tasks it finished in the last ~100 us, and a task it
- * had just begun when it was killed for the previous task's timeout.  A
- * worker that dies in a task (any signal, exit, abort) fails exactly that
- * task with MPROC_EWORKER and is replaced; get never hangs because workers
- * are gone.  Workers die with their owner.  No process-wide signal handler
- * is installed, and only the pool's own children are reaped.
+ * runs once, with one exception: if a worker dies, what it had finished
+ * but not yet reported is run again elsewhere so that the results are not
+ * lost.  A worker reports finished tasks, and the finished items of a map
+ * chunk, at least every ~100 us of work (or 256 KiB of results), so that
+ * is at most the tasks and items it finished in its last ~100 us, plus a
+ * task it had just begun when it was killed for the previous task's
+ * timeout.  Items of a chunk reported before the death keep their
+ * outcomes; the chunk's items not begun run elsewhere (they are not
+ * re-runs).  A worker that dies in a task or map item (any signal, exit,
+ * abort) fails exactly that one with MPROC_EWORKER and is replaced; get
+ * never hangs because workers are gone.  Workers die with their owner.  No
+ * process-wide signal handler is installed, and only the pool's own
+ * children are reaped.
+ *
+ * Memory.  An outcome the owner cannot allocate (a result larger than the
+ * memory it can get) fails with -ENOMEM: its bytes are read and dropped,
+ * so the worker goes on, and the pool keeps working.  A task the owner
+ * cannot send to a worker for lack of memory stays queued and is tried
+ * again on its own (after 1 ms, doubling up to 100 ms) until memory comes
+ * back; it is never dropped (close's timeout or terminate still end it).
  *
  * Processes and threads.  start forks one small single-threaded "fork
  * server" process from the calling thread; it forks every worker, first
@@ -44,9 +56,9 @@
  * another thread holds then (one of the program's own mutexes) stays held
  * in the workers.  glibc's malloc and stdio are safe; gcc 12's
  * AddressSanitizer allocator is not, so under ASan start pools while no
- * other thread is allocating (e.g. before starting threads).  The pool runs one I/O thread in
- * the owner (dispatch, results, logs, worker deaths) and, while put_iter
- * runs, one feeder thread.  See docs/design.md.
+ * other thread is allocating (e.g. before starting threads).  The pool runs one
+ * I/O thread in the owner (dispatch, results, logs, worker deaths) and, while
+ * put_iter runs, one feeder thread.  See docs/design.md.
  *
  * Threading.  All functions are thread-safe unless stated; put and get may be
  * called from different threads at once.  Log and output handlers run on
@@ -85,8 +97,9 @@ typedef struct mproc_pool_opts {
     const void *static_args;
     size_t static_len;
     /* How many accepted put tasks may wait beyond one running per worker:
-     * put blocks while queue_size + size of them are unfinished.  Default
-     * 2 * size; MPROC_UNBOUNDED for no bound.  (Python's
+     * put blocks while queue_size + size of them are unfinished (put_iter's
+     * feeder also while that many outcomes are unclaimed; see put_iter).
+     * Default 2 * size; MPROC_UNBOUNDED for no bound.  (Python's
      * queue_size=0 meant "unbounded"; in mproc 0 means "default", as for
      * every option, and unbounded is spelled MPROC_UNBOUNDED.)  Tasks are
      * pipelined to workers, so for tiny tasks a deeper queue is much faster:
@@ -117,11 +130,16 @@ typedef struct mproc_pool_opts {
 typedef struct mproc_result {
     uint64_t index; /* the task's put order from 0 (map: the item's index) */
     int err;        /* 0, or the task's error: MPROC_EWORKER (the worker died;
-                       errmsg names the signal or exit status),
-                       MPROC_ETIMEDOUT, MPROC_ETASK or the task's own code;
-                       MPROC_ECLOSED (terminated before it ran), MPROC_EBROKEN
-                       (no worker could run it), MPROC_EPROTO (malformed
-                       reply), -ENOMEM (the result could not be stored) */
+                       errmsg names the signal or exit status, or says the
+                       status is unknown because the fork server is gone),
+                       MPROC_ETIMEDOUT, MPROC_ETASK or the task's own code
+                       (MPROC_ETOOBIG: the result would pass
+                       MPROC_PAYLOAD_MAX, and errmsg says so unless the task
+                       set its own); MPROC_ECLOSED (terminated before it
+                       ran), MPROC_EBROKEN (no worker could run it),
+                       MPROC_EPROTO (malformed reply), -ENOMEM (the owner
+                       could not allocate the result; errmsg gives its
+                       size) */
     void *data;     /* result bytes (owned; NULL when len is 0 or on error) */
     size_t len;
     char *errmsg;   /* the worker's error text (owned), or NULL */
@@ -205,21 +223,34 @@ MPROC_EXPORT int mproc_pool_submit(mproc_pool *pool, const void *data,
 typedef int (*mproc_iter_fn)(void *ctx, const void **data, size_t *len);
 
 /* Starts a feeder thread that puts every item `next` yields, waiting for room
- * as put does; with a bounded queue it also waits while too many results are
- * unclaimed, so memory stays bounded however long the sequence.  Once per
- * pool.  close and terminate stop the feeder, but wait for a call of `next`
- * in progress to return.  Returns 0, -EINVAL, MPROC_ENOTSTARTED,
- * MPROC_ECLOSED, MPROC_EBROKEN, MPROC_EBUSY (put_iter was already called),
- * or a thread-creation error. */
+ * as put does.  Flow control, with a bounded queue: the feeder waits while
+ * queue_size + size put tasks are unfinished, and also while that many
+ * outcomes are unclaimed, so a sequence read with get keeps memory flat
+ * however long it is.  While a get_all, join or wait_iter call waits, the
+ * feeder does not wait for outcomes to be claimed (those calls wait for the
+ * feeder, and the two would wait for each other for ever): it goes on
+ * under the bound on unfinished tasks, and the outcomes it produces are
+ * kept until got, one per item, so memory then grows with the sequence
+ * (get_all returns them all anyway; after join or wait_iter, take them
+ * with get).  To keep memory flat over an endless sequence, read it with
+ * get rather than joining first.  Once per pool.  The feeder stops at the
+ * iterator's end or error, at an invalid item (why is in
+ * mproc_pool_last_error), or when a put fails.  close and terminate stop
+ * it, but wait for a call of `next` in progress to return.  Returns 0,
+ * -EINVAL, MPROC_ENOTSTARTED, MPROC_ECLOSED, MPROC_EBROKEN, MPROC_EBUSY
+ * (put_iter was already called), or a thread-creation error. */
 MPROC_EXPORT int mproc_pool_put_iter(mproc_pool *pool, mproc_iter_fn next,
                                      void *ctx);
 
 /* Waits until the put_iter feeder has put its last item (the seed's
- * joinAsync).  Returns 0 (also when put_iter was never called, or when close
+ * joinAsync); meanwhile the feeder does not wait for outcomes to be
+ * claimed (see put_iter), so this completes with nobody calling get.
+ * Returns 0 (also when put_iter was never called, or when close
  * stopped the feeder), the negative code the iterator stopped with, the
  * error that stopped the feeder (-EINVAL for an item with NULL data,
- * MPROC_ETOOBIG, or put's error, e.g. MPROC_EBROKEN), MPROC_ETIMEDOUT, or
- * -EINVAL for a NULL pool. */
+ * MPROC_ETOOBIG for an item over MPROC_PAYLOAD_MAX, or put's error, e.g.
+ * MPROC_EBROKEN; mproc_pool_last_error says which item), MPROC_ETIMEDOUT,
+ * or -EINVAL for a NULL pool. */
 MPROC_EXPORT int mproc_pool_wait_iter(mproc_pool *pool, int timeout_ms);
 
 /* Takes the next outcome: the oldest completed one, or with `ordered` the one
@@ -233,8 +264,11 @@ MPROC_EXPORT int mproc_pool_get(mproc_pool *pool, mproc_result *out,
 
 /* Waits for the feeder and every outstanding put task, then returns all
  * their outcomes in get order as a new array (free with mproc_results_free) in
- * *out and their number in *count (0 and NULL when none).  Returns 0,
- * -EINVAL, MPROC_ENOTSTARTED, MPROC_ETIMEDOUT (nothing is taken), -ENOMEM. */
+ * *out and their number in *count (0 and NULL when none).  The feeder does
+ * not wait for outcomes to be claimed meanwhile (see put_iter), so a
+ * sequence of any length completes; the array holds one outcome per item.
+ * Returns 0, -EINVAL, MPROC_ENOTSTARTED, MPROC_ETIMEDOUT (nothing is taken),
+ * -ENOMEM (the array; nothing is taken). */
 MPROC_EXPORT int mproc_pool_get_all(mproc_pool *pool, mproc_result **out,
                                     size_t *count, int timeout_ms);
 
@@ -242,7 +276,12 @@ MPROC_EXPORT int mproc_pool_get_all(mproc_pool *pool, mproc_result **out,
  * the outcome of items[i] (out must have `count` entries; clear each).  When
  * map returns an error before running anything, out[] is all zero, so
  * clearing it is still safe.
- * Items are sent to workers in chunks, not bounded by queue_size.  The pool
+ * Items are sent to workers in chunks, not bounded by queue_size; a worker
+ * claims a chunk's items one at a time and reports them as it goes, so an
+ * idle worker takes over the items a busy one has not begun, and a worker
+ * that dies fails only the item it was running (see Guarantees above).
+ * Each item's outcome is its own: one item whose result the owner cannot
+ * allocate fails with -ENOMEM alone.  The pool
  * stays usable afterwards and other puts may run meanwhile.  Returns 0 (each
  * out[i].err says whether that item succeeded), -EINVAL, MPROC_ETOOBIG (an
  * item over MPROC_PAYLOAD_MAX; nothing runs), MPROC_ENOTSTARTED,
@@ -264,8 +303,10 @@ MPROC_EXPORT int mproc_pool_clear(mproc_pool *pool);
 
 /* Waits until the feeder has finished and every accepted put task has
  * completed (their outcomes wait for get); map calls in other threads are
- * not waited for.  The pool stays open.  Returns 0, -EINVAL,
- * MPROC_ENOTSTARTED, MPROC_ETIMEDOUT. */
+ * not waited for.  The feeder does not wait for outcomes to be claimed
+ * meanwhile (see put_iter), so join completes with nobody calling get;
+ * the outcomes, one per item fed, wait for get.  The pool stays open.  Returns
+ * 0, -EINVAL, MPROC_ENOTSTARTED, MPROC_ETIMEDOUT. */
 MPROC_EXPORT int mproc_pool_join(mproc_pool *pool, int timeout_ms);
 
 /* Stops accepting tasks, lets queued and running tasks finish, then stops and
@@ -290,9 +331,10 @@ MPROC_EXPORT int mproc_pool_terminate(mproc_pool *pool);
 MPROC_EXPORT void mproc_pool_free(mproc_pool *pool);
 
 /* The last error message the pool itself recorded (why start failed, why the
- * pool broke), or "" if none.  Borrowed; valid until the pool is freed, but
- * the I/O thread may overwrite it when a later error happens, so read it
- * when start or put has just failed.  Never NULL ("" for a NULL pool). */
+ * pool broke, why put_iter's feeder stopped at an item), or "" if none.
+ * Borrowed; valid until the pool is freed, but the I/O thread may overwrite it
+ * when a later error happens, so read it when start or put has just failed.
+ * Never NULL ("" for a NULL pool). */
 MPROC_EXPORT const char *mproc_pool_last_error(mproc_pool *pool);
 
 #endif

@@ -20,11 +20,13 @@ enum mproc__frame_type {
     MPROC__F_READY,     /* worker -> owner: init done */
     MPROC__F_INIT_FAIL, /* worker -> owner: i32 code, message */
     MPROC__F_OUTCOME,   /* worker -> owner: u32 count, count x {i32 code, u32
-                           len, bytes}; flags SKIPPED when cancelled */
+                           len, bytes}; flags SKIPPED when cancelled, PARTIAL
+                           when more outcomes of the same task frame follow */
     MPROC__F_LOG        /* worker -> owner: i32 level, u16 name len, name, msg */
 };
 
 #define MPROC__FRAME_SKIPPED 1u
+#define MPROC__FRAME_PARTIAL 2u
 #define MPROC__FRAME_HDR 8u
 
 typedef struct mproc__buf {

@@ -139,9 +139,21 @@ int mproc_reply_write(mproc_reply *reply, const void *data, size_t len)
 
 void *mproc_reply_alloc(mproc_reply *reply, size_t len)
 {
-    if (reply == NULL ||
-        len > MPROC_PAYLOAD_MAX - (reply->ch->out.len - reply->data_off)) {
-        return NULL; /* the whole result may not pass the maximum */
+    if (reply == NULL) {
+        return NULL;
+    }
+    size_t have = reply->ch->out.len - reply->data_off;
+    if (len > MPROC_PAYLOAD_MAX - have) {
+        /* The whole result may not pass the maximum.  Say which limit, in
+         * case the task returns the error without a message of its own. */
+        if (!reply->has_errmsg) {
+            snprintf(reply->errmsg, sizeof(reply->errmsg),
+                     "the result would exceed MPROC_PAYLOAD_MAX (%zu bytes): "
+                     "%zu bytes written, %zu more asked",
+                     (size_t)MPROC_PAYLOAD_MAX, have, len);
+            reply->has_errmsg = 1;
+        }
+        return NULL;
     }
     return mproc__chan_reserve(reply->ch, len);
 }
@@ -205,6 +217,21 @@ static void run_item(const char *task, size_t len, void *state,
     mproc__put_u32(hdr + 4, (uint32_t)(W.ch.out.len - item_off - 8));
 }
 
+/* Claims item i (> 0) of a running chunk; 0 when the owner took it back. */
+static int claim_item(mproc__slot *slot, uint32_t i)
+{
+    uint64_t v = atomic_load(&slot->claim);
+    for (;;) {
+        if (i >= (uint32_t)(v >> 32)) {
+            return 0;
+        }
+        uint64_t want = (v & ~(uint64_t)UINT32_MAX) | (i + 1u);
+        if (atomic_compare_exchange_weak(&slot->claim, &v, want)) {
+            return 1;
+        }
+    }
+}
+
 /* Runs one task frame (a single task or a chunk of map items). */
 static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
                       mproc_reply *reply)
@@ -228,22 +255,47 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
     if (claimed && f->len >= 4) {
         uint32_t count = mproc__get_u32(f->body);
         const char *p = f->body + 4, *end = f->body + f->len;
-        if (mproc__chan_append(&W.ch, &count, 4) != 0) {
+        size_t count_off = W.ch.out.len; /* items in this outcome frame */
+        uint32_t first = 0;
+        uint64_t since = W.unflushed_since ? W.unflushed_since : now;
+        if (mproc__chan_reserve(&W.ch, 4) == NULL) {
             worker_exit(1);
         }
-        for (uint32_t i = 0; i < count; i++) {
+        uint32_t i;
+        for (i = 0; i < count; i++) {
             if (end - p < 4 || (size_t)(end - p - 4) < mproc__get_u32(p)) {
                 worker_exit(2); /* the owner never sends this */
             }
             uint32_t len = mproc__get_u32(p);
             if (i > 0) {
+                uint64_t t = mproc__now_ns();
+                if (t - since > FLUSH_AFTER_NS ||
+                    W.ch.out.len - W.ch.out.off > FLUSH_AFTER_BYTES) {
+                    /* Send the chunk's finished items now, as for whole
+                     * tasks: if this worker dies later in the chunk, the
+                     * owner keeps them and runs only the rest again. */
+                    mproc__put_u32(W.ch.out.data + count_off, i - first);
+                    W.ch.out.data[hdr + 5] = (char)MPROC__FRAME_PARTIAL;
+                    mproc__chan_close_frame(&W.ch, hdr);
+                    flush_or_exit();
+                    since = t;
+                    first = i;
+                    hdr = mproc__chan_open_frame(&W.ch, MPROC__F_OUTCOME, 0);
+                    count_off = W.ch.out.len;
+                    if (hdr < 0 || mproc__chan_reserve(&W.ch, 4) == NULL) {
+                        worker_exit(1);
+                    }
+                }
+                if (!claim_item(slot, i)) {
+                    break; /* the rest went to an idle worker */
+                }
                 atomic_store_explicit(&slot->sub, i, memory_order_relaxed);
-                atomic_store_explicit(&slot->start_ns, mproc__now_ns(),
-                                      memory_order_release);
+                atomic_store_explicit(&slot->start_ns, t, memory_order_release);
             }
             run_item(p + 4, len, state, reply);
             p += 4 + len;
         }
+        mproc__put_u32(W.ch.out.data + count_off, i - first);
         atomic_store_explicit(&slot->state, MPROC__S_DONE,
                               memory_order_release);
     }

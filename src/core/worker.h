@@ -30,6 +30,13 @@ typedef struct mproc__slot {
     _Atomic uint32_t state;
     _Atomic uint32_t sub;      /* item of the chunk being run */
     _Atomic uint64_t start_ns; /* when that item started (CLOCK_MONOTONIC) */
+    /* A chunk's items are claimed one by one: (end << 32) | next.  The
+     * worker runs item i > 0 only after raising next past it while
+     * i < end; the owner takes items [e, end) back from a running chunk by
+     * lowering end to e >= next.  Both by compare-and-swap, so exactly one
+     * side gets each item.  Item 0 goes with the frame's own claim. */
+    _Atomic uint64_t claim;
+    uint64_t pad; /* 32 bytes: a slot never straddles a cache line */
 } mproc__slot;
 
 /* Everything a worker needs; lives in the owner's memory and reaches the
