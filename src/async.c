@@ -464,8 +464,12 @@ static int finish_submitted(mproc_task *t, const mproc_async_opts *o,
     return 0;
 }
 
-int mproc_async_call(mproc_thread_fn fn, void *arg,
-                     const mproc_async_opts *opts, mproc_task **task)
+/* mproc_async_call running fn(arg) on the executor of `key`: the
+ * per-function modes (DAEMON, unnamed POOL) pick their thread or pool by
+ * the function the caller means, which is not fn when fn is a wrapper (the
+ * limiter's). */
+static int async_call(mproc_thread_fn fn, void *arg, mproc_thread_fn key,
+                      const mproc_async_opts *opts, mproc_task **task)
 {
     static const mproc_async_opts defaults;
     const mproc_async_opts *o = opts != NULL ? opts : &defaults;
@@ -496,7 +500,7 @@ int mproc_async_call(mproc_thread_fn fn, void *arg,
                                              : K_THREAD_FN;
     mproc_tpool *tp;
     mproc_pool *unused;
-    rc = get_executor(kind, kind == K_THREAD_NAMED ? NULL : fn, NULL,
+    rc = get_executor(kind, kind == K_THREAD_NAMED ? NULL : key, NULL,
                       kind == K_THREAD_NAMED ? o->pool_name : NULL, &tp,
                       &unused);
     if (rc != 0) {
@@ -510,6 +514,18 @@ int mproc_async_call(mproc_thread_fn fn, void *arg,
         return rc;
     }
     return finish_submitted(t, o, task);
+}
+
+int mproc_async_call(mproc_thread_fn fn, void *arg,
+                     const mproc_async_opts *opts, mproc_task **task)
+{
+    return async_call(fn, arg, fn, opts, task);
+}
+
+int mproc__async_call_as(mproc_thread_fn run, void *arg, mproc_thread_fn key,
+                         const mproc_async_opts *opts, mproc_task **task)
+{
+    return async_call(run, arg, key != NULL ? key : run, opts, task);
 }
 
 /* ---- process calls ----------------------------------------------------- */

@@ -91,4 +91,14 @@ void mproc__task_run(mproc_task *t, mproc_thread_fn fn, void *arg);
 /* The task the calling thread is running inside mproc__task_run, or NULL. */
 mproc_task *mproc__task_current(void);
 
+/* async.c: mproc_async_call(run, arg, opts, task), but the per-function
+ * modes (MPROC_ASYNC_DAEMON, unnamed MPROC_ASYNC_POOL) use the daemon
+ * thread or pool of `key` (NULL: of `run`).  For wrappers such as the
+ * limiter's, whose calls all run one internal function: they are keyed on
+ * the user's function, as a direct call of it would be. */
+struct mproc_async_opts;
+int mproc__async_call_as(mproc_thread_fn run, void *arg, mproc_thread_fn key,
+                         const struct mproc_async_opts *opts,
+                         mproc_task **task);
+
 #endif
