@@ -163,8 +163,11 @@ static void settle(mproc_task *t, int err, char *errmsg, void *value,
     }
     t->err = err;
     t->value = err == 0 ? value : NULL;
-    t->data = data;
-    t->len = data ? len : 0;
+    if (data != NULL || err != 0) {
+        free(t->data);
+        t->data = data;
+        t->len = data ? len : 0;
+    } /* else: bytes the executor stored while the task ran are kept */
     atomic_store_explicit(&t->state, MPROC__T_SETTLED, memory_order_release);
 
     mproc_task_cb cb = NULL;

@@ -69,7 +69,9 @@ int mproc__task_claim(mproc_task *t);
  * listeners run on this thread, waiters wake, and the executor's reference
  * is released.  `errmsg` and `data` are taken over (freed with free());
  * errmsg is dropped when err is 0.  A message set with mproc_task_fail while
- * the task ran is kept when `errmsg` is NULL. */
+ * the task ran is kept when `errmsg` is NULL; so are result bytes the
+ * executor stored in t->data/len while the task ran (it owned RUNNING) when
+ * `data` is NULL and err is 0. */
 void mproc__task_complete(mproc_task *t, int err, char *errmsg, void *value,
                           void *data, size_t len);
 
