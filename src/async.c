@@ -641,9 +641,9 @@ int mproc_async_process(mproc_task_fn fn, const void *data, size_t len,
     int per_fn = kind == K_PROC_DAEMON || kind == K_PROC_FN;
     mproc_tpool *relay;
     mproc_pool *pool;
-    rc = get_executor(kind, NULL, per_fn ? fn : NULL,
-                      kind == K_PROC_NAMED ? o->pool_name : NULL, &relay,
-                      &pool);
+    rc =
+        get_executor(kind, NULL, per_fn ? fn : NULL,
+                     kind == K_PROC_NAMED ? o->pool_name : NULL, &relay, &pool);
     mproc_task *t = NULL;
     if (rc == 0 && kind == K_PROC_DAEMON) {
         r->pool = pool;
@@ -698,9 +698,8 @@ static int close_entry(struct entry *e, uint64_t deadline)
         mproc_tpool_free(e->tpool);
         int prc = mproc_pool_close(e->pool, mproc__ms_left(deadline));
         mproc_pool_free(e->pool);
-        return rc == MPROC_ETIMEDOUT || prc == MPROC_ETIMEDOUT
-                   ? MPROC_ETIMEDOUT
-                   : 0;
+        return rc == MPROC_ETIMEDOUT || prc == MPROC_ETIMEDOUT ? MPROC_ETIMEDOUT
+                                                               : 0;
     }
     if (e->tpool != NULL) {
         rc = mproc_tpool_close(e->tpool, mproc__ms_left(deadline));

@@ -403,8 +403,10 @@ static void worker_loop(mproc_tpool *p, struct thread_rec *rec)
             break;
         }
         if (!spun && p->spinning == 0) {
-            /* Counted as spinning, submitters leave this thread asleep-free:
-             * it looks at the queue again under mu before it sleeps. */
+            /* While it counts as spinning, a submitter wakes no sleeper
+             * for the call this thread will take; it looks at the queue
+             * again under mu before it sleeps, so nothing is missed.  One
+             * spinner at a time: more would only fight over the lock. */
             spun = 1;
             p->spinning++;
             pthread_mutex_unlock(&p->mu);

@@ -943,8 +943,8 @@ static void test_processed_macro(void)
  * The call that succeeded before the crash must have run exactly once. */
 static _Atomic int *g_runs; /* shared with the workers */
 
-static int counted_task(const void *task, size_t len, const void *sa,
-                        size_t sl, mproc_reply *reply)
+static int counted_task(const void *task, size_t len, const void *sa, size_t sl,
+                        mproc_reply *reply)
 {
     int64_t x;
     (void)sa;
@@ -977,8 +977,8 @@ static void test_process_daemon_no_rerun(void)
         }
         for (int i = 0; i < 3; i++) {
             int64_t x = base + i;
-            CHECK_OK(mproc_async_process(counted_task, &x, sizeof x, &o,
-                                         &t[i]));
+            CHECK_OK(
+                mproc_async_process(counted_task, &x, sizeof x, &o, &t[i]));
         }
         for (int i = 0; i < 3; i++) {
             CHECK_OK(mproc_task_wait(t[i], T_LONG));

@@ -1203,8 +1203,7 @@ static int step_fn(void *arg, void **result)
 
 /* Maps a chunk of WARM_CHUNK calls, all no-ops but `first` (at index 0)
  * and `last` (at the end) when given; the tasks go to t[]. */
-static void map_chunk(mproc_tpool *p, step *first, step *last,
-                      mproc_task **t)
+static void map_chunk(mproc_tpool *p, step *first, step *last, mproc_task **t)
 {
     void **args = calloc(WARM_CHUNK, sizeof(*args));
     CHECK(args != NULL);
@@ -1267,7 +1266,8 @@ static void test_short_calls_priority_pending(void)
     CHECK_OK(mproc_tpool_wait_idle(p, T_LONG, 0));
     CHECK_EQ(atomic_load(&b.rec.n), BURST + 1);
     CHECK_MSG(atomic_load(&b.rec.ids[0]) == 99,
-              "the priority-1 call ran after id %d", atomic_load(&b.rec.ids[0]));
+              "the priority-1 call ran after id %d",
+              atomic_load(&b.rec.ids[0]));
     for (int i = 0; i < BURST; i++) {
         CHECK_EQ(atomic_load(&b.rec.ids[i + 1]), i);
     }
@@ -1347,7 +1347,7 @@ static void test_short_calls_work_conserving(void)
     tu_blocker_close(&yb);
 }
 
-/* ---- map uses every idle thread -------------------------------------------- */
+/* ---- map uses every idle thread ----------------------------------------- */
 
 static void test_map_wakes_every_idle_thread(void)
 {
@@ -1394,7 +1394,7 @@ static void test_map_wakes_every_idle_thread(void)
     }
 }
 
-/* ---- free from inside the pool: refused, pool intact ----------------------- */
+/* ---- free from inside the pool: refused, pool intact -------------------- */
 
 typedef struct self_free {
     mproc_tpool *pool;
