@@ -96,9 +96,9 @@ struct mproc_tpool {
     struct bucket *buckets; /* [mu] non-empty FIFOs, ascending priority */
     int nbuckets, capbuckets;
     long pending;   /* [mu] queued calls */
-    /* A copy of pending that spinning threads read without the lock, on a
-     * cache line of its own so that their reads do not steal mu's line
-     * from a submitter. */
+    /* 1 while calls are queued: what spinning threads read without the
+     * lock, on a cache line of its own so that their reads do not steal
+     * mu's line from a submitter. */
     _Alignas(64) _Atomic long avail;
     _Alignas(64) int workers; /* [mu] live threads */
     int idle;       /* [mu] threads asleep on the idle stack */
@@ -124,10 +124,18 @@ static mproc_tpool *reg_head;
 
 /* ---- queue [mu] ------------------------------------------------------------ */
 
+/* Changes the count of queued calls.  `avail` only changes when the queue
+ * turns empty or non-empty: that is all a spinning thread needs to know,
+ * and a submitter then does not write a line other CPUs are reading on
+ * every call. */
 static void add_pending(mproc_tpool *p, long n)
 {
+    long was = p->pending;
     p->pending += n;
-    atomic_store_explicit(&p->avail, p->pending, memory_order_relaxed);
+    if ((was > 0) != (p->pending > 0)) {
+        atomic_store_explicit(&p->avail, p->pending > 0,
+                              memory_order_relaxed);
+    }
 }
 
 static int push_job(mproc_tpool *p, struct job *j)
