@@ -525,7 +525,7 @@ static void run_keyed_on_user_fn(const mproc_async_opts *o, int nblocked)
         CHECK_OK(mproc_limiter_async(a, fn_a, &x, o, &ta[i]));
     }
     CHECK_OK(mproc_limiter_async(b, fn_b, &y, o, &tb));
-    CHECK_MSG(mproc_task_wait(tb, 5000) == 0,
+    CHECK_MSG(mproc_task_wait(tb, T_LONG) == 0,
               "fn_b (limiter B) waits behind fn_a's wait for limiter A");
     void *v = NULL;
     CHECK_OK(mproc_task_value(tb, &v));

@@ -1330,7 +1330,7 @@ static void test_short_calls_work_conserving(void)
     run_burst(p, &b, &blk);
     tu_release(yb.release[1], 1);
     for (int i = 0; i < BURST; i++) {
-        CHECK_MSG(mproc_task_wait(b.t[i], 5000) == 0,
+        CHECK_MSG(mproc_task_wait(b.t[i], T_LONG) == 0,
                   "recorder %d still waits while X blocks one thread and "
                   "the other is free",
                   i);
@@ -1381,7 +1381,7 @@ static void test_map_wakes_every_idle_thread(void)
         CHECK_OK(mproc_tpool_map(p, map_block_fn, args, N, chunks[k], t));
         tu_blocker_wait_started(&blk, 1);
         for (int i = 1; i < N; i++) {
-            CHECK_MSG(mproc_task_wait(t[i], 5000) == 0,
+            CHECK_MSG(mproc_task_wait(t[i], T_LONG) == 0,
                       "chunksize %zu: call %d waits while a thread is idle",
                       chunks[k], i);
             CHECK_OK(mproc_task_err(t[i]));
