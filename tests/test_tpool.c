@@ -1431,12 +1431,20 @@ static void test_free_from_own_call(void)
     CHECK_OK(mproc_task_err(t));
     CHECK_EQ(atomic_load(&a.returned), 1);
     mproc_task_free(t);
-    /* From a completion callback run on a pool thread: refused too. */
-    CHECK_OK(mproc_tpool_submit(p, noop_fn, NULL, 0, &t));
+    /* From a completion callback run on a pool thread: refused too.  The
+     * call blocks until the callback is attached, so that the callback
+     * runs on the pool thread (attached to a complete task, it would run
+     * here, and free the pool for real). */
+    tu_blocker b;
+    tu_blocker_open(&b);
+    CHECK_OK(mproc_tpool_submit(p, tu_blocker_fn, &b, 0, &t));
+    tu_blocker_wait_started(&b, 1);
     CHECK_OK(mproc_task_on_done(t, self_free_cb, &a));
+    tu_release(b.release[1], 1);
     CHECK_OK(mproc_task_wait(t, T_LONG));
     CHECK_EQ(atomic_load(&a.returned), 2);
     mproc_task_free(t);
+    tu_blocker_close(&b);
     /* The pool is intact and still takes work. */
     for (int i = 0; i < 10; i++) {
         CHECK_OK(mproc_tpool_submit(p, noop_fn, NULL, 0, &t));
