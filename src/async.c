@@ -16,7 +16,16 @@
  * Process calls all go through one trampoline target: the payload is
  * [function pointer][the caller's bytes], and the trampoline calls the
  * pointer on the rest.  Workers are forks of this program, so the pointer is
- * valid in them; one pool can therefore serve any number of functions. */
+ * valid in them; one pool can therefore serve any number of functions.
+ *
+ * A process daemon hands its calls to its worker one at a time: a relay
+ * thread (a one-thread pool of its own) submits a call, waits for its
+ * outcome, and only then submits the next.  The process pool pipelines
+ * calls to a worker and, when the worker dies, puts back in the queue the
+ * calls whose outcome it has not read yet -- including one the worker had
+ * finished -- so a pipelined daemon could run a finished call twice after a
+ * crash.  With one call in flight, a call's outcome is in hand before the
+ * next call is sent, and a crash can only fail the call that caused it. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -47,7 +56,7 @@ struct entry {
     mproc_task_fn pfn;   /* key of the per-function process kinds */
     char *name;          /* key of the named kinds */
     int ready;           /* 0 while its creator is building the pool */
-    mproc_tpool *tpool;
+    mproc_tpool *tpool;  /* K_PROC_DAEMON: the relay thread */
     mproc_pool *pool;
 };
 
@@ -285,6 +294,16 @@ static int get_executor(int kind, mproc_thread_fn tfn, mproc_task_fn pfn,
         rc = make_tpool(kind, NULL, tpool);
     } else {
         rc = make_proc_pool(kind, pool);
+        /* The relay thread is started after the fork server is forked:
+         * forking with fewer threads about is kinder to allocators that
+         * are not fork-safe (see tests/test_async.c). */
+        if (rc == 0 && kind == K_PROC_DAEMON) {
+            rc = make_tpool(K_THREAD_DAEMON, NULL, tpool);
+            if (rc != 0) {
+                mproc_pool_free(*pool);
+                *pool = NULL;
+            }
+        }
     }
 
     pthread_mutex_lock(&A.mu);
@@ -464,8 +483,12 @@ static int finish_submitted(mproc_task *t, const mproc_async_opts *o,
     return 0;
 }
 
-int mproc_async_call(mproc_thread_fn fn, void *arg,
-                     const mproc_async_opts *opts, mproc_task **task)
+/* mproc_async_call running fn(arg) on the executor of `key`: the
+ * per-function modes (DAEMON, unnamed POOL) pick their thread or pool by
+ * the function the caller means, which is not fn when fn is a wrapper (the
+ * limiter's). */
+static int async_call(mproc_thread_fn fn, void *arg, mproc_thread_fn key,
+                      const mproc_async_opts *opts, mproc_task **task)
 {
     static const mproc_async_opts defaults;
     const mproc_async_opts *o = opts != NULL ? opts : &defaults;
@@ -496,7 +519,7 @@ int mproc_async_call(mproc_thread_fn fn, void *arg,
                                              : K_THREAD_FN;
     mproc_tpool *tp;
     mproc_pool *unused;
-    rc = get_executor(kind, kind == K_THREAD_NAMED ? NULL : fn, NULL,
+    rc = get_executor(kind, kind == K_THREAD_NAMED ? NULL : key, NULL,
                       kind == K_THREAD_NAMED ? o->pool_name : NULL, &tp,
                       &unused);
     if (rc != 0) {
@@ -510,6 +533,18 @@ int mproc_async_call(mproc_thread_fn fn, void *arg,
         return rc;
     }
     return finish_submitted(t, o, task);
+}
+
+int mproc_async_call(mproc_thread_fn fn, void *arg,
+                     const mproc_async_opts *opts, mproc_task **task)
+{
+    return async_call(fn, arg, fn, opts, task);
+}
+
+int mproc__async_call_as(mproc_thread_fn run, void *arg, mproc_thread_fn key,
+                         const mproc_async_opts *opts, mproc_task **task)
+{
+    return async_call(run, arg, key != NULL ? key : run, opts, task);
 }
 
 /* ---- process calls ----------------------------------------------------- */
@@ -528,6 +563,45 @@ static int proc_trampoline(const void *task, size_t len,
     len -= sizeof(fn);
     const char *data = len > 0 ? (const char *)task + sizeof(fn) : NULL;
     return fn(data, len, static_args, static_len, reply);
+}
+
+/* One process-daemon call on its way through the relay thread: the pool
+ * and the payload.  Freed by its task's drop hook (see struct limited in
+ * limiter.c for why that is the one safe place). */
+struct relay {
+    mproc_pool *pool;
+    size_t len;
+    char payload[];
+};
+
+/* Runs on the daemon's relay thread, as the caller's task: submits the
+ * call, waits for its outcome (the worker runs nothing else meanwhile), and
+ * moves that outcome into the caller's task. */
+static int relay_main(void *arg, void **result)
+{
+    struct relay *r = arg;
+    mproc_task *pt = NULL;
+    (void)result;
+    int rc = mproc_pool_submit(r->pool, r->payload, r->len, 0, &pt);
+    if (rc != 0) {
+        return rc;
+    }
+    (void)mproc_task_wait(pt, MPROC_FOREVER); /* only fails for bad handles */
+    rc = mproc_task_err(pt);
+    mproc_task *me = mproc__task_current();
+    if (rc == 0) {
+        /* The bytes change hands: pt's last reference (ours, or the pool's
+         * by an atomic release ordered after this) frees NULL. */
+        me->data = pt->data;
+        me->len = pt->len;
+        pt->data = NULL;
+        pt->len = 0;
+    } else if (pt->errmsg != NULL) {
+        free(me->errmsg);
+        me->errmsg = strdup(pt->errmsg); /* NULL: mproc_strerror's text */
+    }
+    mproc_task_free(pt);
+    return rc;
 }
 
 int mproc_async_process(mproc_task_fn fn, const void *data, size_t len,
@@ -554,28 +628,45 @@ int mproc_async_process(mproc_task_fn fn, const void *data, size_t len,
                                                : K_PROC_FN;
     /* Built before taking a pool, so that running out of memory never
      * leaves a pool made for nothing. */
-    char *payload = malloc(sizeof(fn) + len);
-    if (payload == NULL) {
+    struct relay *r = malloc(sizeof(*r) + sizeof(fn) + len);
+    if (r == NULL) {
         return -ENOMEM;
     }
+    r->len = sizeof(fn) + len;
+    char *payload = r->payload;
     memcpy(payload, &fn, sizeof(fn));
     if (len > 0) {
         memcpy(payload + sizeof(fn), data, len);
     }
     int per_fn = kind == K_PROC_DAEMON || kind == K_PROC_FN;
-    mproc_tpool *unused;
+    mproc_tpool *relay;
     mproc_pool *pool;
-    rc = get_executor(kind, NULL, per_fn ? fn : NULL,
-                      kind == K_PROC_NAMED ? o->pool_name : NULL, &unused,
-                      &pool);
+    rc =
+        get_executor(kind, NULL, per_fn ? fn : NULL,
+                     kind == K_PROC_NAMED ? o->pool_name : NULL, &relay, &pool);
     mproc_task *t = NULL;
+    if (rc == 0 && kind == K_PROC_DAEMON) {
+        r->pool = pool;
+        rc = mproc_tpool_submit(relay, relay_main, r, MPROC_PRIORITY_DEFAULT,
+                                &t);
+        put_executor();
+        if (rc != 0) {
+            free(r);
+            return rc;
+        }
+        /* As in mproc_limiter_async: we hold the caller's reference, so
+         * drop is read only after this store. */
+        t->drop = free;
+        t->drop_arg = r;
+        return finish_submitted(t, o, task);
+    }
     if (rc == 0) {
         /* The queue is unbounded: timeout 0 never fails for room, and the
          * caller never blocks while counted in flight. */
         rc = mproc_pool_submit(pool, payload, sizeof(fn) + len, 0, &t);
         put_executor();
     }
-    free(payload);
+    free(r);
     if (rc != 0) {
         return rc;
     }
@@ -591,6 +682,25 @@ int mproc_async_process(mproc_task_fn fn, const void *data, size_t len,
 static int close_entry(struct entry *e, uint64_t deadline)
 {
     int rc;
+    if (e->tpool != NULL && e->pool != NULL) {
+        /* A process daemon: its relay runs the queue until the deadline;
+         * then the pool is terminated (the call in flight fails with
+         * MPROC_ECLOSED, which ends the relay's wait) and what is still
+         * queued on the relay is cancelled. */
+        rc = mproc_tpool_wait_idle(e->tpool, mproc__ms_left(deadline), 0);
+        if (rc == -EDEADLK) {
+            return rc; /* from a callback on the relay thread */
+        }
+        if (rc != 0) {
+            (void)mproc_pool_terminate(e->pool);
+        }
+        (void)mproc_tpool_terminate(e->tpool);
+        mproc_tpool_free(e->tpool);
+        int prc = mproc_pool_close(e->pool, mproc__ms_left(deadline));
+        mproc_pool_free(e->pool);
+        return rc == MPROC_ETIMEDOUT || prc == MPROC_ETIMEDOUT ? MPROC_ETIMEDOUT
+                                                               : 0;
+    }
     if (e->tpool != NULL) {
         rc = mproc_tpool_close(e->tpool, mproc__ms_left(deadline));
         if (rc == -EDEADLK) {

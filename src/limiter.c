@@ -165,7 +165,11 @@ int mproc_limiter_async(mproc_limiter *lim, mproc_thread_fn fn, void *arg,
     }
     *c = (struct limited){lim, fn, arg};
     mproc_task *t;
-    int rc = mproc_async_call(limited_main, c, opts, &t);
+    /* Keyed on fn: limited calls of different functions get the daemon
+     * or pool each function would get, not one shared by every limited
+     * call (where one call waiting for its permit would hold up another
+     * limiter's calls). */
+    int rc = mproc__async_call_as(limited_main, c, fn, opts, &t);
     if (rc != 0) {
         free(c); /* no task was made, so no drop hook will run */
         return rc;

@@ -163,19 +163,16 @@ static void settle(mproc_task *t, int err, char *errmsg, void *value,
     }
     t->err = err;
     t->value = err == 0 ? value : NULL;
-    t->data = data;
-    t->len = data ? len : 0;
+    if (data != NULL || err != 0) {
+        free(t->data);
+        t->data = data;
+        t->len = data ? len : 0;
+    } /* else: bytes the executor stored while the task ran are kept */
     atomic_store_explicit(&t->state, MPROC__T_SETTLED, memory_order_release);
 
     mproc_task_cb cb = NULL;
     void *ctx = NULL;
     pthread_mutex_lock(stripe(t));
-    /* Sets are told under the stripe lock, so mproc_task_set_free (which
-     * detaches under the same lock) never races a notification. */
-    for (struct mproc__task_listener *l = t->listeners; l; l = l->next) {
-        set_push(l->set, t);
-    }
-    t->listeners = NULL;
     if (t->cb_state == 1) {
         cb = t->cb;
         ctx = t->cb_ctx;
@@ -188,7 +185,18 @@ static void settle(mproc_task *t, int err, char *errmsg, void *value,
         cb(t, ctx);
         callback_task = outer;
     }
+    /* A set is a waiter too: it is told only after the callback returned.
+     * Sets are told, and DONE is stored, under the stripe lock, so that
+     * mproc_task_set_new (which looks at DONE and attaches under the same
+     * lock) either sees DONE or is on the list, and mproc_task_set_free
+     * (which detaches under it) never races a notification. */
+    pthread_mutex_lock(stripe(t));
+    for (struct mproc__task_listener *l = t->listeners; l; l = l->next) {
+        set_push(l->set, t);
+    }
+    t->listeners = NULL;
     atomic_store(&t->state, MPROC__T_DONE);
+    pthread_mutex_unlock(stripe(t));
     if (atomic_load(&t->waiters)) {
         futex_wake_all(&t->state);
     }
@@ -455,7 +463,9 @@ int mproc_task_set_new(mproc_task_set **set, mproc_task *const *tasks,
         struct mproc__task_listener *l = &s->nodes[i];
         l->set = s;
         pthread_mutex_lock(stripe(t));
-        if (settled(t)) {
+        /* DONE, not just settled: a task whose callback is still running
+         * is yielded once the callback has returned (settle tells us). */
+        if (atomic_load(&t->state) == MPROC__T_DONE) {
             set_push(s, t);
         } else {
             l->next = t->listeners;

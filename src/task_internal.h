@@ -69,7 +69,9 @@ int mproc__task_claim(mproc_task *t);
  * listeners run on this thread, waiters wake, and the executor's reference
  * is released.  `errmsg` and `data` are taken over (freed with free());
  * errmsg is dropped when err is 0.  A message set with mproc_task_fail while
- * the task ran is kept when `errmsg` is NULL. */
+ * the task ran is kept when `errmsg` is NULL; so are result bytes the
+ * executor stored in t->data/len while the task ran (it owned RUNNING) when
+ * `data` is NULL and err is 0. */
 void mproc__task_complete(mproc_task *t, int err, char *errmsg, void *value,
                           void *data, size_t len);
 
@@ -90,5 +92,15 @@ void mproc__task_run(mproc_task *t, mproc_thread_fn fn, void *arg);
 
 /* The task the calling thread is running inside mproc__task_run, or NULL. */
 mproc_task *mproc__task_current(void);
+
+/* async.c: mproc_async_call(run, arg, opts, task), but the per-function
+ * modes (MPROC_ASYNC_DAEMON, unnamed MPROC_ASYNC_POOL) use the daemon
+ * thread or pool of `key` (NULL: of `run`).  For wrappers such as the
+ * limiter's, whose calls all run one internal function: they are keyed on
+ * the user's function, as a direct call of it would be. */
+struct mproc_async_opts;
+int mproc__async_call_as(mproc_thread_fn run, void *arg, mproc_thread_fn key,
+                         const struct mproc_async_opts *opts,
+                         mproc_task **task);
 
 #endif

@@ -6,11 +6,24 @@
  * first FIFO, so the common case of a few priorities costs nothing and
  * equal priorities stay first-in first-out by construction.
  *
+ * A thread takes exactly one call per visit to the queue, whatever the
+ * calls' length: a queued call is never held privately by a thread, so
+ * priorities, terminate, mproc_tpool_pending and work conservation (no call
+ * waits while a thread is idle) are exact.  Speed comes from the hand-off
+ * instead: a thread takes its next call in the same critical section that
+ * finishes the previous one (one lock round per call), spins briefly
+ * before it sleeps so a steady stream of submissions finds it awake (no
+ * futex wake per call), and a submitter wakes one particular sleeping
+ * thread (its own condvar) only when the queue holds more calls than there
+ * are threads already awake to take them.
+ *
  * Locking: pool->mu guards everything in the pool; reg_mu guards the
  * registry and is never held while a pool's mu is taken.  Task callbacks
  * and cancellations run with no lock held. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,12 +36,11 @@
 
 #define MAX_WORKERS 4096
 #define DEFAULT_IDLE_MS 5000
-/* A thread takes up to BATCH_MAX jobs per visit to the queue, but only
- * while calls are short on average (below BATCH_CALL_NS): then the lock is
- * taken once per batch instead of once per call, and the cost of one thread
- * holding a batch while another idles is under BATCH_MAX short calls. */
-#define BATCH_MAX 16
-#define BATCH_CALL_NS 5000u
+/* How long a thread that found the queue empty keeps looking before it
+ * sleeps.  Long enough to cover the gap between two submissions of a
+ * submitting loop (so that hand-off costs no futex wake and no sleep), short
+ * enough that an idle pool costs nothing noticeable. */
+#define SPIN_NS 20000u
 /* Single-call job nodes are recycled through the pool rather than freed:
  * they are allocated by submitting threads and released by pool threads,
  * and such cross-thread frees defeat malloc's per-thread caches. */
@@ -39,12 +51,15 @@ struct call {
     mproc_task *task; /* NULL: fire-and-forget */
 };
 
-/* One queue entry: a submitted call, or a chunk of map calls. */
+/* One queue entry: a submitted call, or a chunk of map calls.  Threads
+ * take its calls one at a time; it leaves the queue when its last call is
+ * taken. */
 struct job {
     struct job *next;
     mproc_thread_fn fn;
     int priority;
     size_t count;
+    size_t taken; /* [mu] calls already taken (run or running) */
     struct call calls[];
 };
 
@@ -59,9 +74,15 @@ struct thread_rec {
     pthread_t tid;
     int exited;      /* [mu] */
     int normal_exit; /* its loop returned (not pthread_exit in a call) */
-    struct job *batch[BATCH_MAX]; /* the jobs it took, the one it runs */
-    int nbatch, ibatch;
-    size_t call; /* and which call of that job: for pthread_exit */
+    /* The call it runs, for on_thread_exit.  Only its own thread writes. */
+    mproc_task *task;
+    int in_call;
+    /* Sleeping: on the pool's idle stack, waiting on its own cv until a
+     * submitter (or shutdown) sets `woken`. */
+    pthread_cond_t cv;
+    struct thread_rec *idle_next; /* [mu] */
+    int woken;                    /* [mu] */
+    int counted_waking;           /* [mu] started by wake_or_grow */
 };
 
 enum { S_NEW, S_RUNNING, S_CLOSING, S_CLOSED };
@@ -70,20 +91,25 @@ struct mproc_tpool {
     char *name;
     int min, max, idle_ms;
     pthread_mutex_t mu;
-    pthread_cond_t work_cv; /* idle threads wait for work */
     pthread_cond_t idle_cv; /* queue empty and nothing running; or a
                                thread exited; or the pool closed */
     struct bucket *buckets; /* [mu] non-empty FIFOs, ascending priority */
     int nbuckets, capbuckets;
     long pending;   /* [mu] queued calls */
-    int workers;    /* [mu] live threads */
-    int idle;       /* [mu] threads waiting for work */
-    int signalled;  /* [mu] of those, already signalled but not yet awake:
-                       signalling them again would only cost a syscall */
-    int running;    /* [mu] jobs being run */
+    /* 1 while calls are queued: what spinning threads read without the
+     * lock, on a cache line of its own so that their reads do not steal
+     * mu's line from a submitter. */
+    _Alignas(64) _Atomic long avail;
+    _Alignas(64) int workers; /* [mu] live threads */
+    int idle;       /* [mu] threads asleep on the idle stack */
+    struct thread_rec *idle_top; /* [mu] the idle stack: the most recently
+                                    idle thread is woken first, so extra
+                                    threads stay idle and retire */
+    int waking;     /* [mu] woken, not yet back at the queue */
+    int spinning;   /* [mu] looking at `avail` before sleeping */
+    int running;    /* [mu] calls being run */
     int state;      /* [mu] */
     int blocking;   /* [mu] wait_idle(block_new) calls in progress */
-    uint64_t call_ns; /* [mu] moving average of a call's duration */
     struct job *spare; /* [mu] recycled single-call job nodes */
     int nspare;
     pthread_t blocker;
@@ -97,6 +123,20 @@ static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static mproc_tpool *reg_head;
 
 /* ---- queue [mu] ------------------------------------------------------------ */
+
+/* Changes the count of queued calls.  `avail` only changes when the queue
+ * turns empty or non-empty: that is all a spinning thread needs to know,
+ * and a submitter then does not write a line other CPUs are reading on
+ * every call. */
+static void add_pending(mproc_tpool *p, long n)
+{
+    long was = p->pending;
+    p->pending += n;
+    if ((was > 0) != (p->pending > 0)) {
+        atomic_store_explicit(&p->avail, p->pending > 0,
+                              memory_order_relaxed);
+    }
+}
 
 static int push_job(mproc_tpool *p, struct job *j)
 {
@@ -131,6 +171,7 @@ static int push_job(mproc_tpool *p, struct job *j)
     return 0;
 }
 
+/* Unlinks the first job of the first FIFO. */
 static struct job *pop_job(mproc_tpool *p)
 {
     if (p->nbuckets == 0) {
@@ -147,27 +188,37 @@ static struct job *pop_job(mproc_tpool *p)
     return j;
 }
 
-/* Takes the jobs a thread runs next: one, or while calls are short a batch
- * from the first FIFO (same priority, so order is kept), sized so that the
- * other threads get their share of the queue.  [mu] */
-static int take_batch(mproc_tpool *p, struct job **out)
+/* Takes the next call: *c and *fn are copied out, and when it was its
+ * job's last call the job leaves the queue and is returned in *spent for
+ * the caller to recycle or free (the call no longer needs it).  Returns 1,
+ * or 0 when the queue is empty. */
+static int take_call(mproc_tpool *p, struct call *c, mproc_thread_fn *fn,
+                     struct job **spent)
 {
-    int want = 1;
-    if (p->call_ns < BATCH_CALL_NS) {
-        long share = p->pending / (p->workers > 0 ? p->workers : 1);
-        want = share > BATCH_MAX ? BATCH_MAX : share < 1 ? 1 : (int)share;
+    *spent = NULL;
+    if (p->nbuckets == 0) {
+        return 0;
     }
-    int n = 0;
-    while (n < want && p->nbuckets > 0) {
-        int last = p->buckets[0].head == p->buckets[0].tail;
-        out[n] = pop_job(p);
-        p->pending -= (long)out[n]->count;
-        n++;
-        if (last) {
-            break; /* the next FIFO has another priority: stop here */
-        }
+    struct job *j = p->buckets[0].head;
+    *c = j->calls[j->taken++];
+    *fn = j->fn;
+    add_pending(p, -1);
+    if (j->taken == j->count) {
+        *spent = pop_job(p);
     }
-    return n;
+    return 1;
+}
+
+/* Keeps a single-call node for the next submit, or says to free it. */
+static struct job *recycle(mproc_tpool *p, struct job *j)
+{
+    if (j != NULL && j->count == 1 && p->nspare < SPARE_MAX) {
+        j->next = p->spare;
+        p->spare = j;
+        p->nspare++;
+        return NULL;
+    }
+    return j;
 }
 
 /* Takes every queued job out, for cancelling outside the lock. */
@@ -175,20 +226,21 @@ static struct job *drain_jobs(mproc_tpool *p)
 {
     struct job *list = NULL, *j;
     while ((j = pop_job(p)) != NULL) {
-        p->pending -= (long)j->count;
+        add_pending(p, -(long)(j->count - j->taken));
         j->next = list;
         list = j;
     }
     return list;
 }
 
-/* Cancels the calls of drained jobs.  Call without mu. */
+/* Cancels the calls of drained jobs that were not taken.  Call without
+ * mu. */
 static void cancel_jobs(struct job *list)
 {
     while (list != NULL) {
         struct job *j = list;
         list = j->next;
-        for (size_t i = 0; i < j->count; i++) {
+        for (size_t i = j->taken; i < j->count; i++) {
             if (j->calls[i].task != NULL) {
                 mproc__task_cancel_pending(j->calls[i].task);
                 mproc__task_release(j->calls[i].task);
@@ -202,6 +254,12 @@ static void cancel_jobs(struct job *list)
 
 static void *worker_main(void *arg);
 
+static void free_rec(struct thread_rec *rec)
+{
+    pthread_cond_destroy(&rec->cv);
+    free(rec);
+}
+
 /* Starts one thread.  [mu] */
 static int spawn_thread(mproc_tpool *p)
 {
@@ -209,10 +267,15 @@ static int spawn_thread(mproc_tpool *p)
     if (rec == NULL) {
         return -ENOMEM;
     }
-    rec->pool = p;
-    int rc = pthread_create(&rec->tid, NULL, worker_main, rec);
+    int rc = mproc__cond_init(&rec->cv);
     if (rc != 0) {
         free(rec);
+        return rc;
+    }
+    rec->pool = p;
+    rc = pthread_create(&rec->tid, NULL, worker_main, rec);
+    if (rc != 0) {
+        free_rec(rec);
         return -rc;
     }
     rec->next = p->threads;
@@ -230,78 +293,114 @@ static void reap_exited(mproc_tpool *p)
         if (rec->exited) {
             *r = rec->next;
             pthread_join(rec->tid, NULL);
-            free(rec);
+            free_rec(rec);
         } else {
             r = &rec->next;
         }
     }
 }
 
-/* After queuing: wake an idle thread, or start one while queued work
- * exceeds the idle threads and the pool is below max.  [mu] */
-static void wake_or_grow(mproc_tpool *p)
+/* Wakes the most recently idle sleeping thread.  Returns 0 if none sleeps.
+ * [mu] */
+static int wake_one(mproc_tpool *p)
 {
-    if (p->idle > p->signalled) {
-        p->signalled++;
-        pthread_cond_signal(&p->work_cv);
+    struct thread_rec *rec = p->idle_top;
+    if (rec == NULL) {
+        return 0;
     }
-    if (p->pending > p->idle && p->workers < p->max) {
-        reap_exited(p);
-        spawn_thread(p); /* on failure the live threads serve the queue */
+    p->idle_top = rec->idle_next;
+    p->idle--;
+    p->waking++;
+    rec->woken = 1;
+    pthread_cond_signal(&rec->cv);
+    return 1;
+}
+
+static void wake_all(mproc_tpool *p)
+{
+    while (wake_one(p)) {
     }
 }
 
-static void run_call(struct thread_rec *rec, struct job *j, size_t i)
+/* After queuing: makes sure every queued call has a thread on its way to
+ * it.  Threads already awake (spinning, or woken and not yet back) will
+ * take calls without being told; beyond them, sleeping threads are woken
+ * one per call, and while that is not enough and the pool is below max,
+ * new threads start (at most `grow` of them).  [mu] */
+static void wake_or_grow(mproc_tpool *p, int grow)
 {
-    rec->call = i;
-    if (j->calls[i].task != NULL) {
-        mproc__task_run(j->calls[i].task, j->fn, j->calls[i].arg);
-    } else {
-        void *ignored = NULL;
-        j->fn(j->calls[i].arg, &ignored);
+    long uncovered = p->pending - p->spinning - p->waking;
+    while (uncovered > 0 && wake_one(p)) {
+        uncovered--;
+    }
+    if (uncovered > 0 && grow > 0 && p->workers < p->max) {
+        reap_exited(p);
+    }
+    while (uncovered > 0 && grow-- > 0 && p->workers < p->max) {
+        if (spawn_thread(p) != 0) {
+            break; /* the live threads serve the queue */
+        }
+        p->threads->counted_waking = 1; /* spawn_thread put it first */
+        p->waking++;                    /* it goes to the queue once it runs */
+        uncovered--;
+    }
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Watches the queue for up to SPIN_NS without the lock.  Returns 1 if a
+ * call was queued meanwhile. */
+static int spin_for_work(mproc_tpool *p)
+{
+    uint64_t end = mproc__now_ns() + SPIN_NS;
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(&p->avail, memory_order_relaxed) > 0) {
+                return 1;
+            }
+            cpu_relax();
+        }
+        if (mproc__now_ns() >= end) {
+            return 0;
+        }
     }
 }
 
 /* Serves the queue until closing drains it or the thread idles out. */
 static void worker_loop(mproc_tpool *p, struct thread_rec *rec)
 {
+    int spun = 0;
     pthread_mutex_lock(&p->mu);
+    if (rec->counted_waking) {
+        p->waking--;
+    }
     for (;;) {
-        rec->nbatch = take_batch(p, rec->batch);
-        if (rec->nbatch > 0) {
+        struct call c;
+        mproc_thread_fn fn;
+        struct job *spent;
+        if (take_call(p, &c, &fn, &spent)) {
+            spent = recycle(p, spent);
             p->running++;
             pthread_mutex_unlock(&p->mu);
-            uint64_t t0 = mproc__now_ns();
-            size_t calls = 0;
-            struct job *spent = NULL;
-            for (rec->ibatch = 0; rec->ibatch < rec->nbatch; rec->ibatch++) {
-                struct job *j = rec->batch[rec->ibatch];
-                for (size_t i = 0; i < j->count; i++) {
-                    run_call(rec, j, i);
-                }
-                calls += j->count;
-                if (j->count == 1) {
-                    j->next = spent;
-                    spent = j;
-                } else {
-                    free(j);
-                }
+            free(spent);
+            rec->task = c.task;
+            rec->in_call = 1;
+            if (c.task != NULL) {
+                mproc__task_run(c.task, fn, c.arg);
+            } else {
+                void *ignored = NULL;
+                fn(c.arg, &ignored);
             }
-            uint64_t per_call = (mproc__now_ns() - t0) / calls;
-            rec->nbatch = 0;
+            rec->in_call = 0;
+            spun = 0;
             pthread_mutex_lock(&p->mu);
-            p->call_ns = (p->call_ns * 7 + per_call) / 8;
-            while (spent != NULL) {
-                struct job *j = spent;
-                spent = j->next;
-                if (p->nspare < SPARE_MAX) {
-                    j->next = p->spare;
-                    p->spare = j;
-                    p->nspare++;
-                } else {
-                    free(j);
-                }
-            }
             p->running--;
             if (p->pending == 0 && p->running == 0) {
                 pthread_cond_broadcast(&p->idle_cv);
@@ -311,17 +410,44 @@ static void worker_loop(mproc_tpool *p, struct thread_rec *rec)
         if (p->state != S_RUNNING) {
             break;
         }
-        p->idle++;
-        int rc = mproc__cond_wait(&p->work_cv, &p->mu,
-                                  mproc__deadline(p->idle_ms));
-        p->idle--;
-        if (p->signalled > 0) {
-            p->signalled--;
+        if (!spun && p->spinning == 0) {
+            /* While it counts as spinning, a submitter wakes no sleeper
+             * for the call this thread will take; it looks at the queue
+             * again under mu before it sleeps, so nothing is missed.  One
+             * spinner at a time: more would only fight over the lock. */
+            spun = 1;
+            p->spinning++;
+            pthread_mutex_unlock(&p->mu);
+            spin_for_work(p);
+            pthread_mutex_lock(&p->mu);
+            p->spinning--;
+            continue;
         }
-        if (rc != 0 && p->pending == 0 && p->workers > p->min &&
-            p->state == S_RUNNING) {
+        spun = 0;
+        rec->woken = 0;
+        rec->idle_next = p->idle_top;
+        p->idle_top = rec;
+        p->idle++;
+        uint64_t deadline = mproc__deadline(p->idle_ms);
+        int rc = 0;
+        while (!rec->woken && rc == 0) {
+            rc = mproc__cond_wait(&rec->cv, &p->mu, deadline);
+        }
+        if (rec->woken) {
+            p->waking--; /* the waker took it off the stack */
+            continue;
+        }
+        for (struct thread_rec **r = &p->idle_top; *r; r = &(*r)->idle_next) {
+            if (*r == rec) {
+                *r = rec->idle_next;
+                break;
+            }
+        }
+        p->idle--;
+        if (p->pending == 0 && p->workers > p->min && p->state == S_RUNNING) {
             break; /* an extra thread idle for idle_ms retires */
         }
+        spun = 1; /* straight back to sleep if there is still nothing */
     }
     p->workers--;
     rec->exited = 1;
@@ -331,8 +457,8 @@ static void worker_loop(mproc_tpool *p, struct thread_rec *rec)
 }
 
 /* Runs when a thread ends.  A call that ended its thread (pthread_exit)
- * fails with MPROC_EWORKER, the rest of its job goes back in the queue,
- * and a replacement thread starts. */
+ * fails with MPROC_EWORKER and a replacement thread starts.  Nothing else
+ * is lost: a thread holds no call but the one it runs. */
 static void on_thread_exit(void *arg)
 {
     struct thread_rec *rec = arg;
@@ -340,47 +466,20 @@ static void on_thread_exit(void *arg)
     if (rec->normal_exit) {
         return;
     }
-    struct job *j = rec->batch[rec->ibatch];
-    mproc_task *dead = j->calls[rec->call].task;
-    struct job *rest = NULL;
-    size_t left = j->count - rec->call - 1;
-    if (left > 0) {
-        rest = malloc(sizeof(*rest) + sizeof(struct call) * left);
-        if (rest != NULL) {
-            *rest = (struct job){.fn = j->fn, .priority = j->priority,
-                                 .count = left};
-            memcpy(rest->calls, &j->calls[rec->call + 1],
-                   sizeof(struct call) * left);
-        }
+    /* A task no longer RUNNING ended its thread from inside its own
+     * completion (its callback): it already has its outcome. */
+    mproc_task *dead = rec->in_call ? rec->task : NULL;
+    if (dead != NULL && atomic_load(&dead->state) != MPROC__T_RUNNING) {
+        dead = NULL;
     }
     pthread_mutex_lock(&p->mu);
-    p->running--;
+    p->running -= rec->in_call;
     p->workers--;
-    if (rest != NULL && push_job(p, rest) == 0) {
-        p->pending += (long)left;
-        rest = NULL;
-    }
-    /* The jobs of its batch it had not reached go back in the queue. */
-    for (int b = rec->ibatch + 1; b < rec->nbatch; b++) {
-        if (push_job(p, rec->batch[b]) == 0) {
-            p->pending += (long)rec->batch[b]->count;
-        } else { /* out of memory: those calls cannot run */
-            for (size_t i = 0; i < rec->batch[b]->count; i++) {
-                mproc_task *t = rec->batch[b]->calls[i].task;
-                if (t != NULL) {
-                    mproc__task_cancel_pending(t);
-                    mproc__task_release(t);
-                }
-            }
-            free(rec->batch[b]);
-        }
-    }
-    rec->nbatch = 0;
     if (p->state == S_RUNNING && p->workers < p->min) {
         spawn_thread(p);
     }
     if (p->pending > 0) {
-        wake_or_grow(p);
+        wake_or_grow(p, 1);
     }
     pthread_cond_broadcast(&p->idle_cv);
     pthread_mutex_unlock(&p->mu);
@@ -390,16 +489,6 @@ static void on_thread_exit(void *arg)
                                     "(pthread_exit); a new thread replaced it"),
                              NULL, NULL, 0);
     }
-    if (rest != NULL) { /* could not requeue: those calls cannot run */
-        for (size_t i = 0; i < rest->count; i++) {
-            if (rest->calls[i].task != NULL) {
-                mproc__task_complete(rest->calls[i].task, -ENOMEM, NULL,
-                                     NULL, NULL, 0);
-            }
-        }
-        free(rest);
-    }
-    free(j);
     /* Only now may it be joined: whoever joins under mu must not wait for
      * callbacks that might take mu themselves. */
     pthread_mutex_lock(&p->mu);
@@ -513,7 +602,6 @@ int mproc_tpool_new(mproc_tpool **pool, const mproc_tpool_opts *opts)
     p->max = max;
     p->idle_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms
                                        : DEFAULT_IDLE_MS;
-    p->call_ns = BATCH_CALL_NS * 4; /* one job at a time until measured */
     /* Critical sections here are a few dozen ns: spinning briefly beats
      * sleeping in the kernel when a submitter and a thread collide. */
     pthread_mutexattr_t attr;
@@ -521,7 +609,6 @@ int mproc_tpool_new(mproc_tpool **pool, const mproc_tpool_opts *opts)
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
     pthread_mutex_init(&p->mu, &attr);
     pthread_mutexattr_destroy(&attr);
-    mproc__cond_init(&p->work_cv);
     mproc__cond_init(&p->idle_cv);
     if (p->name != NULL) {
         pthread_mutex_lock(&reg_mu);
@@ -557,7 +644,7 @@ int mproc_tpool_start(mproc_tpool *p)
         /* Undo: the threads already started find the pool not running
          * once they get mu, and exit. */
         p->state = S_CLOSING;
-        pthread_cond_broadcast(&p->work_cv);
+        wake_all(p);
         while (p->workers > 0) {
             mproc__cond_wait(&p->idle_cv, &p->mu, UINT64_MAX);
         }
@@ -622,14 +709,15 @@ int mproc_tpool_submit(mproc_tpool *p, mproc_thread_fn fn, void *arg,
     j->fn = fn;
     j->priority = priority;
     j->count = 1;
+    j->taken = 0;
     j->calls[0] = (struct call){arg, t};
     int rc = check_accepting(p);
     if (rc == 0) {
         rc = push_job(p, j);
     }
     if (rc == 0) {
-        p->pending++;
-        wake_or_grow(p);
+        add_pending(p, 1);
+        wake_or_grow(p, 1);
     }
     pthread_mutex_unlock(&p->mu);
     if (rc != 0) {
@@ -699,18 +787,17 @@ int mproc_tpool_map(mproc_tpool *p, mproc_thread_fn fn, void *const *args,
         }
     }
     if (rc == 0 && ordered != NULL) {
-        p->pending += (long)ordered->count;
+        add_pending(p, (long)ordered->count);
         for (struct job *j = rest; j != NULL;) {
             struct job *next = j->next;
             push_job(p, j);
-            p->pending += (long)j->count;
+            add_pending(p, (long)j->count);
             j = next;
         }
         ordered = NULL;
-        wake_or_grow(p);
-        while (p->pending > p->idle && p->workers < p->max &&
-               spawn_thread(p) == 0) {
-        }
+        /* Every idle thread (and new ones up to max) at once: calls are
+         * taken one at a time, so each thread woken here has work. */
+        wake_or_grow(p, p->max);
     }
     pthread_mutex_unlock(&p->mu);
     if (rc != 0) {
@@ -805,7 +892,7 @@ static int shut(mproc_tpool *p, uint64_t deadline, int cancel_now)
         return 0;
     }
     p->state = S_CLOSING;
-    pthread_cond_broadcast(&p->work_cv);
+    wake_all(p);
     int rc = 0;
     while (!cancel_now && (p->pending > 0 || p->running > 0)) {
         if (mproc__cond_wait(&p->idle_cv, &p->mu, deadline) != 0) {
@@ -817,7 +904,7 @@ static int shut(mproc_tpool *p, uint64_t deadline, int cancel_now)
     pthread_mutex_unlock(&p->mu);
     cancel_jobs(left);
     pthread_mutex_lock(&p->mu);
-    pthread_cond_broadcast(&p->work_cv);
+    wake_all(p);
     while (p->workers > 0) {
         mproc__cond_wait(&p->idle_cv, &p->mu, UINT64_MAX);
     }
@@ -828,7 +915,7 @@ static int shut(mproc_tpool *p, uint64_t deadline, int cancel_now)
     while (threads != NULL) {
         struct thread_rec *next = threads->next;
         pthread_join(threads->tid, NULL);
-        free(threads);
+        free_rec(threads);
         threads = next;
     }
     pthread_mutex_lock(&p->mu);
@@ -853,7 +940,12 @@ void mproc_tpool_free(mproc_tpool *p)
     if (p == NULL) {
         return;
     }
-    shut(p, UINT64_MAX, 0);
+    /* From one of the pool's own threads (a call, or a callback run there)
+     * it cannot wait for itself, and freeing under the running call would
+     * pull the pool from under it: refuse, and leave the pool intact. */
+    if (shut(p, UINT64_MAX, 0) == -EDEADLK) {
+        return;
+    }
     if (p->name != NULL && p->name[0] != '\0') {
         unregister(p);
     }
@@ -864,7 +956,6 @@ void mproc_tpool_free(mproc_tpool *p)
     }
     free(p->buckets);
     free(p->name);
-    pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->idle_cv);
     pthread_mutex_destroy(&p->mu);
     free(p);

@@ -9,6 +9,8 @@
 #include "harness.h"
 #include "testutil.h"
 
+#include <sys/mman.h>
+
 #include <stdatomic.h>
 
 static pthread_t g_main;
@@ -935,6 +937,71 @@ static void test_processed_macro(void)
     CHECK_OK(mproc_async_shutdown(T_LONG));
 }
 
+/* A process daemon never runs a finished call again.  Calls ok, crash, ok
+ * are submitted back to back; each counts its runs in shared memory (mapped
+ * before the daemon's fork server is forked, so every worker shares it).
+ * The call that succeeded before the crash must have run exactly once. */
+static _Atomic int *g_runs; /* shared with the workers */
+
+static int counted_task(const void *task, size_t len, const void *sa, size_t sl,
+                        mproc_reply *reply)
+{
+    int64_t x;
+    (void)sa;
+    (void)sl;
+    if (mproc_decode_i64(task, len, &x) != 0 || x < 0 || x >= 6) {
+        return -EINVAL;
+    }
+    atomic_fetch_add(&g_runs[x], 1);
+    if (x % 3 == 1) {
+        raise(SIGKILL);
+    }
+    return mproc_reply_i64(reply, x);
+}
+
+static void test_process_daemon_no_rerun(void)
+{
+    enum {
+        ROUNDS = 20
+    };
+    static const mproc_async_opts o = {.mode = MPROC_ASYNC_DAEMON};
+    void *mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(mem != MAP_FAILED);
+    g_runs = mem;
+    for (int round = 0; round < ROUNDS; round++) {
+        mproc_task *t[3];
+        int base = (round % 2) * 3; /* fresh counters every round */
+        for (int i = 0; i < 3; i++) {
+            atomic_store(&g_runs[base + i], 0);
+        }
+        for (int i = 0; i < 3; i++) {
+            int64_t x = base + i;
+            CHECK_OK(
+                mproc_async_process(counted_task, &x, sizeof x, &o, &t[i]));
+        }
+        for (int i = 0; i < 3; i++) {
+            CHECK_OK(mproc_task_wait(t[i], T_LONG));
+        }
+        int64_t v = -1;
+        CHECK_OK(mproc_task_result_i64(t[0], &v));
+        CHECK_EQ(v, base);
+        CHECK_ERR(mproc_task_err(t[1]), MPROC_EWORKER);
+        CHECK_OK(mproc_task_result_i64(t[2], &v));
+        CHECK_EQ(v, base + 2);
+        CHECK_MSG(atomic_load(&g_runs[base]) == 1,
+                  "round %d: the call that succeeded ran %d times", round,
+                  atomic_load(&g_runs[base]));
+        CHECK_EQ(atomic_load(&g_runs[base + 1]), 1);
+        CHECK_EQ(atomic_load(&g_runs[base + 2]), 1);
+        for (int i = 0; i < 3; i++) {
+            mproc_task_free(t[i]);
+        }
+    }
+    CHECK_OK(mproc_async_shutdown(T_LONG));
+    munmap(mem, 4096);
+}
+
 TEST_LIST = {
     {"thread_mode", test_thread_mode, 0},
     {"thread_mode_concurrent", test_thread_mode_concurrent, 0},
@@ -954,5 +1021,6 @@ TEST_LIST = {
     {"process_pool_mode", test_process_pool_mode, 0},
     {"process_bytes", test_process_bytes, 0},
     {"processed_macro", test_processed_macro, 0},
+    {"process_daemon_no_rerun", test_process_daemon_no_rerun, 0},
     {NULL, NULL, 0},
 };

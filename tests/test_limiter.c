@@ -497,6 +497,65 @@ static void test_mixed_modes(void)
     tu_blocker_close(&b);
 }
 
+/* Limited calls of different functions in a per-function mode get each
+ * function's own daemon thread or pool: a call of fn_a waiting for limiter
+ * A's permit (held here) does not hold up fn_b, limited by B. */
+static int fn_a(void *arg, void **result)
+{
+    *result = arg;
+    return 0;
+}
+
+static int fn_b(void *arg, void **result)
+{
+    *result = arg;
+    return arg == NULL ? -EINVAL : 0; /* not the same code as fn_a */
+}
+
+static void run_keyed_on_user_fn(const mproc_async_opts *o, int nblocked)
+{
+    mproc_limiter *a = NULL, *b = NULL;
+    mproc_task *ta[64], *tb = NULL;
+    int x = 1, y = 2;
+    CHECK(nblocked <= 64);
+    CHECK_OK(mproc_limiter_new(&a, 1));
+    CHECK_OK(mproc_limiter_new(&b, 1));
+    CHECK_OK(mproc_limiter_acquire(a, 0));
+    for (int i = 0; i < nblocked; i++) {
+        CHECK_OK(mproc_limiter_async(a, fn_a, &x, o, &ta[i]));
+    }
+    CHECK_OK(mproc_limiter_async(b, fn_b, &y, o, &tb));
+    CHECK_MSG(mproc_task_wait(tb, T_LONG) == 0,
+              "fn_b (limiter B) waits behind fn_a's wait for limiter A");
+    void *v = NULL;
+    CHECK_OK(mproc_task_value(tb, &v));
+    CHECK(v == &y);
+    for (int i = 0; i < nblocked; i++) {
+        CHECK_EQ(mproc_task_is_done(ta[i]), 0);
+    }
+    CHECK_OK(mproc_limiter_release(a));
+    for (int i = 0; i < nblocked; i++) {
+        CHECK_OK(mproc_task_wait(ta[i], T_LONG));
+        CHECK_OK(mproc_task_value(ta[i], &v));
+        CHECK(v == &x);
+        mproc_task_free(ta[i]);
+    }
+    mproc_task_free(tb);
+    CHECK_OK(mproc_async_shutdown(T_LONG));
+    mproc_limiter_free(a);
+    mproc_limiter_free(b);
+}
+
+static void test_async_keyed_on_user_fn(void)
+{
+    static const mproc_async_opts daemon = {.mode = MPROC_ASYNC_DAEMON};
+    static const mproc_async_opts pool = {.mode = MPROC_ASYNC_POOL};
+    run_keyed_on_user_fn(&daemon, 1);
+    /* An unnamed pool has a thread per CPU: block every one of fn_a's. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    run_keyed_on_user_fn(&pool, cpus < 1 ? 1 : cpus > 64 ? 64 : (int)cpus);
+}
+
 TEST_LIST = {
     {"new_bad_input", test_new_bad_input, 0},
     {"acquire_release", test_acquire_release, 0},
@@ -509,5 +568,6 @@ TEST_LIST = {
     {"async_admits_n", test_async_admits_n, 0},
     {"async_opts_and_errors", test_async_opts_and_errors, 0},
     {"mixed_modes", test_mixed_modes, 0},
+    {"async_keyed_on_user_fn", test_async_keyed_on_user_fn, 0},
     {NULL, NULL, 0},
 };

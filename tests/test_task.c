@@ -602,6 +602,72 @@ static void test_null_args(void)
 /* ---- as_completed -----------------------------------------------------------
  */
 
+/* A set is a waiter: it yields a task only after the task's completion
+ * callback has returned.  The callback blocks on a pipe, so the task is
+ * settled but its callback is still running: the set must not yield it
+ * yet, whether it was made before the task completed or during the
+ * callback. */
+typedef struct slow_cb {
+    int release[2];
+    atomic_int entered;
+    atomic_int finished;
+} slow_cb;
+
+static void slow_cb_fn(mproc_task *t, void *ctx)
+{
+    slow_cb *c = ctx;
+    (void)t;
+    atomic_store(&c->entered, 1);
+    (void)tu_read_byte(c->release[0]);
+    atomic_store(&c->finished, 1);
+}
+
+static void test_set_waits_for_callback(void)
+{
+    for (int made_during_cb = 0; made_during_cb < 2; made_during_cb++) {
+        slow_cb c;
+        tu_pipe(c.release);
+        atomic_init(&c.entered, 0);
+        atomic_init(&c.finished, 0);
+        tu_blocker b;
+        tu_blocker_open(&b);
+        mproc_tpool *p = tpool_start(1, 1);
+        mproc_task *t = NULL, *got = NULL;
+        mproc_task_set *s = NULL;
+        CHECK_OK(mproc_tpool_submit(p, tu_blocker_fn, &b, 0, &t));
+        CHECK_OK(mproc_task_on_done(t, slow_cb_fn, &c));
+        tu_blocker_wait_started(&b, 1);
+        if (!made_during_cb) {
+            CHECK_OK(mproc_task_set_new(&s, &t, 1));
+        }
+        tu_release(b.release[1], 1);
+        int ok = 0;
+        TU_POLL_UNTIL(atomic_load(&c.entered), T_LONG, ok);
+        CHECK(ok);
+        CHECK_EQ(mproc_task_is_done(t), 1); /* the outcome is set */
+        if (made_during_cb) {
+            CHECK_OK(mproc_task_set_new(&s, &t, 1));
+        }
+        /* The callback is still running: nothing to yield yet. */
+        CHECK_ERR(mproc_task_set_next(s, &got, 0), MPROC_ETIMEDOUT);
+        CHECK_ERR(mproc_task_set_next(s, &got, 100), MPROC_ETIMEDOUT);
+        CHECK(got == NULL);
+        tu_release(c.release[1], 1);
+        CHECK_OK(mproc_task_set_next(s, &got, T_LONG));
+        CHECK(got == t);
+        CHECK_MSG(atomic_load(&c.finished) == 1,
+                  "set yielded the task before its callback returned "
+                  "(set made %s)",
+                  made_during_cb ? "during the callback" : "before");
+        CHECK_ERR(mproc_task_set_next(s, &got, 0), MPROC_ENOTASK);
+        mproc_task_set_free(s);
+        mproc_task_free(t);
+        mproc_tpool_free(p);
+        tu_blocker_close(&b);
+        tu_close_pipe(c.release);
+    }
+}
+
 static void test_as_completed_order(void)
 {
     enum {
@@ -1016,6 +1082,7 @@ TEST_LIST = {
     {"as_completed_order", test_as_completed_order, 0},
     {"as_completed_some_done", test_as_completed_some_done, 0},
     {"set_free_early", test_set_free_early, 0},
+    {"set_waits_for_callback", test_set_waits_for_callback, 0},
     {"set_bad_input", test_set_bad_input, 0},
     {"thread_and_process", test_thread_and_process, 0},
     {"process_outcomes", test_process_outcomes, 0},

@@ -1149,6 +1149,313 @@ static void test_stress(void)
     free(slots);
 }
 
+/* ---- short calls: nothing is held privately ------------------------------
+ *
+ * However short the calls, a queued call stays in the queue until a thread
+ * starts it: priorities, pending, terminate and work conservation hold.
+ * The scenario makes short calls the pool's recent history (40 no-ops one
+ * at a time, then a 1000-call chunk of no-ops), and the chunk's last call
+ * submits a burst from inside the pool: a blocker X then BURST recorders,
+ * all at the default priority.  A pool that let a thread take several short
+ * calls at once would take X with the next ones, and those would wait
+ * behind X whatever happens in the queue. */
+
+enum {
+    BURST = 19,
+    WARM_CHUNK = 1000
+};
+
+typedef struct burst {
+    mproc_tpool *pool;
+    tu_blocker *blk;
+    recorder rec;
+    rec_arg args[BURST];
+    mproc_task *x;
+    mproc_task *t[BURST];
+} burst;
+
+static int burst_fn(void *arg, void **result)
+{
+    burst *b = arg;
+    (void)result;
+    int rc = mproc_tpool_submit(b->pool, tu_blocker_fn, b->blk,
+                                MPROC_PRIORITY_DEFAULT, &b->x);
+    for (int i = 0; i < BURST && rc == 0; i++) {
+        b->args[i].rec = &b->rec;
+        b->args[i].id = i;
+        rc = mproc_tpool_submit(b->pool, record_fn, &b->args[i],
+                                MPROC_PRIORITY_DEFAULT, &b->t[i]);
+    }
+    return rc;
+}
+
+/* One step of a warm-up chunk: NULL is a no-op, else a function to run. */
+typedef struct step {
+    mproc_thread_fn fn;
+    void *arg;
+} step;
+
+static int step_fn(void *arg, void **result)
+{
+    step *s = arg;
+    return s == NULL ? 0 : s->fn(s->arg, result);
+}
+
+/* Maps a chunk of WARM_CHUNK calls, all no-ops but `first` (at index 0)
+ * and `last` (at the end) when given; the tasks go to t[]. */
+static void map_chunk(mproc_tpool *p, step *first, step *last, mproc_task **t)
+{
+    void **args = calloc(WARM_CHUNK, sizeof(*args));
+    CHECK(args != NULL);
+    args[0] = first;
+    args[WARM_CHUNK - 1] = last;
+    CHECK_OK(mproc_tpool_map(p, step_fn, args, WARM_CHUNK, WARM_CHUNK, t));
+    free(args);
+}
+
+static void free_tasks(mproc_task **t, int n)
+{
+    for (int i = 0; i < n; i++) {
+        CHECK_OK(mproc_task_wait(t[i], T_LONG));
+        mproc_task_free(t[i]);
+    }
+}
+
+/* Makes short calls the pool's recent history: no-ops one at a time,
+ * fire-and-forget, so that nothing inside a call wakes a waiter. */
+static void warm_up(mproc_tpool *p)
+{
+    for (int i = 0; i < 40; i++) {
+        CHECK_OK(mproc_tpool_submit(p, noop_fn, NULL, 0, NULL));
+        CHECK_OK(mproc_tpool_wait_idle(p, T_LONG, 0));
+    }
+}
+
+/* Runs the burst on `p` and returns once X blocks a thread. */
+static void run_burst(mproc_tpool *p, burst *b, tu_blocker *blk)
+{
+    b->pool = p;
+    b->blk = blk;
+    recorder_init(&b->rec);
+    step last = {burst_fn, b};
+    mproc_task **t = calloc(WARM_CHUNK, sizeof(*t));
+    CHECK(t != NULL);
+    map_chunk(p, NULL, &last, t);
+    CHECK_OK(mproc_task_wait(t[WARM_CHUNK - 1], T_LONG));
+    CHECK_OK(mproc_task_err(t[WARM_CHUNK - 1]));
+    free_tasks(t, WARM_CHUNK);
+    free(t);
+    tu_blocker_wait_started(blk, 1);
+}
+
+static void test_short_calls_priority_pending(void)
+{
+    tu_blocker blk;
+    burst b;
+    tu_blocker_open(&blk);
+    mproc_tpool *p = single_pool();
+    warm_up(p);
+    run_burst(p, &b, &blk);
+    /* Every recorder is queued, not held by the thread running X. */
+    CHECK_EQ(mproc_tpool_pending(p), BURST);
+    rec_arg urgent = {&b.rec, 99};
+    mproc_task *u = NULL;
+    CHECK_OK(mproc_tpool_submit(p, record_fn, &urgent, 1, &u));
+    CHECK_EQ(mproc_tpool_pending(p), BURST + 1);
+    tu_release(blk.release[1], 1);
+    CHECK_OK(mproc_tpool_wait_idle(p, T_LONG, 0));
+    CHECK_EQ(atomic_load(&b.rec.n), BURST + 1);
+    CHECK_MSG(atomic_load(&b.rec.ids[0]) == 99,
+              "the priority-1 call ran after id %d",
+              atomic_load(&b.rec.ids[0]));
+    for (int i = 0; i < BURST; i++) {
+        CHECK_EQ(atomic_load(&b.rec.ids[i + 1]), i);
+    }
+    free_tasks(&u, 1);
+    free_tasks(&b.x, 1);
+    free_tasks(b.t, BURST);
+    mproc_tpool_free(p);
+    tu_blocker_close(&blk);
+}
+
+static void test_short_calls_terminate(void)
+{
+    tu_blocker blk;
+    burst b;
+    closer c = {.terminate = 1};
+    pthread_t th;
+    tu_blocker_open(&blk);
+    mproc_tpool *p = single_pool();
+    warm_up(p);
+    run_burst(p, &b, &blk);
+    c.pool = p;
+    atomic_init(&c.rc, 1);
+    atomic_init(&c.done, 0);
+    CHECK_OK(pthread_create(&th, NULL, closer_thread, &c));
+    /* Every queued call is cancelled while X still runs... */
+    for (int i = 0; i < BURST; i++) {
+        CHECK_OK(mproc_task_wait(b.t[i], T_LONG));
+        CHECK_ERR(mproc_task_err(b.t[i]), MPROC_ECANCELED);
+    }
+    CHECK_EQ(mproc_tpool_pending(p), 0);
+    tu_release(blk.release[1], 1);
+    CHECK_OK(pthread_join(th, NULL));
+    CHECK_OK(atomic_load(&c.rc));
+    /* ...and none of them ran, then or after terminate returned. */
+    CHECK_EQ(atomic_load(&b.rec.n), 0);
+    CHECK_OK(mproc_task_err(b.x));
+    free_tasks(&b.x, 1);
+    free_tasks(b.t, BURST);
+    mproc_tpool_free(p);
+    tu_blocker_close(&blk);
+}
+
+/* Two threads: Y blocks one (first call of a chunk), the burst comes from
+ * the other, whose X then blocks.  Once Y is released, every recorder runs
+ * on Y's thread while X still blocks: none waits behind X. */
+static void test_short_calls_work_conserving(void)
+{
+    tu_blocker blk, yb;
+    burst b;
+    tu_blocker_open(&blk);
+    tu_blocker_open(&yb);
+    mproc_tpool *p = tpool_start(&(mproc_tpool_opts){
+        .min_workers = 2, .max_workers = 2, .idle_timeout_ms = 60000});
+    warm_up(p);
+    step y = {tu_blocker_fn, &yb};
+    mproc_task **yt = calloc(WARM_CHUNK, sizeof(*yt));
+    CHECK(yt != NULL);
+    map_chunk(p, &y, NULL, yt);
+    tu_blocker_wait_started(&yb, 1);
+    run_burst(p, &b, &blk);
+    tu_release(yb.release[1], 1);
+    for (int i = 0; i < BURST; i++) {
+        CHECK_MSG(mproc_task_wait(b.t[i], T_LONG) == 0,
+                  "recorder %d still waits while X blocks one thread and "
+                  "the other is free",
+                  i);
+        CHECK_OK(mproc_task_err(b.t[i]));
+    }
+    CHECK_EQ(mproc_task_is_done(b.x), 0);
+    tu_release(blk.release[1], 1);
+    free_tasks(&b.x, 1);
+    free_tasks(b.t, BURST);
+    free_tasks(yt, WARM_CHUNK);
+    free(yt);
+    mproc_tpool_free(p);
+    tu_blocker_close(&blk);
+    tu_blocker_close(&yb);
+}
+
+/* ---- map uses every idle thread ----------------------------------------- */
+
+static void test_map_wakes_every_idle_thread(void)
+{
+    enum {
+        N = 9
+    };
+    static const size_t chunks[] = {1, 0};
+    for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+        tu_blocker blk;
+        tu_blocker *bp = &blk;
+        tu_blocker *none = NULL;
+        void *args[N];
+        mproc_task *t[N];
+        tu_blocker_open(&blk);
+        /* A long idle timeout: a thread left asleep would not wake by
+         * itself within the test. */
+        mproc_tpool *p = tpool_start(&(mproc_tpool_opts){
+            .min_workers = 2, .max_workers = 2, .idle_timeout_ms = 60000});
+        mproc_task *w[2];
+        for (int i = 0; i < 2; i++) {
+            CHECK_OK(mproc_tpool_submit(p, noop_fn, NULL, 0, &w[i]));
+        }
+        free_tasks(w, 2);
+        /* Let both threads fall asleep (the fixed pool passes either way;
+         * this makes the old single wake-up show). */
+        usleep(200 * 1000);
+        args[0] = &bp;
+        for (int i = 1; i < N; i++) {
+            args[i] = &none;
+        }
+        CHECK_OK(mproc_tpool_map(p, map_block_fn, args, N, chunks[k], t));
+        tu_blocker_wait_started(&blk, 1);
+        for (int i = 1; i < N; i++) {
+            CHECK_MSG(mproc_task_wait(t[i], T_LONG) == 0,
+                      "chunksize %zu: call %d waits while a thread is idle",
+                      chunks[k], i);
+            CHECK_OK(mproc_task_err(t[i]));
+        }
+        CHECK_EQ(mproc_task_is_done(t[0]), 0);
+        tu_release(blk.release[1], 1);
+        free_tasks(t, N);
+        mproc_tpool_free(p);
+        tu_blocker_close(&blk);
+    }
+}
+
+/* ---- free from inside the pool: refused, pool intact -------------------- */
+
+typedef struct self_free {
+    mproc_tpool *pool;
+    atomic_int returned;
+} self_free;
+
+static int self_free_fn(void *arg, void **result)
+{
+    self_free *a = arg;
+    (void)result;
+    mproc_tpool_free(a->pool);
+    atomic_store(&a->returned, 1);
+    return 0;
+}
+
+static void self_free_cb(mproc_task *t, void *ctx)
+{
+    (void)t;
+    self_free *a = ctx;
+    mproc_tpool_free(a->pool);
+    atomic_fetch_add(&a->returned, 1);
+}
+
+static void test_free_from_own_call(void)
+{
+    self_free a;
+    mproc_task *t = NULL;
+    mproc_tpool *p =
+        tpool_start(&(mproc_tpool_opts){.min_workers = 2, .max_workers = 2});
+    a.pool = p;
+    atomic_init(&a.returned, 0);
+    CHECK_OK(mproc_tpool_submit(p, self_free_fn, &a, 0, &t));
+    CHECK_OK(mproc_task_wait(t, T_LONG));
+    CHECK_OK(mproc_task_err(t));
+    CHECK_EQ(atomic_load(&a.returned), 1);
+    mproc_task_free(t);
+    /* From a completion callback run on a pool thread: refused too.  The
+     * call blocks until the callback is attached, so that the callback
+     * runs on the pool thread (attached to a complete task, it would run
+     * here, and free the pool for real). */
+    tu_blocker b;
+    tu_blocker_open(&b);
+    CHECK_OK(mproc_tpool_submit(p, tu_blocker_fn, &b, 0, &t));
+    tu_blocker_wait_started(&b, 1);
+    CHECK_OK(mproc_task_on_done(t, self_free_cb, &a));
+    tu_release(b.release[1], 1);
+    CHECK_OK(mproc_task_wait(t, T_LONG));
+    CHECK_EQ(atomic_load(&a.returned), 2);
+    mproc_task_free(t);
+    tu_blocker_close(&b);
+    /* The pool is intact and still takes work. */
+    for (int i = 0; i < 10; i++) {
+        CHECK_OK(mproc_tpool_submit(p, noop_fn, NULL, 0, &t));
+        CHECK_OK(mproc_task_wait(t, T_LONG));
+        CHECK_OK(mproc_task_err(t));
+        mproc_task_free(t);
+    }
+    CHECK_EQ(mproc_tpool_workers(p), 2);
+    mproc_tpool_free(p);
+}
+
 TEST_LIST = {
     {"priority_order", test_priority_order, 0},
     {"priority_fifo", test_priority_fifo, 0},
@@ -1174,6 +1481,11 @@ TEST_LIST = {
     {"state_errors", test_state_errors, 0},
     {"registry", test_registry, 0},
     {"registry_close_all", test_registry_close_all, 0},
+    {"short_calls_priority_pending", test_short_calls_priority_pending, 0},
+    {"short_calls_terminate", test_short_calls_terminate, 0},
+    {"short_calls_work_conserving", test_short_calls_work_conserving, 0},
+    {"map_wakes_every_idle_thread", test_map_wakes_every_idle_thread, 0},
+    {"free_from_own_call", test_free_from_own_call, 0},
     {"stress", test_stress, 120},
     {NULL, NULL, 0},
 };

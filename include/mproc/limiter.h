@@ -38,7 +38,12 @@ MPROC_EXPORT int mproc_limiter_call(mproc_limiter *lim, mproc_thread_fn fn,
                                     void *arg, void **result);
 
 /* Non-blocking mode: as mproc_async_call(fn, arg, opts, task), but the
- * thread that runs fn holds a permit while it does.  The limiter must
+ * thread that runs fn holds a permit while it does (it waits for one
+ * there).  The call runs where mproc_async_call(fn) would run it: in
+ * MPROC_ASYNC_DAEMON and unnamed MPROC_ASYNC_POOL modes on the daemon
+ * thread or pool of fn itself, so limited calls of different functions
+ * never wait on each other's permits (calls of the same function in DAEMON
+ * mode run one after another, direct or limited).  The limiter must
  * outlive the calls.  Returns the codes of mproc_async_call, or -EINVAL. */
 MPROC_EXPORT int mproc_limiter_async(mproc_limiter *lim, mproc_thread_fn fn,
                                      void *arg, const mproc_async_opts *opts,

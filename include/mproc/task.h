@@ -110,7 +110,10 @@ typedef struct mproc_task_set mproc_task_set;
 MPROC_EXPORT int mproc_task_set_new(mproc_task_set **set,
                                     mproc_task *const *tasks, size_t count);
 
-/* Takes the next task to complete (borrowed).  Returns 0 with *task set,
+/* Takes the next task to complete (borrowed).  A set waits like
+ * mproc_task_wait: a task is yielded only once its completion callback (if
+ * any) has returned, so whatever the callback did is visible to the caller.
+ * Returns 0 with *task set,
  * MPROC_ENOTASK once every task has been yielded, MPROC_ETIMEDOUT, -EINVAL.
  * One caller at a time per set. */
 MPROC_EXPORT int mproc_task_set_next(mproc_task_set *set, mproc_task **task,

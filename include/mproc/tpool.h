@@ -23,9 +23,19 @@
  * (the seed's default), so a negative priority is more urgent than any
  * default submission.
  *
+ * Scheduling.  A thread takes one queued call at a time, when it is free
+ * to run it, whatever the calls' length: a queued call is never held by a
+ * thread privately.  So the next call to start is always the most urgent
+ * one queued at that moment, terminate cancels every call not yet started,
+ * mproc_tpool_pending counts exactly the calls not yet started, and no call
+ * waits in the queue while a thread of the pool is idle (idle threads are
+ * woken, one per queued call, as work arrives).
+ *
  * Threading.  All functions are thread-safe and may be called from tasks
- * running in the pool, except close/terminate/free/wait_idle of the pool
- * the calling task runs in (they would wait for themselves: -EDEADLK).
+ * running in the pool, except close/terminate/wait_idle of the pool the
+ * calling task runs in (they would wait for themselves: -EDEADLK) and free
+ * (see mproc_tpool_free).  "From a task running in the pool" includes a
+ * completion callback run on one of the pool's threads.
  */
 #ifndef MPROC_TPOOL_H
 #define MPROC_TPOOL_H
@@ -72,11 +82,16 @@ MPROC_EXPORT int mproc_tpool_submit(mproc_tpool *pool, mproc_thread_fn fn,
                                     void *arg, int priority,
                                     mproc_task **task);
 
-/* Queues fn(args[i]) for every i at the default priority, `chunksize` calls
- * per queue entry (0: spread evenly over max_workers), and stores a new task
- * per call in tasks[i] (free each).  Each call completes its own task.
- * Returns 0, the errors of submit (then no task is made and tasks[] is all
- * NULL), or -EINVAL for NULL args/tasks with count > 0. */
+/* Queues fn(args[i]) for every i at the default priority, in order, and
+ * stores a new task per call in tasks[i] (free each).  Each call completes
+ * its own task.  The calls are queued all at once and every idle thread is
+ * woken (more start, up to max_workers, while calls outnumber threads), so
+ * the map is spread over the whole pool at once.  `chunksize` is how many
+ * calls share one queue entry (one allocation; 0: count / max_workers,
+ * rounded up); threads still take the calls of an entry one at a time, so
+ * it changes neither the order nor which thread runs what.  Returns 0, the
+ * errors of submit (then no task is made and tasks[] is all NULL), or
+ * -EINVAL for NULL args/tasks with count > 0. */
 MPROC_EXPORT int mproc_tpool_map(mproc_tpool *pool, mproc_thread_fn fn,
                                  void *const *args, size_t count,
                                  size_t chunksize, mproc_task **tasks);
@@ -88,8 +103,8 @@ MPROC_EXPORT int mproc_tpool_map(mproc_tpool *pool, mproc_thread_fn fn,
 MPROC_EXPORT int mproc_tpool_wait_idle(mproc_tpool *pool, int timeout_ms,
                                        int block_new);
 
-/* The number of live threads, and of queued (not yet running) calls;
- * -EINVAL for NULL. */
+/* The number of live threads, and of queued calls (every call submitted
+ * or mapped and not yet started); -EINVAL for NULL. */
 MPROC_EXPORT int mproc_tpool_workers(mproc_tpool *pool);
 MPROC_EXPORT long mproc_tpool_pending(mproc_tpool *pool);
 
@@ -100,12 +115,17 @@ MPROC_EXPORT long mproc_tpool_pending(mproc_tpool *pool);
  * returned.  Idempotent.  Returns 0, MPROC_ETIMEDOUT, -EINVAL, -EDEADLK. */
 MPROC_EXPORT int mproc_tpool_close(mproc_tpool *pool, int timeout_ms);
 
-/* Stops accepting work, cancels everything queued (MPROC_ECANCELED), waits
- * for running calls, and joins the threads.  Returns 0, -EINVAL, -EDEADLK. */
+/* Stops accepting work, cancels every call not yet started (its task
+ * completes MPROC_ECANCELED before this returns, and it never runs), waits
+ * for the running calls, and joins the threads.  Returns 0, -EINVAL,
+ * -EDEADLK. */
 MPROC_EXPORT int mproc_tpool_terminate(mproc_tpool *pool);
 
 /* Closes the pool if needed (waiting without limit), unregisters and frees
- * it.  NULL is a no-op. */
+ * it.  NULL is a no-op.  Called from one of the pool's own threads (a call
+ * running in it, or a completion callback run there), where it could only
+ * wait for itself, it does nothing: the pool stays intact and usable, and
+ * must be freed from another thread. */
 MPROC_EXPORT void mproc_tpool_free(mproc_tpool *pool);
 
 /* The registered pool called `name`, or NULL.  Borrowed; valid until that
