@@ -17,6 +17,9 @@
 
 /* A worker told to stop gets this long before it is killed. */
 #define STOP_GRACE_NS (5u * 1000000000u)
+/* A worker whose channel ended (task code closed it) gets this long to end
+ * by itself before it is killed. */
+#define CHAN_GRACE_NS (2u * 1000000000u)
 /* This many workers in a row failing to start breaks the pool. */
 #define MAX_START_FAILS 3
 #define OUTPUT_LINE_MAX 65536u
@@ -383,6 +386,18 @@ static void read_channel(mproc_pool *p, struct worker *w)
     if (n == 0 || (n < 0 && n != -EAGAIN)) {
         ep_del(p, w->ch.fd);
         w->chan_open = 0;
+        /* A working worker's channel ends only with the worker.  If task
+         * code closed it, the worker can never report again: stop giving
+         * it tasks, and kill it unless it ends by itself within
+         * CHAN_GRACE_NS (a worker that is simply dying does; its own exit
+         * status then names the cause). */
+        pthread_mutex_lock(&p->mu);
+        if (w->state == W_READY) {
+            w->state = W_STOPPING;
+            w->stop_ns = mproc__now_ns();
+            w->chan_lost = 1;
+        }
+        pthread_mutex_unlock(&p->mu);
     }
 }
 
@@ -468,10 +483,12 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     int rc = mproc__zygote_spawn(&p->zyg, w->slot, &s);
     pthread_mutex_lock(&p->mu);
     if (rc != 0) {
-        snprintf(p->errbuf, sizeof(p->errbuf),
-                 "cannot start worker %d: %s", w->slot, mproc_strerror(rc));
+        snprintf(p->errbuf, sizeof(p->errbuf), "cannot start worker %d: %s",
+                 w->slot, mproc__zygote_strerror(&p->zyg, rc));
         if (p->starting) {
-            p->start_failed = 1;
+            /* start returns this system error (e.g. -EMFILE), not
+             * MPROC_EINIT: no init ran. */
+            p->start_failed = rc;
         } else {
             p->broken = 1;
         }
@@ -485,6 +502,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     w->err_fd = s.err_fd;
     w->head = w->tail = w->items_sent = 0;
     w->kill_reason = KILL_NONE;
+    w->chan_lost = 0;
     mproc__chan_init(&w->ch, s.chan_fd, 1);
     mproc__set_nonblock(s.chan_fd);
     w->chan_open = 1;
@@ -630,6 +648,13 @@ void mproc__pool_dispatch(mproc_pool *p)
     }
 }
 
+#define CHAN_LOST_MSG                                                          \
+    "worker %d (pid %d) lost its channel to the owner while running this "     \
+    "task: the task closed or replaced the channel's file descriptor (one it " \
+    "did not open), so its outcome could not be sent"
+/* The wait status of a worker the fork server could not reap. */
+#define STATUS_UNKNOWN (-1)
+
 static void describe_death(const mproc_pool *p, const struct worker *w,
                            int status, char *buf, size_t size)
 {
@@ -638,6 +663,18 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
                  "task exceeded task_timeout_ms (%d ms); worker %d (pid %d) "
                  "was killed",
                  p->opts.task_timeout_ms, w->slot, (int)w->pid);
+    } else if (w->kill_reason == KILL_CHAN) {
+        snprintf(buf, size, CHAN_LOST_MSG "; it was killed and replaced",
+                 w->slot, (int)w->pid);
+    } else if (status == STATUS_UNKNOWN) {
+        /* Its parent, the fork server, is gone, and with it the worker's
+         * wait status; a non-lingering worker is killed by the kernel
+         * (PR_SET_PDEATHSIG) the moment the fork server dies. */
+        const char *fate = mproc__zygote_fate(&p->zyg);
+        snprintf(buf, size, "worker %d (pid %d) %s: %s", w->slot, (int)w->pid,
+                 p->opts.linger ? "ended, exit status unknown"
+                                : "was killed by SIGKILL with its fork server",
+                 fate ? fate : "the fork server is gone");
     } else if (WIFSIGNALED(status)) {
         const char *abbrev = sigabbrev_np(WTERMSIG(status));
         snprintf(buf, size, "worker %d (pid %d) was killed by signal %d (SIG%s)",
@@ -655,7 +692,7 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
  * back to the front of the queue in their order.  [mu held] */
 static void settle(mproc_pool *p, struct worker *w, int status)
 {
-    char why[200];
+    char why[320];
     describe_death(p, w, status, why, sizeof(why));
     uint64_t limit_ns = (uint64_t)p->opts.task_timeout_ms * 1000000u;
     for (uint64_t k = w->tail; k-- > w->head;) {
@@ -669,12 +706,21 @@ static void settle(mproc_pool *p, struct worker *w, int status)
             continue;
         }
         mproc__slot *s = &w->ring[k % MPROC__DEPTH];
-        if (atomic_load(&s->state) != MPROC__S_RUNNING) {
+        uint32_t st = atomic_load(&s->state);
+        if (st != MPROC__S_RUNNING && st != MPROC__S_LOST) {
             push_front(p, u); /* not started, or done but not reported */
             continue;
         }
         int err = MPROC_EWORKER;
-        if (w->kill_reason == KILL_TIMEOUT) {
+        const char *why_msg = why;
+        char lost[320];
+        if (st == MPROC__S_LOST) {
+            /* It ran to the end, but its outcome had no way out: never run
+             * it again, it would take the next worker's channel too. */
+            snprintf(lost, sizeof(lost), CHAN_LOST_MSG "; it was replaced",
+                     w->slot, (int)w->pid);
+            why_msg = lost;
+        } else if (w->kill_reason == KILL_TIMEOUT) {
             if (atomic_load(&s->start_ns) + limit_ns > w->kill_ns) {
                 push_front(p, u); /* it moved on to this one just now */
                 continue;
@@ -683,7 +729,7 @@ static void settle(mproc_pool *p, struct worker *w, int status)
         }
         uint32_t sub = atomic_load(&s->sub);
         if (u->count == 1 || sub >= u->count) {
-            fail_unit(p, u, err, why);
+            fail_unit(p, u, err, why_msg);
             continue;
         }
         /* A map chunk: only the item that was running fails. */
@@ -694,12 +740,12 @@ static void settle(mproc_pool *p, struct worker *w, int status)
         if (culprit == NULL || (sub + 1 < u->count && after == NULL)) {
             free(culprit);
             free(after);
-            fail_unit(p, u, err, why); /* out of memory: fail the chunk */
+            fail_unit(p, u, err, why_msg); /* out of memory: fail the chunk */
             continue;
         }
         *culprit = (struct unit){.index = u->index + sub, .count = 1,
                                  .job = u->job};
-        fail_unit(p, culprit, err, why);
+        fail_unit(p, culprit, err, why_msg);
         if (after != NULL) {
             *after = (struct unit){.index = u->index + sub + 1,
                                    .count = u->count - sub - 1,
@@ -731,7 +777,7 @@ static void worker_died(mproc_pool *p, struct worker *w)
     read_output(p, w, 2);
     int status = 0;
     if (mproc__zygote_reap(&p->zyg, w->pid, &status) != 0) {
-        status = 0x7f00; /* unknown: the fork server is gone */
+        status = STATUS_UNKNOWN; /* the fork server is gone */
     }
     ep_del(p, w->pidfd);
     mproc__fd_untrack(w->pidfd);
@@ -791,9 +837,10 @@ static int check_deadlines(mproc_pool *p)
             continue;
         }
         if (w->state == W_STOPPING) {
-            uint64_t d = w->stop_ns + STOP_GRACE_NS;
+            uint64_t d =
+                w->stop_ns + (w->chan_lost ? CHAN_GRACE_NS : STOP_GRACE_NS);
             if (now >= d) {
-                kill_worker(w, KILL_STOP);
+                kill_worker(w, w->chan_lost ? KILL_CHAN : KILL_STOP);
             } else if (d < next) {
                 next = d;
             }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/chan.h"
@@ -39,7 +40,23 @@ static struct {
     pthread_mutex_t write_mu; /* serialises whole frames on ch.fd */
     pthread_t main_thread;
     uint64_t unflushed_since;
+    dev_t chan_dev; /* what ch.fd is: task code may close or replace it */
+    ino_t chan_ino;
 } W = {.slot = -1};
+
+/* Exit status of a worker whose channel was taken away by task code. */
+#define EXIT_CHAN_LOST 3
+
+/* 1 while ch.fd is still the channel to the owner.  Task code may close fds
+ * it did not open (daemonising code closes every fd above 2) and may open
+ * other files that take the same number: writing an outcome then would
+ * fail, or worse land in the task's file. */
+static int chan_intact(void)
+{
+    struct stat st;
+    return fstat(W.ch.fd, &st) == 0 && st.st_ino == W.chan_ino &&
+           st.st_dev == W.chan_dev;
+}
 
 int mproc_worker_id(void)
 {
@@ -107,10 +124,10 @@ int mproc__worker_log(const char *name, int level, const char *msg)
     memcpy(p + 6 + nlen, msg, mlen);
 
     pthread_mutex_lock(&W.write_mu);
-    int rc = 0;
+    int rc = chan_intact() ? 0 : -EBADF;
     /* On the task's own thread, results finished earlier go first, so the
      * owner sees them in the order they happened. */
-    if (pthread_equal(pthread_self(), W.main_thread)) {
+    if (rc == 0 && pthread_equal(pthread_self(), W.main_thread)) {
         rc = mproc__chan_flush(&W.ch);
     }
     if (rc >= 0) {
@@ -242,6 +259,13 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
                                       memory_order_release);
             }
             run_item(p + 4, len, state, reply);
+            if (!chan_intact()) {
+                /* Checked before the item counts as done, so that the
+                 * owner never runs this item again (it would close the
+                 * channel again) and blames exactly it. */
+                atomic_store(&slot->state, MPROC__S_LOST);
+                worker_exit(EXIT_CHAN_LOST);
+            }
             p += 4 + len;
         }
         atomic_store_explicit(&slot->state, MPROC__S_DONE,
@@ -281,6 +305,12 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
     W.main_thread = pthread_self();
     pthread_mutex_init(&W.write_mu, NULL);
     mproc__chan_init(&W.ch, fd, 0);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        _exit(1);
+    }
+    W.chan_dev = st.st_dev;
+    W.chan_ino = st.st_ino;
     /* Tracked, so a pool or context this worker starts does not leave its
      * channel open in its own fork server: the owner would then see no end
      * of stream when this worker dies. */
@@ -301,6 +331,9 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
             send_simple(MPROC__F_INIT_FAIL, code, msg);
             worker_exit(1);
         }
+    }
+    if (!chan_intact()) {
+        worker_exit(EXIT_CHAN_LOST); /* init closed it: nothing to tell */
     }
     send_simple(MPROC__F_READY, 0, NULL);
 

@@ -23,7 +23,12 @@ enum mproc__slot_state {
     MPROC__S_QUEUED = 0,
     MPROC__S_RUNNING,
     MPROC__S_DONE,
-    MPROC__S_CANCELLED
+    MPROC__S_CANCELLED,
+    /* The item `sub` ran, but afterwards the worker's channel was gone or
+     * was another file (the task closed or replaced an fd it did not open):
+     * its outcome cannot be sent.  The worker exits at once; the owner
+     * fails that item with MPROC_EWORKER instead of running it again. */
+    MPROC__S_LOST
 };
 
 typedef struct mproc__slot {

@@ -1,0 +1,240 @@
+/* test_fds.c - the pool and the file descriptors it does not own: tasks that
+ * close fds they did not open, owners started with 0-2 closed, running out
+ * of fds. */
+#include "harness.h"
+#include "testutil.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+/* ---- helpers ------------------------------------------------------------- */
+
+/* Closes every fd above 2, as daemonising code does, without close_range so
+ * that it also runs where that call is missing. */
+static void close_all_above_2(void)
+{
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 65536) {
+        max = 65536;
+    }
+    for (int fd = 3; fd < max; fd++) {
+        close(fd);
+    }
+}
+
+/* CPU time (user + system, in ms) used so far by `pid`, from /proc. */
+static long cpu_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt
+     * majflt cmajflt utime stime */
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+                                   "%*u %lu %lu",
+                            &ut, &st) != 2) {
+        return 0;
+    }
+    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+/* CPU used by this process and its children (the fork server, workers)
+ * during `ms` milliseconds of doing nothing. */
+static long idle_cpu_ms(int ms)
+{
+    pid_t kids[64];
+    int nk = tu_children_of(getpid(), kids, 64);
+    long before = cpu_ms(getpid());
+    for (int i = 0; i < nk; i++) {
+        before += cpu_ms(kids[i]);
+    }
+    usleep((useconds_t)ms * 1000);
+    long after = cpu_ms(getpid());
+    for (int i = 0; i < nk; i++) {
+        after += cpu_ms(kids[i]);
+    }
+    return after - before;
+}
+
+/* ---- tasks that close fds they did not open ------------------------------ */
+
+static char g_path[64]; /* a file the "reopen" task opens after closing */
+
+/* x: 0 -> x * 10.  1: close every fd above 2, then reply 1.  2: the same,
+ * then open g_path (it lands where the worker's fds were) and reply.
+ * 3: close everything above 2, then sleep 60 s (the owner must not wait
+ * for it).  4: dup2 /dev/null over every fd from 3 to 63, then reply. */
+static int closer_fn(const void *task, size_t len, const void *sa, size_t sl,
+                     mproc_reply *reply)
+{
+    (void)sa;
+    (void)sl;
+    int64_t x = 0;
+    if (mproc_decode_i64(task, len, &x) != 0) {
+        return -EINVAL;
+    }
+    if (x >= 1 && x <= 3) {
+        close_all_above_2();
+    }
+    if (x == 2) {
+        for (int i = 0; i < 8; i++) {
+            int fd = open(g_path, O_WRONLY | O_APPEND);
+            (void)fd; /* left open on purpose: they take the low numbers */
+        }
+    }
+    if (x == 3) {
+        sleep(60);
+    }
+    if (x == 4) {
+        int nul = open("/dev/null", O_WRONLY);
+        for (int fd = 3; fd < 64; fd++) {
+            if (fd != nul) {
+                dup2(nul, fd);
+            }
+        }
+    }
+    return mproc_reply_i64(reply, x == 0 ? 10 : x);
+}
+
+static void check_lost(const mproc_result *r)
+{
+    CHECK_ERR(r->err, MPROC_EWORKER);
+    CHECK(r->errmsg != NULL);
+    CHECK_MSG(tu_icontains(r->errmsg, "channel"),
+              "errmsg does not name the channel: %s", r->errmsg);
+}
+
+/* A task closes every fd above 2 (the worker's channel among them) and
+ * returns normally: it fails with MPROC_EWORKER naming the channel, the
+ * worker is replaced, later tasks run, and nothing spins. */
+static void run_closer(int64_t how, int capture, int lost)
+{
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
+        .fn = closer_fn, .size = 1, .capture_output = capture});
+    CHECK_EQ(mproc_pool_put_i64(p, 0, T_LONG), 0);
+    CHECK_EQ(mproc_pool_put_i64(p, how, T_LONG), 1);
+    CHECK_EQ(mproc_pool_put_i64(p, 0, T_LONG), 2);
+    CHECK_EQ(mproc_pool_put_i64(p, 0, T_LONG), 3);
+    mproc_result r;
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+        if (r.index == 1 && lost) {
+            check_lost(&r);
+        } else if (r.index == 1) {
+            CHECK_MSG(r.err == 0, "task 1: %s (%s)", mproc_err_name(r.err),
+                      r.errmsg ? r.errmsg : "");
+            CHECK_EQ(tu_res_i64(&r), how);
+        } else {
+            CHECK_MSG(r.err == 0, "task %d: %s (%s)", (int)r.index,
+                      mproc_err_name(r.err), r.errmsg ? r.errmsg : "");
+            CHECK_EQ(tu_res_i64(&r), 10);
+        }
+        mproc_result_clear(&r);
+    }
+    /* Idle now: neither the owner nor the fork server may spin. */
+    long used = idle_cpu_ms(1000);
+    CHECK_MSG(used < 400, "%ld ms of CPU in 1 s while idle", used);
+    CHECK_EQ(mproc_pool_put_i64(p, 0, T_LONG), 4);
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(tu_res_i64(&r), 10);
+    mproc_result_clear(&r);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    CHECK(tu_no_children());
+}
+
+static void test_task_closes_fds(void)
+{
+    run_closer(1, 0, 1);
+    run_closer(1, 1, 1);
+}
+
+/* The task closes the fds and opens a file that takes their numbers: the
+ * worker must not write its outcome into that file.  A task that dup2()s
+ * over the low fds (3..63), as code setting up a child's fds does, does not
+ * touch the worker's channel at all. */
+static void test_task_reuses_fds(void)
+{
+    snprintf(g_path, sizeof g_path, "/tmp/mproc_fds_%d", (int)getpid());
+    int fd = open(g_path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    close(fd);
+    run_closer(2, 0, 1);
+    run_closer(4, 0, 0);
+    struct stat st;
+    CHECK_OK(stat(g_path, &st));
+    unlink(g_path);
+    CHECK_MSG(st.st_size == 0, "%lld bytes of the worker's written into "
+              "the task's file", (long long)st.st_size);
+}
+
+/* The task closes the channel and then runs on: the owner does not wait
+ * for it to end but replaces the worker. */
+static void test_task_closes_and_hangs(void)
+{
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = closer_fn, .size = 1});
+    CHECK_EQ(mproc_pool_put_i64(p, 3, T_LONG), 0);
+    CHECK_EQ(mproc_pool_put_i64(p, 0, T_LONG), 1);
+    mproc_result r;
+    int64_t t0 = harness_now_ms();
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(r.index, 0);
+    check_lost(&r);
+    mproc_result_clear(&r);
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(tu_res_i64(&r), 10);
+    mproc_result_clear(&r);
+    CHECK_MSG(harness_now_ms() - t0 < 30000, "waited for the task");
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    CHECK(tu_no_children());
+}
+
+/* A map chunk whose 6th item closes the fds: that item fails, every other
+ * item has its result. */
+static void test_map_item_closes_fds(void)
+{
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = closer_fn, .size = 1});
+    enum { N = 40 };
+    int64_t xs[N];
+    mproc_bytes items[N];
+    for (int i = 0; i < N; i++) {
+        xs[i] = i == 5 ? 1 : 0;
+        items[i] = (mproc_bytes){&xs[i], sizeof xs[i]};
+    }
+    static mproc_result out[N];
+    CHECK_OK(mproc_pool_map(p, items, N, out));
+    for (int i = 0; i < N; i++) {
+        if (i == 5) {
+            check_lost(&out[i]);
+        } else {
+            CHECK_MSG(out[i].err == 0, "item %d: %s", i,
+                      mproc_err_name(out[i].err));
+            CHECK_EQ(tu_res_i64(&out[i]), 10);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        mproc_result_clear(&out[i]);
+    }
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+}
+
+TEST_LIST = {
+    {"task_closes_fds", test_task_closes_fds, 0},
+    {"task_reuses_fds", test_task_reuses_fds, 0},
+    {"task_closes_and_hangs", test_task_closes_and_hangs, 0},
+    {"map_item_closes_fds", test_map_item_closes_fds, 0},
+    {NULL, NULL, 0},
+};
