@@ -299,8 +299,9 @@ int mproc_pool_start(mproc_pool *p)
         pthread_mutex_lock(&p->mu);
         p->state = P_CLOSED;
         release_resources(p);
+        rc = p->start_failed < 0 ? p->start_failed : MPROC_EINIT;
         pthread_mutex_unlock(&p->mu);
-        return MPROC_EINIT;
+        return rc;
     }
     pthread_mutex_unlock(&p->mu);
     return 0;
