@@ -231,10 +231,140 @@ static void test_map_item_closes_fds(void)
     mproc_pool_free(p);
 }
 
+
+/* ---- an owner started with 0, 1 and 2 closed ----------------------------- */
+
+/* Prints (into the worker's stdout, whatever that is) and replies x + 1. */
+static int chatty_fn(const void *task, size_t len, const void *sa, size_t sl,
+                     mproc_reply *reply)
+{
+    (void)sa;
+    (void)sl;
+    int64_t x = 0;
+    if (mproc_decode_i64(task, len, &x) != 0) {
+        return -EINVAL;
+    }
+    printf("task %lld says hello, and a longer line to fill a frame header\n",
+           (long long)x);
+    fflush(stdout);
+    fprintf(stderr, "task %lld on stderr\n", (long long)x);
+    return mproc_reply_i64(reply, x + 1);
+}
+
+static int g_lines; /* lines the output handler received */
+
+static void count_line(void *ctx, int worker, int stream, const char *line,
+                       size_t len)
+{
+    (void)ctx;
+    (void)worker;
+    (void)stream;
+    (void)line;
+    (void)len;
+    g_lines++;
+}
+
+/* In a process whose 0-2 are closed: every task's result must be right and
+ * none of the pool's fds may sit on 0-2.  Returns a failure text or NULL. */
+static const char *daemon_owner(int capture)
+{
+    static char why[160];
+    mproc_pool *p = NULL;
+    int rc = mproc_pool_new(&p, &(mproc_pool_opts){
+                                    .fn = chatty_fn,
+                                    .size = 2,
+                                    .capture_output = capture,
+                                    .on_output = capture ? count_line : NULL,
+                                    .queue_size = 64});
+    if (rc == 0) {
+        rc = mproc_pool_start(p);
+    }
+    if (rc != 0) {
+        snprintf(why, sizeof why, "start: %s", mproc_err_name(rc));
+        return why;
+    }
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1) {
+            snprintf(why, sizeof why, "the pool put an fd on %d", fd);
+            return why;
+        }
+    }
+    enum { N = 300 };
+    for (int64_t i = 0; i < N; i++) {
+        if ((rc = mproc_pool_put_i64(p, i, T_LONG)) < 0) {
+            snprintf(why, sizeof why, "put: %s", mproc_err_name(rc));
+            return why;
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        mproc_result r;
+        int64_t v = -1;
+        if ((rc = mproc_pool_get(p, &r, T_LONG)) != 0) {
+            snprintf(why, sizeof why, "get: %s", mproc_err_name(rc));
+            return why;
+        }
+        if (r.err != 0 || mproc_result_i64(&r, &v) != 0 ||
+            v != (int64_t)r.index + 1) {
+            snprintf(why, sizeof why, "task %d: %s (%s)", (int)r.index,
+                     mproc_err_name(r.err), r.errmsg ? r.errmsg : "");
+            return why;
+        }
+        mproc_result_clear(&r);
+    }
+    if ((rc = mproc_pool_close(p, T_LONG)) != 0) {
+        snprintf(why, sizeof why, "close: %s", mproc_err_name(rc));
+        return why;
+    }
+    mproc_pool_free(p);
+    if (capture && g_lines != 2 * N) {
+        snprintf(why, sizeof why, "%d output lines, want %d", g_lines, 2 * N);
+        return why;
+    }
+    return NULL;
+}
+
+/* Runs daemon_owner in a child started with 0-2 closed; its verdict comes
+ * back over a pipe made before they were closed. */
+static void run_daemon_owner(int capture)
+{
+    int pp[2];
+    tu_pipe(pp);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(pp[0]);
+        int out = fcntl(pp[1], F_DUPFD_CLOEXEC, 100);
+        close(pp[1]);
+        close(0);
+        close(1);
+        close(2);
+        const char *why = daemon_owner(capture);
+        const char *msg = why ? why : "ok";
+        tu_write_all(out, msg, strlen(msg));
+        _exit(0);
+    }
+    close(pp[1]);
+    char buf[200] = {0};
+    tu_read_n(pp[0], buf, sizeof buf - 1, T_LONG * 2);
+    close(pp[0]);
+    int st = 0;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK_MSG(strcmp(buf, "ok") == 0, "daemon-style owner: %s", buf);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+}
+
+static void test_owner_without_stdio(void)
+{
+    run_daemon_owner(0);
+    run_daemon_owner(1);
+}
+
 TEST_LIST = {
     {"task_closes_fds", test_task_closes_fds, 0},
     {"task_reuses_fds", test_task_reuses_fds, 0},
     {"task_closes_and_hangs", test_task_closes_and_hangs, 0},
     {"map_item_closes_fds", test_map_item_closes_fds, 0},
+    {"owner_without_stdio", test_owner_without_stdio, 0},
     {NULL, NULL, 0},
 };
