@@ -260,9 +260,11 @@ int mproc_pool_start(mproc_pool *p)
         mproc__chan_init(&w->ch, -1, 1);
     }
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    p->epfd = p->epfd < 0 ? -errno : mproc__fd_lift(p->epfd);
     p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    p->wakefd = p->wakefd < 0 ? -errno : mproc__fd_lift(p->wakefd);
     if (p->epfd < 0 || p->wakefd < 0) {
-        rc = -errno;
+        rc = p->epfd < 0 ? p->epfd : p->wakefd;
         goto fail;
     }
     mproc__fd_track(p->epfd);
