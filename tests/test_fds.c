@@ -360,11 +360,186 @@ static void test_owner_without_stdio(void)
     run_daemon_owner(1);
 }
 
+/* ---- at the fd limit ----------------------------------------------------- */
+
+static int sq_fn(const void *task, size_t len, const void *sa, size_t sl,
+                 mproc_reply *reply)
+{
+    (void)sa;
+    (void)sl;
+    int64_t x = 0;
+    if (mproc_decode_i64(task, len, &x) != 0) {
+        return -EINVAL;
+    }
+    if (x < 0) {
+        raise(SIGKILL);
+    }
+    return mproc_reply_i64(reply, x * x);
+}
+
+static int is_fd_limit(int rc)
+{
+    return rc == -EMFILE || rc == -ENFILE;
+}
+
+static int names_fd_limit(const char *m)
+{
+    return m != NULL && (tu_icontains(m, "too many open files") ||
+                         tu_icontains(m, "file table overflow"));
+}
+
+/* Opens fds until the limit; returns how many (close them with
+ * release_fds). */
+static int exhaust_fds(int *fds, int max)
+{
+    int n = 0;
+    while (n < max) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            CHECK_MSG(errno == EMFILE, "open: %s", strerror(errno));
+            break;
+        }
+        fds[n++] = fd;
+    }
+    CHECK(n < max);
+    return n;
+}
+
+static void release_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        close(fds[i]);
+    }
+}
+
+static void set_fd_limit(rlim_t n)
+{
+    struct rlimit rl;
+    CHECK_OK(getrlimit(RLIMIT_NOFILE, &rl));
+    rl.rlim_cur = n;
+    CHECK_OK(setrlimit(RLIMIT_NOFILE, &rl));
+}
+
+/* A pool whose workers cannot all get fds: start says -EMFILE (not
+ * MPROC_EINIT with "Protocol error"), and last_error names the limit. */
+static void test_fd_limit_start(void)
+{
+    set_fd_limit((rlim_t)tu_count_fds() + 16); /* this test's own process */
+    mproc_pool *p = NULL;
+    CHECK_OK(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn, .size = 40}));
+    int rc = mproc_pool_start(p);
+    CHECK_MSG(is_fd_limit(rc), "start: %s", mproc_err_name(rc));
+    const char *m = mproc_pool_last_error(p);
+    CHECK_MSG(names_fd_limit(m), "last_error: \"%s\"", m ? m : "(null)");
+    mproc_pool_free(p);
+    CHECK(tu_no_children());
+}
+
+static int proc_ok(const mproc_proc_env *env, const void *args, size_t len,
+                   mproc_reply *reply)
+{
+    (void)env;
+    (void)args;
+    (void)len;
+    return mproc_reply_i64(reply, 1);
+}
+
+/* mproc_ctx_process at the fd limit says so (not -EPROTO). */
+static void test_fd_limit_ctx_process(void)
+{
+    set_fd_limit(256);
+    mproc_ctx *ctx = NULL;
+    CHECK_OK(mproc_ctx_new(&ctx, NULL));
+    CHECK_OK(mproc_ctx_start(ctx));
+    static int fds[256];
+    int n = exhaust_fds(fds, 256);
+    mproc_proc *proc = NULL;
+    int rc = mproc_ctx_process(ctx, proc_ok, NULL, 0, NULL, &proc);
+    CHECK_MSG(is_fd_limit(rc), "ctx_process: %s", mproc_err_name(rc));
+    release_fds(fds, n);
+    CHECK_OK(mproc_ctx_process(ctx, proc_ok, NULL, 0, NULL, &proc));
+    CHECK_OK(mproc_proc_wait(proc, T_LONG, NULL, NULL));
+    mproc_proc_free(proc);
+    mproc_ctx_free(ctx);
+}
+
+/* ---- error texts ------------------------------------------------------- */
+
+static int init_minus1(const void *sa, size_t sl, void **state)
+{
+    (void)sa;
+    (void)sl;
+    (void)state;
+    return -1;
+}
+
+static int init_enoent(const void *sa, size_t sl, void **state)
+{
+    (void)sa;
+    (void)sl;
+    (void)state;
+    return -ENOENT;
+}
+
+static int run_echo(void *state, const void *task, size_t len,
+                    mproc_reply *reply)
+{
+    (void)state;
+    return mproc_reply_write(reply, task, len);
+}
+
+static int minus1_fn(const void *task, size_t len, const void *sa, size_t sl,
+                     mproc_reply *reply)
+{
+    (void)task;
+    (void)len;
+    (void)sa;
+    (void)sl;
+    (void)reply;
+    return -1;
+}
+
+/* An init or task returning -1 (C's "failed") does not read as EPERM; a real
+ * -errno still names itself. */
+static void test_minus_one_texts(void)
+{
+    static const mproc_worker_ops m1 = {init_minus1, run_echo, NULL};
+    static const mproc_worker_ops en = {init_enoent, run_echo, NULL};
+    mproc_pool *p = NULL;
+    CHECK_OK(mproc_pool_new(&p, &(mproc_pool_opts){.worker = &m1, .size = 1}));
+    CHECK_ERR(mproc_pool_start(p), MPROC_EINIT);
+    const char *m = mproc_pool_last_error(p);
+    CHECK_MSG(m != NULL && !tu_icontains(m, "not permitted") &&
+                  strstr(m, "-1") != NULL,
+              "\"%s\"", m ? m : "");
+    mproc_pool_free(p);
+
+    CHECK_OK(mproc_pool_new(&p, &(mproc_pool_opts){.worker = &en, .size = 1}));
+    CHECK_ERR(mproc_pool_start(p), MPROC_EINIT);
+    m = mproc_pool_last_error(p);
+    CHECK_MSG(m != NULL && tu_icontains(m, "no such file"), "\"%s\"",
+              m ? m : "");
+    mproc_pool_free(p);
+
+    p = tu_pool_start(&(mproc_pool_opts){.fn = minus1_fn, .size = 1});
+    mproc_result r;
+    CHECK_EQ(mproc_pool_put_i64(p, 1, T_LONG), 0);
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_ERR(r.err, MPROC_ETASK);
+    CHECK_MSG(r.errmsg == NULL || !tu_icontains(r.errmsg, "not permitted"),
+              "\"%s\"", r.errmsg);
+    mproc_result_clear(&r);
+    mproc_pool_free(p);
+}
+
 TEST_LIST = {
     {"task_closes_fds", test_task_closes_fds, 0},
     {"task_reuses_fds", test_task_reuses_fds, 0},
     {"task_closes_and_hangs", test_task_closes_and_hangs, 0},
     {"map_item_closes_fds", test_map_item_closes_fds, 0},
     {"owner_without_stdio", test_owner_without_stdio, 0},
+    {"fd_limit_start", test_fd_limit_start, 0},
+    {"fd_limit_ctx_process", test_fd_limit_ctx_process, 0},
+    {"minus_one_texts", test_minus_one_texts, 0},
     {NULL, NULL, 0},
 };

@@ -209,7 +209,9 @@ static void run_item(const char *task, size_t len, void *state,
                       : spec->ops.run(state, task, len, reply);
     int32_t code = 0;
     if (rc != 0) {
-        code = rc < 0 ? rc : MPROC_ETASK;
+        /* -1 is C's plain "failed", not -EPERM: passing it through would
+         * read "Operation not permitted". */
+        code = rc < -1 ? rc : MPROC_ETASK;
         const char *msg = reply->has_errmsg ? reply->errmsg
                                             : mproc_strerror(code);
         mproc__chan_truncate(&W.ch, item_off + 8);
@@ -324,10 +326,16 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
         int rc = spec->ops.init(spec->static_args, spec->static_len, &state);
         if (rc != 0) {
             char msg[256];
-            int code = rc < 0 ? rc : MPROC_EINIT;
-            snprintf(msg, sizeof(msg),
-                     "worker %d: init returned %d (%s)", slot, rc,
-                     rc < 0 ? mproc_strerror(rc) : "nonzero");
+            int code = rc < -1 ? rc : MPROC_EINIT;
+            /* Only a -errno or mproc code has a text worth adding; -1 is
+             * C's plain "failed", not -EPERM. */
+            if (rc < -1) {
+                snprintf(msg, sizeof(msg), "worker %d: init returned %d (%s)",
+                         slot, rc, mproc_strerror(rc));
+            } else {
+                snprintf(msg, sizeof(msg), "worker %d: init failed (returned %d)",
+                         slot, rc);
+            }
             send_simple(MPROC__F_INIT_FAIL, code, msg);
             worker_exit(1);
         }
