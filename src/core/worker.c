@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,6 +44,21 @@ static struct {
     dev_t chan_dev; /* what ch.fd is: task code may close or replace it */
     ino_t chan_ino;
 } W = {.slot = -1};
+
+/* Where the channel fd goes: high, out of the way of task code that dup2()s
+ * onto, or closes and reopens, the low fd numbers; but far below the fd
+ * limit, as the kernel sizes a process's fd table to its highest fd. */
+#define CHAN_FD_MIN 512
+
+static int chan_fd_min(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 16) {
+        return STDERR_FILENO + 1;
+    }
+    return rl.rlim_cur >= 2 * CHAN_FD_MIN ? CHAN_FD_MIN
+                                          : (int)(rl.rlim_cur / 2);
+}
 
 /* Exit status of a worker whose channel was taken away by task code. */
 #define EXIT_CHAN_LOST 3
@@ -306,6 +322,7 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
     W.spec = spec;
     W.main_thread = pthread_self();
     pthread_mutex_init(&W.write_mu, NULL);
+    fd = mproc__fd_move_up(fd, chan_fd_min());
     mproc__chan_init(&W.ch, fd, 0);
     struct stat st;
     if (fstat(fd, &st) != 0) {

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,7 +31,6 @@ struct zrep {
 };
 
 #define MAX_FDS 4
-#define CHAN_FD_MIN 512
 
 static int send_msg(int sock, const void *msg, size_t len, const int *fds,
                     int nfds, int flags)
@@ -134,17 +132,6 @@ static void forget_kid(struct zstate *zs, pid_t pid)
     }
 }
 
-/* Where a worker's channel fd goes: high, but far below the fd limit (the
- * kernel sizes a process's fd table to its highest fd). */
-static int chan_fd_min(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 16) {
-        return 3;
-    }
-    return rl.rlim_cur >= 2 * CHAN_FD_MIN ? CHAN_FD_MIN : (int)(rl.rlim_cur / 2);
-}
-
 static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
                         int *fds)
 {
@@ -193,9 +180,6 @@ static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
     if (pid == 0) {
         close(zs->ctl);
         close(sv[0]);
-        /* The channel sits high, out of the way of task code that dup2()s
-         * onto, or closes and reopens, the low fd numbers. */
-        sv[1] = mproc__fd_move_up(sv[1], chan_fd_min());
         if (outp[1] >= 0) {
             close(outp[0]);
             close(errp[0]);
