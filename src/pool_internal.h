@@ -33,6 +33,8 @@ struct unit {
     mproc_task *task;     /* submit: the task its outcome goes to (the unit
                              holds the executor's reference) */
     size_t len;           /* put: payload length */
+    int check;            /* a suspect of closing a worker's channel: the
+                             worker checks it after every item */
     char data[];          /* put: payload */
 };
 

@@ -527,7 +527,8 @@ static int send_unit(struct worker *w, struct unit *u)
     atomic_store_explicit(&s->start_ns, 0, memory_order_relaxed);
     atomic_store(&s->state, MPROC__S_QUEUED);
     size_t mark = w->ch.out.len;
-    long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_TASK, 0);
+    long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_TASK,
+                                      u->check ? MPROC__FRAME_CHECK : 0);
     int rc = hdr < 0 ? -ENOMEM : mproc__chan_append(&w->ch, &u->count, 4);
     for (uint32_t j = 0; rc == 0 && j < u->count; j++) {
         const void *data = u->data;
@@ -688,6 +689,63 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
     }
 }
 
+/* Unit u's items a .. b (clamped to the unit) ran since the worker's
+ * channel was last seen intact, and one of them, or of another frame, took
+ * it: the items before a and after b run again as they were, each suspect
+ * runs again in a frame of its own that the worker checks after every item,
+ * so the culprit is found and failed and no other item fails.  [mu held] */
+static void requeue_suspects(mproc_pool *p, struct unit *u, uint32_t a,
+                             uint32_t b)
+{
+    if (b >= u->count) {
+        b = u->count - 1;
+    }
+    if (a > b) {
+        push_front(p, u); /* verified, only not reported: run it again */
+        return;
+    }
+    if (u->count == 1) {
+        u->check = 1;
+        push_front(p, u);
+        return;
+    }
+    uint32_t n = b - a + 1 + (b + 1 < u->count) + (a > 0);
+    struct unit **parts = calloc(n, sizeof(*parts));
+    for (uint32_t i = 0; parts != NULL && i < n; i++) {
+        if ((parts[i] = malloc(sizeof(*parts[i]))) == NULL) {
+            while (i-- > 0) {
+                free(parts[i]);
+            }
+            free(parts);
+            parts = NULL;
+        }
+    }
+    if (parts == NULL) {
+        u->check = 1; /* out of memory: the chunk again, checked per item */
+        push_front(p, u);
+        return;
+    }
+    uint32_t k = 0;
+    if (b + 1 < u->count) {
+        *parts[k++] = (struct unit){.index = u->index + b + 1,
+                                    .count = u->count - b - 1,
+                                    .job = u->job};
+    }
+    for (uint32_t j = b + 1; j-- > a;) {
+        *parts[k++] = (struct unit){
+            .index = u->index + j, .count = 1, .job = u->job, .check = 1};
+    }
+    if (a > 0) {
+        *parts[k++] = (struct unit){.index = u->index, .count = a,
+                                    .job = u->job};
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        push_front(p, parts[i]);
+    }
+    free(parts);
+    mproc__unit_free(u);
+}
+
 /* The tasks of a dead worker: the one it was running fails, the others go
  * back to the front of the queue in their order.  [mu held] */
 static void settle(mproc_pool *p, struct worker *w, int status)
@@ -707,6 +765,11 @@ static void settle(mproc_pool *p, struct worker *w, int status)
         }
         mproc__slot *s = &w->ring[k % MPROC__DEPTH];
         uint32_t st = atomic_load(&s->state);
+        if (st == MPROC__S_SUSPECT) {
+            requeue_suspects(p, u, atomic_load(&s->sub),
+                             atomic_load(&s->lost_end));
+            continue;
+        }
         if (st != MPROC__S_RUNNING && st != MPROC__S_LOST) {
             push_front(p, u); /* not started, or done but not reported */
             continue;

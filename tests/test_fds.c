@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -84,6 +85,10 @@ static int closer_fn(const void *task, size_t len, const void *sa, size_t sl,
     }
     if (x >= 1 && x <= 3) {
         close_all_above_2();
+    }
+    if (x == 5) {
+        /* one quick system call, so it runs among other quick tasks */
+        syscall(SYS_close_range, 3u, ~0u, 0u);
     }
     if (x == 2) {
         for (int i = 0; i < 8; i++) {
@@ -175,6 +180,55 @@ static void test_task_reuses_fds(void)
     unlink(g_path);
     CHECK_MSG(st.st_size == 0, "%lld bytes of the worker's written into "
               "the task's file", (long long)st.st_size);
+}
+
+/* A quick closer (one close_range call) among many quick tasks, as single
+ * tasks and as map items: exactly it fails, every other task has its
+ * result. */
+static void test_quick_closer(void)
+{
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
+        .fn = closer_fn, .size = 2, .queue_size = MPROC_UNBOUNDED});
+    enum { N = 2000 };
+    for (int64_t i = 0; i < N; i++) {
+        CHECK_EQ(mproc_pool_put_i64(p, i == 700 ? 5 : 0, T_LONG), i);
+    }
+    mproc_result r;
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+        if (r.index == 700) {
+            check_lost(&r);
+        } else {
+            CHECK_MSG(r.err == 0, "task %d: %s (%s)", (int)r.index,
+                      mproc_err_name(r.err), r.errmsg ? r.errmsg : "");
+            CHECK_EQ(tu_res_i64(&r), 10);
+        }
+        mproc_result_clear(&r);
+    }
+    static int64_t xs[N];
+    static mproc_bytes items[N];
+    static mproc_result out[N];
+    for (int i = 0; i < N; i++) {
+        xs[i] = i == 1500 ? 5 : 0;
+        items[i] = (mproc_bytes){&xs[i], sizeof xs[i]};
+    }
+    CHECK_OK(mproc_pool_map(p, items, N, out));
+    for (int i = 0; i < N; i++) {
+        if (i == 1500) {
+            check_lost(&out[i]);
+        } else {
+            CHECK_MSG(out[i].err == 0, "item %d: %s (%s)", i,
+                      mproc_err_name(out[i].err),
+                      out[i].errmsg ? out[i].errmsg : "");
+            CHECK_EQ(tu_res_i64(&out[i]), 10);
+        }
+        mproc_result_clear(&out[i]);
+    }
+    long used = idle_cpu_ms(1000);
+    CHECK_MSG(used < 400, "%ld ms of CPU in 1 s while idle", used);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    CHECK(tu_no_children());
 }
 
 /* The task closes the channel and then runs on: the owner does not wait
@@ -535,6 +589,7 @@ static void test_minus_one_texts(void)
 TEST_LIST = {
     {"task_closes_fds", test_task_closes_fds, 0},
     {"task_reuses_fds", test_task_reuses_fds, 0},
+    {"quick_closer", test_quick_closer, 0},
     {"task_closes_and_hangs", test_task_closes_and_hangs, 0},
     {"map_item_closes_fds", test_map_item_closes_fds, 0},
     {"owner_without_stdio", test_owner_without_stdio, 0},

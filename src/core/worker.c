@@ -24,6 +24,9 @@
 #define FLUSH_AFTER_NS 100000u
 #define FLUSH_AFTER_BYTES (256u << 10)
 #define ERRMSG_MAX 4000
+/* A map item that ran this long has the channel checked after it (cheaper
+ * items are covered by the check after their chunk). */
+#define CHECK_AFTER_NS 5000u
 
 struct mproc_reply {
     mproc__chan *ch;
@@ -43,6 +46,13 @@ static struct {
     uint64_t unflushed_since;
     dev_t chan_dev; /* what ch.fd is: task code may close or replace it */
     ino_t chan_ino;
+    mproc__slot *ring;
+    uint64_t frames;   /* task frames received */
+    /* Items run since the channel was last found intact: from item vitem
+     * of frame vframe to item last_item of frame last_frame, nsuspect in
+     * all.  Any of them may have closed it. */
+    uint64_t vframe, last_frame;
+    uint32_t vitem, last_item, nsuspect;
 } W = {.slot = -1};
 
 /* Where the channel fd goes: high, out of the way of task code that dup2()s
@@ -94,8 +104,52 @@ static _Noreturn void worker_exit(int status)
     _exit(status);
 }
 
+/* The channel was found gone or replaced: mark the items that may have done
+ * it, so the owner neither loses nor re-runs them blindly, and exit. */
+static _Noreturn void channel_lost(void)
+{
+    if (W.nsuspect == 1) {
+        /* Exactly one item ran since the last check: the culprit. */
+        mproc__slot *s = &W.ring[W.last_frame % MPROC__DEPTH];
+        atomic_store(&s->sub, W.last_item);
+        atomic_store(&s->lost_end, W.last_item);
+        atomic_store(&s->state, MPROC__S_LOST);
+    } else {
+        for (uint64_t n = W.vframe; W.nsuspect > 0 && n <= W.last_frame;
+             n++) {
+            mproc__slot *s = &W.ring[n % MPROC__DEPTH];
+            uint32_t st = atomic_load(&s->state);
+            if (st != MPROC__S_RUNNING && st != MPROC__S_DONE) {
+                continue; /* skipped: it never ran here */
+            }
+            atomic_store(&s->sub, n == W.vframe ? W.vitem : 0);
+            atomic_store(&s->lost_end,
+                         n == W.last_frame ? W.last_item : UINT32_MAX);
+            atomic_store(&s->state, MPROC__S_SUSPECT);
+        }
+    }
+    worker_exit(EXIT_CHAN_LOST);
+}
+
+/* Checks the channel: exits through channel_lost if task code took it. */
+static void verify_channel(void)
+{
+    if (W.nsuspect == 0) {
+        return;
+    }
+    if (!chan_intact()) {
+        channel_lost();
+    }
+    W.vframe = W.last_frame;
+    W.vitem = W.last_item + 1;
+    W.nsuspect = 0;
+}
+
 static void flush_or_exit(void)
 {
+    /* Never write into whatever file task code put on the channel's
+     * number. */
+    verify_channel();
     if (flush_locked() < 0) {
         worker_exit(0); /* the owner is gone; nobody wants the results */
     }
@@ -241,9 +295,9 @@ static void run_item(const char *task, size_t len, void *state,
 }
 
 /* Runs one task frame (a single task or a chunk of map items). */
-static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
-                      mproc_reply *reply)
+static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
 {
+    mproc__slot *slot = &W.ring[W.frames % MPROC__DEPTH];
     uint64_t now = mproc__now_ns();
     if (W.unflushed_since != 0 &&
         (now - W.unflushed_since > FLUSH_AFTER_NS ||
@@ -266,6 +320,8 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
         if (mproc__chan_append(&W.ch, &count, 4) != 0) {
             worker_exit(1);
         }
+        int always = (f->flags & MPROC__FRAME_CHECK) != 0;
+        uint64_t item_ns = now;
         for (uint32_t i = 0; i < count; i++) {
             if (end - p < 4 || (size_t)(end - p - 4) < mproc__get_u32(p)) {
                 worker_exit(2); /* the owner never sends this */
@@ -273,18 +329,25 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
             uint32_t len = mproc__get_u32(p);
             if (i > 0) {
                 atomic_store_explicit(&slot->sub, i, memory_order_relaxed);
-                atomic_store_explicit(&slot->start_ns, mproc__now_ns(),
+                atomic_store_explicit(&slot->start_ns, item_ns,
                                       memory_order_release);
             }
             run_item(p + 4, len, state, reply);
-            if (!chan_intact()) {
-                /* Checked before the item counts as done, so that the
-                 * owner never runs this item again (it would close the
-                 * channel again) and blames exactly it. */
-                atomic_store(&slot->state, MPROC__S_LOST);
-                worker_exit(EXIT_CHAN_LOST);
-            }
             p += 4 + len;
+            W.last_frame = W.frames;
+            W.last_item = i;
+            W.nsuspect++;
+            uint64_t t = mproc__now_ns();
+            /* The channel is checked (one system call) after an item that
+             * ran long enough for that to cost nothing in comparison, after
+             * every item of a frame the owner marked, and before every
+             * flush; so a quick item is blamed exactly unless other quick
+             * items ran since the last check (then they are all run again
+             * one by one, marked). */
+            if (always || t - item_ns >= CHECK_AFTER_NS) {
+                verify_channel();
+            }
+            item_ns = t;
         }
         atomic_store_explicit(&slot->state, MPROC__S_DONE,
                               memory_order_release);
@@ -363,8 +426,7 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
     send_simple(MPROC__F_READY, 0, NULL);
 
     mproc_reply reply = {.ch = &W.ch};
-    mproc__slot *ring = spec->rings + (size_t)slot * MPROC__DEPTH;
-    uint64_t frames = 0;
+    W.ring = spec->rings + (size_t)slot * MPROC__DEPTH;
     for (;;) {
         mproc__frame f;
         int r;
@@ -373,8 +435,8 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
                 goto stop;
             }
             if (f.type == MPROC__F_TASK) {
-                run_frame(&ring[frames % MPROC__DEPTH], &f, state, &reply);
-                frames++;
+                run_frame(&f, state, &reply);
+                W.frames++;
             }
         }
         if (r < 0) {

@@ -24,17 +24,25 @@ enum mproc__slot_state {
     MPROC__S_RUNNING,
     MPROC__S_DONE,
     MPROC__S_CANCELLED,
-    /* The item `sub` ran, but afterwards the worker's channel was gone or
-     * was another file (the task closed or replaced an fd it did not open):
-     * its outcome cannot be sent.  The worker exits at once; the owner
-     * fails that item with MPROC_EWORKER instead of running it again. */
-    MPROC__S_LOST
+    /* Item `sub` ran, and then the worker's channel was gone or was another
+     * file: the item closed or replaced an fd it did not open, and its
+     * outcome cannot be sent.  The worker exits at once; the owner fails
+     * the item with MPROC_EWORKER instead of running it again (it would
+     * take the next worker's channel too). */
+    MPROC__S_LOST,
+    /* As LOST, but items `sub` .. `lost_end` of this frame (UINT32_MAX: to
+     * its end) all ran since the channel was last seen intact, with others
+     * in other frames: any of them may be the culprit.  The owner runs each
+     * again in a frame of its own flagged MPROC__FRAME_CHECK, where the
+     * worker checks the channel after every item. */
+    MPROC__S_SUSPECT
 };
 
 typedef struct mproc__slot {
     _Atomic uint32_t state;
     _Atomic uint32_t sub;      /* item of the chunk being run */
     _Atomic uint64_t start_ns; /* when that item started (CLOCK_MONOTONIC) */
+    _Atomic uint32_t lost_end; /* MPROC__S_SUSPECT: the last suspect item */
 } mproc__slot;
 
 /* Everything a worker needs; lives in the owner's memory and reaches the
