@@ -413,6 +413,7 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     u->len = len;
     u->count = 1;
     u->job = NULL;
+    u->check = 0;
     pthread_mutex_lock(&p->mu);
     int rc;
     if (timeout_ms == 0) {
