@@ -40,8 +40,9 @@ static long cpu_ms(pid_t pid)
     unsigned long ut = 0, st = 0;
     /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt
      * majflt cmajflt utime stime */
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
-                                   "%*u %lu %lu",
+    if (p == NULL || sscanf(p + 2,
+                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+                            "%*u %lu %lu",
                             &ut, &st) != 2) {
         return 0;
     }
@@ -178,8 +179,10 @@ static void test_task_reuses_fds(void)
     struct stat st;
     CHECK_OK(stat(g_path, &st));
     unlink(g_path);
-    CHECK_MSG(st.st_size == 0, "%lld bytes of the worker's written into "
-              "the task's file", (long long)st.st_size);
+    CHECK_MSG(st.st_size == 0,
+              "%lld bytes of the worker's written into "
+              "the task's file",
+              (long long)st.st_size);
 }
 
 /* A quick closer (one close_range call) among many quick tasks, as single
@@ -189,7 +192,9 @@ static void test_quick_closer(void)
 {
     mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
         .fn = closer_fn, .size = 2, .queue_size = MPROC_UNBOUNDED});
-    enum { N = 2000 };
+    enum {
+        N = 2000
+    };
     for (int64_t i = 0; i < N; i++) {
         CHECK_EQ(mproc_pool_put_i64(p, i == 700 ? 5 : 0, T_LONG), i);
     }
@@ -260,7 +265,9 @@ static void test_map_item_closes_fds(void)
 {
     mproc_pool *p =
         tu_pool_start(&(mproc_pool_opts){.fn = closer_fn, .size = 1});
-    enum { N = 40 };
+    enum {
+        N = 40
+    };
     int64_t xs[N];
     mproc_bytes items[N];
     for (int i = 0; i < N; i++) {
@@ -284,7 +291,6 @@ static void test_map_item_closes_fds(void)
     CHECK_OK(mproc_pool_close(p, T_LONG));
     mproc_pool_free(p);
 }
-
 
 /* ---- an owner started with 0, 1 and 2 closed ----------------------------- */
 
@@ -324,12 +330,12 @@ static const char *daemon_owner(int capture)
 {
     static char why[160];
     mproc_pool *p = NULL;
-    int rc = mproc_pool_new(&p, &(mproc_pool_opts){
-                                    .fn = chatty_fn,
-                                    .size = 2,
-                                    .capture_output = capture,
-                                    .on_output = capture ? count_line : NULL,
-                                    .queue_size = 64});
+    int rc = mproc_pool_new(
+        &p, &(mproc_pool_opts){.fn = chatty_fn,
+                               .size = 2,
+                               .capture_output = capture,
+                               .on_output = capture ? count_line : NULL,
+                               .queue_size = 64});
     if (rc == 0) {
         rc = mproc_pool_start(p);
     }
@@ -343,7 +349,9 @@ static const char *daemon_owner(int capture)
             return why;
         }
     }
-    enum { N = 300 };
+    enum {
+        N = 300
+    };
     for (int64_t i = 0; i < N; i++) {
         if ((rc = mproc_pool_put_i64(p, i, T_LONG)) < 0) {
             snprintf(why, sizeof why, "put: %s", mproc_err_name(rc));

@@ -47,7 +47,7 @@ static struct {
     dev_t chan_dev; /* what ch.fd is: task code may close or replace it */
     ino_t chan_ino;
     mproc__slot *ring;
-    uint64_t frames;   /* task frames received */
+    uint64_t frames; /* task frames received */
     /* Items run since the channel was last found intact: from item vitem
      * of frame vframe to item last_item of frame last_frame, nsuspect in
      * all.  Any of them may have closed it. */
@@ -115,8 +115,7 @@ static _Noreturn void channel_lost(void)
         atomic_store(&s->lost_end, W.last_item);
         atomic_store(&s->state, MPROC__S_LOST);
     } else {
-        for (uint64_t n = W.vframe; W.nsuspect > 0 && n <= W.last_frame;
-             n++) {
+        for (uint64_t n = W.vframe; W.nsuspect > 0 && n <= W.last_frame; n++) {
             mproc__slot *s = &W.ring[n % MPROC__DEPTH];
             uint32_t st = atomic_load(&s->state);
             if (st != MPROC__S_RUNNING && st != MPROC__S_DONE) {
@@ -413,8 +412,8 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
                 snprintf(msg, sizeof(msg), "worker %d: init returned %d (%s)",
                          slot, rc, mproc_strerror(rc));
             } else {
-                snprintf(msg, sizeof(msg), "worker %d: init failed (returned %d)",
-                         slot, rc);
+                snprintf(msg, sizeof(msg),
+                         "worker %d: init failed (returned %d)", slot, rc);
             }
             send_simple(MPROC__F_INIT_FAIL, code, msg);
             worker_exit(1);

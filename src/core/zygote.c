@@ -350,8 +350,9 @@ static void set_broken(mproc__zygote *z, const char *what)
                              si.si_status);
                 } else {
                     const char *ab = sigabbrev_np(si.si_status);
-                    snprintf(how, sizeof(how), "was killed by signal %d (SIG%s)",
-                             si.si_status, ab ? ab : "?");
+                    snprintf(how, sizeof(how),
+                             "was killed by signal %d (SIG%s)", si.si_status,
+                             ab ? ab : "?");
                 }
             }
         }
