@@ -653,8 +653,11 @@ void mproc__pool_dispatch(mproc_pool *p)
     "worker %d (pid %d) lost its channel to the owner while running this "     \
     "task: the task closed or replaced the channel's file descriptor (one it " \
     "did not open), so its outcome could not be sent"
-/* The wait status of a worker the fork server could not reap. */
+/* The wait status of a worker the fork server could not reap: it was gone
+ * (the worker died with it), or it did not answer (the worker had died by
+ * itself; the fork server was then killed). */
 #define STATUS_UNKNOWN (-1)
+#define STATUS_UNANSWERED (-2)
 
 static void describe_death(const mproc_pool *p, const struct worker *w,
                            int status, char *buf, size_t size)
@@ -667,14 +670,15 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
     } else if (w->kill_reason == KILL_CHAN) {
         snprintf(buf, size, CHAN_LOST_MSG "; it was killed and replaced",
                  w->slot, (int)w->pid);
-    } else if (status == STATUS_UNKNOWN) {
+    } else if (status == STATUS_UNKNOWN || status == STATUS_UNANSWERED) {
         /* Its parent, the fork server, is gone, and with it the worker's
          * wait status; a non-lingering worker is killed by the kernel
          * (PR_SET_PDEATHSIG) the moment the fork server dies. */
         const char *fate = mproc__zygote_fate(&p->zyg);
+        int with = status == STATUS_UNKNOWN && !p->opts.linger;
         snprintf(buf, size, "worker %d (pid %d) %s: %s", w->slot, (int)w->pid,
-                 p->opts.linger ? "ended, exit status unknown"
-                                : "was killed by SIGKILL with its fork server",
+                 with ? "was killed by SIGKILL with its fork server"
+                      : "ended, exit status unknown",
                  fate ? fate : "the fork server is gone");
     } else if (WIFSIGNALED(status)) {
         const char *abbrev = sigabbrev_np(WTERMSIG(status));
@@ -839,8 +843,9 @@ static void worker_died(mproc_pool *p, struct worker *w)
     read_output(p, w, 1);
     read_output(p, w, 2);
     int status = 0;
-    if (mproc__zygote_reap(&p->zyg, w->pid, &status) != 0) {
-        status = STATUS_UNKNOWN; /* the fork server is gone */
+    int rc = mproc__zygote_reap(&p->zyg, w->pid, &status);
+    if (rc != 0) {
+        status = rc == -ETIMEDOUT ? STATUS_UNANSWERED : STATUS_UNKNOWN;
     }
     ep_del(p, w->pidfd);
     mproc__fd_untrack(w->pidfd);
