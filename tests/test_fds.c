@@ -87,6 +87,18 @@ static int closer_fn(const void *task, size_t len, const void *sa, size_t sl,
     if (x >= 1 && x <= 3) {
         close_all_above_2();
     }
+    if (x == 7) {
+        /* the task's file on every fd number the channel may have, then a
+         * log record: neither it nor the outcome may land in the file */
+        int fd = open(g_path, O_WRONLY | O_APPEND);
+        long max = sysconf(_SC_OPEN_MAX);
+        for (int i = 3; i < (max > 0 && max < 4096 ? max : 4096); i++) {
+            if (i != fd) {
+                dup2(fd, i);
+            }
+        }
+        mproc_log("fds", MPROC_LOG_INFO, "after the dup2 storm");
+    }
     if (x == 5) {
         /* one quick system call, so it runs among other quick tasks */
         syscall(SYS_close_range, 3u, ~0u, 0u);
@@ -122,10 +134,22 @@ static void check_lost(const mproc_result *r)
 /* A task closes every fd above 2 (the worker's channel among them) and
  * returns normally: it fails with MPROC_EWORKER naming the channel, the
  * worker is replaced, later tasks run, and nothing spins. */
+static void count_record(void *ctx, const mproc_log_record *rec)
+{
+    (void)rec;
+    ++*(int *)ctx;
+}
+
 static void run_closer(int64_t how, int capture, int lost)
 {
-    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
-        .fn = closer_fn, .size = 1, .capture_output = capture});
+    static int records;
+    records = 0;
+    mproc_pool *p = NULL;
+    CHECK_OK(mproc_pool_new(&p, &(mproc_pool_opts){.fn = closer_fn,
+                                                   .size = 1,
+                                                   .capture_output = capture}));
+    CHECK_OK(mproc_pool_add_logger(p, "fds", count_record, &records));
+    CHECK_OK(mproc_pool_start(p));
     CHECK_EQ(mproc_pool_put_i64(p, 0, T_LONG), 0);
     CHECK_EQ(mproc_pool_put_i64(p, how, T_LONG), 1);
     CHECK_EQ(mproc_pool_put_i64(p, 0, T_LONG), 2);
@@ -156,6 +180,7 @@ static void run_closer(int64_t how, int capture, int lost)
     CHECK_OK(mproc_pool_close(p, T_LONG));
     mproc_pool_free(p);
     CHECK(tu_no_children());
+    CHECK_EQ(records, 0); /* a record after the channel was taken: stderr */
 }
 
 static void test_task_closes_fds(void)
@@ -176,6 +201,7 @@ static void test_task_reuses_fds(void)
     close(fd);
     run_closer(2, 0, 1);
     run_closer(4, 0, 0);
+    run_closer(7, 0, 1);
     struct stat st;
     CHECK_OK(stat(g_path, &st));
     unlink(g_path);
