@@ -24,8 +24,9 @@
 #define FLUSH_AFTER_NS 100000u
 #define FLUSH_AFTER_BYTES (256u << 10)
 #define ERRMSG_MAX 4000
-/* A map item that ran this long has the channel checked after it (cheaper
- * items are covered by the check after their chunk). */
+/* An item that ran this long has the channel checked right after it, which
+ * then costs next to nothing; quicker items are covered by the check before
+ * the next flush. */
 #define CHECK_AFTER_NS 5000u
 
 struct mproc_reply {
@@ -403,6 +404,9 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
     void *state = NULL;
     if (spec->fn == NULL && spec->ops.init != NULL) {
         int rc = spec->ops.init(spec->static_args, spec->static_len, &state);
+        if (!chan_intact()) {
+            worker_exit(EXIT_CHAN_LOST); /* init took it: nothing to tell */
+        }
         if (rc != 0) {
             char msg[256];
             int code = rc < -1 ? rc : MPROC_EINIT;
@@ -418,9 +422,6 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
             send_simple(MPROC__F_INIT_FAIL, code, msg);
             worker_exit(1);
         }
-    }
-    if (!chan_intact()) {
-        worker_exit(EXIT_CHAN_LOST); /* init closed it: nothing to tell */
     }
     send_simple(MPROC__F_READY, 0, NULL);
 
