@@ -48,7 +48,8 @@
  * the owner (dispatch, results, logs, worker deaths) and, while put_iter
  * runs, one feeder thread.  See docs/design.md.
  *
- * The fork server.  The owner waits at most 5 s for the fork server to
+ * The fork server.  The owner waits at most 5 s (and one second more, in
+ * case the whole program was stopped and continued) for the fork server to
  * answer a request (fork a replacement, reap a dead worker) or to exit at
  * close.  One that does not (stopped by SIGSTOP, or stuck) is killed, and a
  * fork server that died can never be replaced (that would fork from the
@@ -60,7 +61,7 @@
  * by signal 9 (SIGKILL)"); every task not yet run, and every later put,
  * fails with MPROC_EBROKEN and "cannot start worker N: <the same>".  A
  * stopped fork server goes unnoticed until a worker needs replacing; from
- * then on every call returns within about 5 s, close, terminate and free
+ * then on every call returns within about 6 s, close, terminate and free
  * included.
  *
  * File descriptors.  The pool's own fds are never 0, 1 or 2: in a program

@@ -31,6 +31,7 @@ struct zrep {
 };
 
 #define MAX_FDS 4
+#define ZYGOTE_LAST_CHANCE_MS 1000
 
 static int send_msg(int sock, const void *msg, size_t len, const int *fds,
                     int nfds, int flags)
@@ -371,14 +372,24 @@ static void set_broken(mproc__zygote *z, const char *what)
 static int wait_readable(int fd)
 {
     uint64_t deadline = mproc__deadline(MPROC__ZYGOTE_TIMEOUT_MS);
-    for (;;) {
+    for (int last = 0;; ) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int rc = poll(&pfd, 1, mproc__ms_left(deadline));
-        if (rc >= 0) {
-            return rc > 0;
+        if (rc > 0) {
+            return 1;
         }
-        if (errno != EINTR) {
+        if (rc < 0 && errno != EINTR) {
             return -errno;
+        }
+        if (rc == 0 && last) {
+            return 0;
+        }
+        if (rc == 0) {
+            /* One last chance: if the owner itself was stopped (Ctrl-Z of
+             * the whole job) the deadline passed while neither side ran, and
+             * the zygote, continued with us, answers at once. */
+            last = 1;
+            deadline = mproc__deadline(ZYGOTE_LAST_CHANCE_MS);
         }
     }
 }

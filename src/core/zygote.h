@@ -30,7 +30,8 @@ typedef struct mproc__zygote {
 } mproc__zygote;
 
 /* How long the owner waits for the zygote to answer a request, and for it to
- * exit when told to.  A zygote that takes longer (stopped by SIGSTOP, or
+ * exit when told to (then one second more, in case the owner itself was
+ * stopped meanwhile).  A zygote that takes longer (stopped by SIGSTOP, or
  * stuck) is killed and treated as gone: the owner never blocks on it without
  * a bound. */
 #define MPROC__ZYGOTE_TIMEOUT_MS 5000
