@@ -1157,6 +1157,9 @@ static void test_fork_server_stopped(void)
         CHECK(r.index < N && !seen[r.index]);
         seen[r.index] = 1;
         if (r.err == 0) {
+            CHECK(r.index != 20);
+            CHECK_EQ(tu_res_i64(&r),
+                     (10 + (int64_t)r.index) * (10 + (int64_t)r.index));
             ok++;
         } else {
             const char *m = r.errmsg ? r.errmsg : "";
@@ -1174,8 +1177,10 @@ static void test_fork_server_stopped(void)
         }
         mproc_result_clear(&r);
     }
+    /* Tasks a dead worker had finished but not reported run again, so even
+     * some before task 20 may fail with MPROC_EBROKEN. */
     CHECK_EQ(ok + failed, N);
-    CHECK_MSG(ok >= 20, "only %d tasks succeeded", ok);
+    CHECK(failed >= 1);
     CHECK_MSG(harness_now_ms() - t0 < 30000, "took %lld ms",
               (long long)(harness_now_ms() - t0));
     int64_t t1 = harness_now_ms();
