@@ -559,9 +559,13 @@ void *mproc__ctx_monitor_main(void *arg)
             respawn = p->todo;
             int rc = spawn_run(c, p);
             if (rc != 0) {
-                char m[160];
+                char m[256];
+                /* The fork server's fate, when that is the cause, says more
+                 * than "Broken pipe". */
+                pthread_mutex_lock(&c->zmu);
                 snprintf(m, sizeof(m), "cannot start the retry: %s",
-                         mproc_strerror(rc));
+                         mproc__zygote_strerror(&c->zyg, rc));
+                pthread_mutex_unlock(&c->zmu);
                 pthread_mutex_lock(&c->mu);
                 end_locked(c, p, rc, strdup(m), NULL, 0);
                 pthread_mutex_unlock(&c->mu);

@@ -261,9 +261,11 @@ int mproc_pool_start(mproc_pool *p)
         mproc__chan_init(&w->ch, -1, 1);
     }
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    p->epfd = p->epfd < 0 ? -errno : mproc__fd_lift(p->epfd);
     p->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    p->wakefd = p->wakefd < 0 ? -errno : mproc__fd_lift(p->wakefd);
     if (p->epfd < 0 || p->wakefd < 0) {
-        rc = -errno;
+        rc = p->epfd < 0 ? p->epfd : p->wakefd;
         goto fail;
     }
     mproc__fd_track(p->epfd);
@@ -300,8 +302,9 @@ int mproc_pool_start(mproc_pool *p)
         pthread_mutex_lock(&p->mu);
         p->state = P_CLOSED;
         release_resources(p);
+        rc = p->start_failed < 0 ? p->start_failed : MPROC_EINIT;
         pthread_mutex_unlock(&p->mu);
-        return MPROC_EINIT;
+        return rc;
     }
     pthread_mutex_unlock(&p->mu);
     return 0;
@@ -412,6 +415,7 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     u->count = 1;
     u->done = 0;
     u->job = NULL;
+    u->check = 0;
     pthread_mutex_lock(&p->mu);
     int rc;
     if (timeout_ms == 0) {

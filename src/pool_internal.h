@@ -36,6 +36,8 @@ struct unit {
     mproc_task *task;     /* submit: the task its outcome goes to (the unit
                              holds the executor's reference) */
     size_t len;           /* put: payload length */
+    int check;            /* a suspect of closing a worker's channel: the
+                             worker checks it after every item */
     char data[];          /* put: payload */
 };
 
@@ -56,7 +58,7 @@ struct linebuf {
 };
 
 enum worker_state { W_EMPTY, W_STARTING, W_READY, W_STOPPING };
-enum kill_reason { KILL_NONE, KILL_TIMEOUT, KILL_STOP };
+enum kill_reason { KILL_NONE, KILL_TIMEOUT, KILL_STOP, KILL_CHAN };
 
 struct worker {
     int slot;
@@ -65,6 +67,8 @@ struct worker {
     int pidfd;
     mproc__chan ch;
     int chan_open;                      /* channel still registered */
+    int chan_lost;                      /* [mu] it ended while the worker
+                                           ran: task code closed it */
     int out_fd, err_fd;
     struct linebuf out_lb, err_lb;
     mproc__slot *ring;                  /* shared with the worker */
@@ -107,7 +111,7 @@ struct mproc_pool {
     int state;       /* [mu] enum pool_state */
     int broken;      /* [mu] workers keep failing to start */
     int starting;    /* [mu] start is waiting for the first workers */
-    int start_failed;/* [mu] */
+    int start_failed;/* [mu] 1, or the -errno of a failed spawn */
     int ready;       /* [mu] workers that reported READY */
     int shutdown;    /* [mu] I/O thread: stop workers once idle, then exit */
     int terminating; /* [mu] I/O thread: kill everything now, then exit */

@@ -17,6 +17,9 @@
 
 /* A worker told to stop gets this long before it is killed. */
 #define STOP_GRACE_NS (5u * 1000000000u)
+/* A worker whose channel ended (task code closed it) gets this long to end
+ * by itself before it is killed. */
+#define CHAN_GRACE_NS (2u * 1000000000u)
 /* This many workers in a row failing to start breaks the pool. */
 #define MAX_START_FAILS 3
 #define OUTPUT_LINE_MAX 65536u
@@ -24,10 +27,6 @@
  * and doubles up to the bound: never given up, never a busy loop. */
 #define OOM_RETRY_MIN_NS 1000000u
 #define OOM_RETRY_MAX_NS 100000000u
-
-/* A worker's wait status when it could not be reaped (no real status is
- * -1: the kernel's are 16-bit). */
-#define STATUS_UNKNOWN (-1)
 
 enum ev_kind { EV_CHAN = 1, EV_PIDFD, EV_OUT, EV_ERR };
 #define EV_WAKE UINT64_MAX
@@ -563,6 +562,18 @@ static void read_channel(mproc_pool *p, struct worker *w)
     if (n == 0 || (n < 0 && n != -EAGAIN)) {
         ep_del(p, w->ch.fd);
         w->chan_open = 0;
+        /* A working worker's channel ends only with the worker.  If task
+         * code closed it, the worker can never report again: stop giving
+         * it tasks, and kill it unless it ends by itself within
+         * CHAN_GRACE_NS (a worker that is simply dying does; its own exit
+         * status then names the cause). */
+        pthread_mutex_lock(&p->mu);
+        if (w->state == W_READY) {
+            w->state = W_STOPPING;
+            w->stop_ns = mproc__now_ns();
+            w->chan_lost = 1;
+        }
+        pthread_mutex_unlock(&p->mu);
     }
 }
 
@@ -648,10 +659,12 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     int rc = mproc__zygote_spawn(&p->zyg, w->slot, &s);
     pthread_mutex_lock(&p->mu);
     if (rc != 0) {
-        snprintf(p->errbuf, sizeof(p->errbuf),
-                 "cannot start worker %d: %s", w->slot, mproc_strerror(rc));
+        snprintf(p->errbuf, sizeof(p->errbuf), "cannot start worker %d: %s",
+                 w->slot, mproc__zygote_strerror(&p->zyg, rc));
         if (p->starting) {
-            p->start_failed = 1;
+            /* start returns this system error (e.g. -EMFILE), not
+             * MPROC_EINIT: no init ran. */
+            p->start_failed = rc;
         } else {
             p->broken = 1;
         }
@@ -665,6 +678,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     w->err_fd = s.err_fd;
     w->head = w->tail = w->items_sent = 0;
     w->kill_reason = KILL_NONE;
+    w->chan_lost = 0;
     mproc__chan_init(&w->ch, s.chan_fd, 1);
     mproc__set_nonblock(s.chan_fd);
     w->chan_open = 1;
@@ -693,7 +707,8 @@ static int send_unit(struct worker *w, struct unit *u)
                           memory_order_relaxed);
     atomic_store(&s->state, MPROC__S_QUEUED);
     size_t mark = w->ch.out.len;
-    long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_TASK, 0);
+    long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_TASK,
+                                      u->check ? MPROC__FRAME_CHECK : 0);
     int rc = hdr < 0 ? -ENOMEM : mproc__chan_append(&w->ch, &u->count, 4);
     for (uint32_t j = 0; rc == 0 && j < u->count; j++) {
         const void *data = u->data;
@@ -875,6 +890,17 @@ void mproc__pool_dispatch(mproc_pool *p)
     }
 }
 
+#define CHAN_LOST_MSG                                                          \
+    "worker %d (pid %d) lost its channel to the owner while running this "     \
+    "task: the task closed or replaced the channel's file descriptor (one it " \
+    "did not open), so its outcome could not be sent"
+/* The wait status of a worker the fork server could not reap (no real
+ * status is negative: the kernel's are 16-bit): it was gone (the worker
+ * died with it), or it did not answer (the worker had died by itself; the
+ * fork server was then killed). */
+#define STATUS_UNKNOWN (-1)
+#define STATUS_UNANSWERED (-2)
+
 static void describe_death(const mproc_pool *p, const struct worker *w,
                            int status, char *buf, size_t size)
 {
@@ -883,11 +909,19 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
                  "task exceeded task_timeout_ms (%d ms); worker %d (pid %d) "
                  "was killed",
                  p->opts.task_timeout_ms, w->slot, (int)w->pid);
-    } else if (status == STATUS_UNKNOWN) {
-        snprintf(buf, size,
-                 "worker %d (pid %d) ended, how is unknown: the fork server, "
-                 "which reaps it, is gone",
+    } else if (w->kill_reason == KILL_CHAN) {
+        snprintf(buf, size, CHAN_LOST_MSG "; it was killed and replaced",
                  w->slot, (int)w->pid);
+    } else if (status == STATUS_UNKNOWN || status == STATUS_UNANSWERED) {
+        /* Its parent, the fork server, is gone, and with it the worker's
+         * wait status; a non-lingering worker is killed by the kernel
+         * (PR_SET_PDEATHSIG) the moment the fork server dies. */
+        const char *fate = mproc__zygote_fate(&p->zyg);
+        int with = status == STATUS_UNKNOWN && !p->opts.linger;
+        snprintf(buf, size, "worker %d (pid %d) %s: %s", w->slot, (int)w->pid,
+                 with ? "was killed by SIGKILL with its fork server"
+                      : "ended, exit status unknown",
+                 fate ? fate : "the fork server is gone");
     } else if (WIFSIGNALED(status)) {
         const char *abbrev = sigabbrev_np(WTERMSIG(status));
         snprintf(buf, size, "worker %d (pid %d) was killed by signal %d (SIG%s)",
@@ -901,11 +935,75 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
     }
 }
 
+/* Unit u's items a .. b (clamped to the unit) ran since the worker's
+ * channel was last seen intact, and one of them, or of another frame, took
+ * it: the items before a and after b run again as they were, each suspect
+ * runs again in a frame of its own that the worker checks after every item,
+ * so the culprit is found and failed and no other item fails.  [mu held] */
+static void requeue_suspects(mproc_pool *p, struct unit *u, uint32_t a,
+                             uint32_t b)
+{
+    if (u->done >= u->count) {
+        mproc__unit_free(u); /* every item was reported before the death */
+        return;
+    }
+    if (b >= u->count) {
+        b = u->count - 1; /* items past it were taken back by the owner */
+    }
+    if (a < u->done) {
+        a = u->done; /* reported items (a PARTIAL frame) never run again */
+    }
+    if (a > b) {
+        push_front(p, u); /* verified, only not reported: run it again */
+        return;
+    }
+    if (u->count - u->done == 1) {
+        u->check = 1;
+        push_front(p, u);
+        return;
+    }
+    uint32_t n = b - a + 1 + (b + 1 < u->count) + (a > u->done);
+    struct unit **parts = calloc(n, sizeof(*parts));
+    for (uint32_t i = 0; parts != NULL && i < n; i++) {
+        if ((parts[i] = malloc(sizeof(*parts[i]))) == NULL) {
+            while (i-- > 0) {
+                free(parts[i]);
+            }
+            free(parts);
+            parts = NULL;
+        }
+    }
+    if (parts == NULL) {
+        u->check = 1; /* out of memory: the chunk again, checked per item */
+        push_front(p, u);
+        return;
+    }
+    uint32_t k = 0;
+    if (b + 1 < u->count) {
+        *parts[k++] = (struct unit){.index = u->index + b + 1,
+                                    .count = u->count - b - 1,
+                                    .job = u->job};
+    }
+    for (uint32_t j = b + 1; j-- > a;) {
+        *parts[k++] = (struct unit){
+            .index = u->index + j, .count = 1, .job = u->job, .check = 1};
+    }
+    if (a > u->done) {
+        *parts[k++] = (struct unit){.index = u->index + u->done,
+                                    .count = a - u->done, .job = u->job};
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        push_front(p, parts[i]);
+    }
+    free(parts);
+    mproc__unit_free(u);
+}
+
 /* The tasks of a dead worker: the one it was running fails, the others go
  * back to the front of the queue in their order.  [mu held] */
 static void settle(mproc_pool *p, struct worker *w, int status)
 {
-    char why[200];
+    char why[320];
     describe_death(p, w, status, why, sizeof(why));
     uint64_t limit_ns = (uint64_t)p->opts.task_timeout_ms * 1000000u;
     for (uint64_t k = w->tail; k-- > w->head;) {
@@ -919,12 +1017,26 @@ static void settle(mproc_pool *p, struct worker *w, int status)
             continue;
         }
         mproc__slot *s = &w->ring[k % MPROC__DEPTH];
-        if (atomic_load(&s->state) != MPROC__S_RUNNING) {
+        uint32_t st = atomic_load(&s->state);
+        if (st == MPROC__S_SUSPECT) {
+            requeue_suspects(p, u, atomic_load(&s->sub),
+                             atomic_load(&s->lost_end));
+            continue;
+        }
+        if (st != MPROC__S_RUNNING && st != MPROC__S_LOST) {
             push_front(p, u); /* not started, or done but not reported */
             continue;
         }
         int err = MPROC_EWORKER;
-        if (w->kill_reason == KILL_TIMEOUT) {
+        const char *why_msg = why;
+        char lost[320];
+        if (st == MPROC__S_LOST) {
+            /* It ran to the end, but its outcome had no way out: never run
+             * it again, it would take the next worker's channel too. */
+            snprintf(lost, sizeof(lost), CHAN_LOST_MSG "; it was replaced",
+                     w->slot, (int)w->pid);
+            why_msg = lost;
+        } else if (w->kill_reason == KILL_TIMEOUT) {
             if (atomic_load(&s->start_ns) + limit_ns > w->kill_ns) {
                 push_front(p, u); /* it moved on to this one just now */
                 continue;
@@ -933,7 +1045,7 @@ static void settle(mproc_pool *p, struct worker *w, int status)
         }
         uint32_t sub = atomic_load(&s->sub);
         if (u->job == NULL || sub >= u->count) {
-            fail_unit(p, u, err, why);
+            fail_unit(p, u, err, why_msg);
             continue;
         }
         if (sub < u->done) {
@@ -949,7 +1061,7 @@ static void settle(mproc_pool *p, struct worker *w, int status)
         if (sub + 1 < u->count) {
             after = malloc(sizeof(*after));
             if (after == NULL) {
-                fail_unit(p, u, err, why); /* out of memory: fail the rest */
+                fail_unit(p, u, err, why_msg); /* out of memory: fail the rest */
                 continue;
             }
             *after = (struct unit){.index = u->index + sub + 1,
@@ -957,7 +1069,7 @@ static void settle(mproc_pool *p, struct worker *w, int status)
                                    .job = u->job};
             push_front(p, after);
         }
-        map_item_done(u, sub, err, NULL, 0, why, strlen(why));
+        map_item_done(u, sub, err, NULL, 0, why_msg, strlen(why_msg));
         u->count = sub; /* now items [done, sub): to run again, if any */
         if (u->done < u->count) {
             push_front(p, u);
@@ -982,8 +1094,9 @@ static void worker_died(mproc_pool *p, struct worker *w)
     read_output(p, w, 1);
     read_output(p, w, 2);
     int status = 0;
-    if (mproc__zygote_reap(&p->zyg, w->pid, &status) != 0) {
-        status = STATUS_UNKNOWN; /* the fork server is gone */
+    int rc = mproc__zygote_reap(&p->zyg, w->pid, &status);
+    if (rc != 0) {
+        status = rc == -ETIMEDOUT ? STATUS_UNANSWERED : STATUS_UNKNOWN;
     }
     ep_del(p, w->pidfd);
     mproc__fd_untrack(w->pidfd);
@@ -1043,9 +1156,10 @@ static int check_deadlines(mproc_pool *p)
             continue;
         }
         if (w->state == W_STOPPING) {
-            uint64_t d = w->stop_ns + STOP_GRACE_NS;
+            uint64_t d =
+                w->stop_ns + (w->chan_lost ? CHAN_GRACE_NS : STOP_GRACE_NS);
             if (now >= d) {
-                kill_worker(w, KILL_STOP);
+                kill_worker(w, w->chan_lost ? KILL_CHAN : KILL_STOP);
             } else if (d < next) {
                 next = d;
             }

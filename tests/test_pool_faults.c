@@ -1077,6 +1077,151 @@ static void test_sigchld_ignored(void)
     signal(SIGCHLD, SIG_DFL);
 }
 
+
+/* ---- the fork server stopped or killed ----------------------------------- */
+
+/* The pool's fork server: the test process's only child once a pool runs. */
+static pid_t fork_server_pid(void)
+{
+    pid_t kids[8];
+    int n = tu_children_of(getpid(), kids, 8);
+    CHECK_EQ(n, 1);
+    return kids[0];
+}
+
+/* Killed with SIGKILL, the fork server takes the workers along (they die with
+ * it): their tasks' errors say so, not "exited with status 127"; queued tasks
+ * fail with MPROC_EBROKEN naming the fork server; nothing hangs. */
+static void test_fork_server_killed(void)
+{
+    sync_open();
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = pidblock_fn, .size = 2});
+    pid_t zyg = fork_server_pid();
+    for (int64_t i = 0; i < 5; i++) {
+        CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
+    }
+    for (int i = 0; i < 2; i++) {
+        int32_t pid;
+        CHECK_EQ(tu_read_n(g_gate.started[0], &pid, sizeof pid, T_LONG),
+                 sizeof pid);
+    }
+    CHECK_OK(kill(zyg, SIGKILL));
+    int workers = 0, broken = 0;
+    for (int i = 0; i < 5; i++) {
+        mproc_result r;
+        CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+        const char *m = r.errmsg ? r.errmsg : "";
+        CHECK_MSG(strstr(m, "127") == NULL, "task %d: \"%s\"", (int)r.index, m);
+        CHECK_MSG(tu_icontains(m, "fork server"), "task %d: %s \"%s\"",
+                  (int)r.index, mproc_err_name(r.err), m);
+        if (r.err == MPROC_EWORKER) {
+            CHECK_MSG(tu_icontains(m, "SIGKILL"), "\"%s\"", m);
+            workers++;
+        } else {
+            CHECK_ERR(r.err, MPROC_EBROKEN);
+            broken++;
+        }
+        mproc_result_clear(&r);
+    }
+    CHECK_EQ(workers, 2);
+    CHECK_EQ(broken, 3);
+    CHECK_EQ(mproc_pool_is_alive(p), 0);
+    CHECK_ERR(mproc_pool_put_i64(p, 9, T_LONG), MPROC_EBROKEN);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    CHECK(tu_no_children());
+    sync_close();
+}
+
+/* A stopped (SIGSTOP) fork server: after a worker dies the pool cannot reap
+ * or replace it.  Every task still gets exactly one outcome, in bounded time,
+ * and the errors name the fork server; terminate returns. */
+static void test_fork_server_stopped(void)
+{
+    mproc_pool *p = tu_pool_start(
+        &(mproc_pool_opts){.fn = die_fn, .size = 2, .queue_size = 1000});
+    pid_t zyg = fork_server_pid();
+    CHECK_OK(kill(zyg, SIGSTOP));
+    enum { N = 400 };
+    for (int64_t i = 0; i < N; i++) {
+        /* task 20 kills its worker; the rest square their input */
+        CHECK_NONNEG(mproc_pool_put_i64(p, i == 20 ? 1 : 10 + i, T_LONG));
+    }
+    int64_t t0 = harness_now_ms();
+    int ok = 0, failed = 0;
+    static char seen[N];
+    for (int i = 0; i < N; i++) {
+        mproc_result r;
+        CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+        CHECK(r.index < N && !seen[r.index]);
+        seen[r.index] = 1;
+        if (r.err == 0) {
+            CHECK(r.index != 20);
+            CHECK_EQ(tu_res_i64(&r),
+                     (10 + (int64_t)r.index) * (10 + (int64_t)r.index));
+            ok++;
+        } else {
+            const char *m = r.errmsg ? r.errmsg : "";
+            CHECK_MSG(tu_icontains(m, "fork server") &&
+                          tu_icontains(m, "did not answer"),
+                      "task %d: %s \"%s\"", (int)r.index,
+                      mproc_err_name(r.err), m);
+            if (r.index == 20) {
+                /* it died by itself; the stopped fork server could not say
+                 * how */
+                CHECK_ERR(r.err, MPROC_EWORKER);
+                CHECK_MSG(tu_icontains(m, "unknown"), "\"%s\"", m);
+            }
+            failed++;
+        }
+        mproc_result_clear(&r);
+    }
+    /* Tasks a dead worker had finished but not reported run again, so even
+     * some before task 20 may fail with MPROC_EBROKEN. */
+    CHECK_EQ(ok + failed, N);
+    CHECK(failed >= 1);
+    CHECK_MSG(harness_now_ms() - t0 < 30000, "took %lld ms",
+              (long long)(harness_now_ms() - t0));
+    int64_t t1 = harness_now_ms();
+    CHECK_OK(mproc_pool_terminate(p));
+    mproc_pool_free(p);
+    CHECK_MSG(harness_now_ms() - t1 < 15000, "terminate took %lld ms",
+              (long long)(harness_now_ms() - t1));
+    CHECK(tu_no_children());
+}
+
+/* terminate and free of a pool whose fork server is stopped return, bounded,
+ * even with tasks running. */
+static void test_fork_server_stopped_terminate(void)
+{
+    sync_open();
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = pidblock_fn, .size = 2});
+    pid_t zyg = fork_server_pid();
+    for (int64_t i = 0; i < 4; i++) {
+        CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
+    }
+    for (int i = 0; i < 2; i++) {
+        int32_t pid;
+        CHECK_EQ(tu_read_n(g_gate.started[0], &pid, sizeof pid, T_LONG),
+                 sizeof pid);
+    }
+    CHECK_OK(kill(zyg, SIGSTOP));
+    int64_t t0 = harness_now_ms();
+    CHECK_OK(mproc_pool_terminate(p));
+    mproc_result *res = NULL;
+    size_t n = 0;
+    CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
+    CHECK_EQ(n, 4);
+    mproc_results_free(res, n);
+    mproc_pool_free(p);
+    CHECK_MSG(harness_now_ms() - t0 < 15000, "terminate took %lld ms",
+              (long long)(harness_now_ms() - t0));
+    CHECK(tu_no_children());
+    sync_close();
+}
+
 TEST_LIST = {
     {"new_bad_input", test_new_bad_input, 0},
     {"before_start", test_before_start, 0},
@@ -1096,5 +1241,8 @@ TEST_LIST = {
     {"many_lives", test_many_lives, 0},
     {"two_pools", test_two_pools, 0},
     {"sigchld_ignored", test_sigchld_ignored, 0},
+    {"fork_server_killed", test_fork_server_killed, 0},
+    {"fork_server_stopped", test_fork_server_stopped, 120},
+    {"fork_server_stopped_terminate", test_fork_server_stopped_terminate, 120},
     {NULL, NULL, 0},
 };

@@ -50,7 +50,9 @@ typedef void (*mproc_log_fn)(void *ctx, const mproc_log_record *rec);
  * above).  `name` NULL means the root logger "".  Safe to call from any
  * thread of a worker.  Outside a worker process it writes the record to
  * stderr.  Never fails visibly: a record that cannot be sent (the owner is
- * gone) is written to stderr instead. */
+ * gone, or task code closed or replaced the worker's channel fd, see
+ * mproc/worker.h) is written to stderr instead; it is never written into a
+ * file that task code put on the channel's fd number. */
 MPROC_EXPORT void mproc_log(const char *name, int level, const char *fmt, ...)
     MPROC_PRINTF(3, 4);
 

@@ -60,6 +60,29 @@
  * I/O thread in the owner (dispatch, results, logs, worker deaths) and, while
  * put_iter runs, one feeder thread.  See docs/design.md.
  *
+ * The fork server.  The owner waits at most 5 s (and one second more, in
+ * case the whole program was stopped and continued) for the fork server to
+ * answer a request (fork a replacement, reap a dead worker) or to exit at
+ * close.  One that does not (stopped by SIGSTOP, or stuck) is killed, and a
+ * fork server that died can never be replaced (that would fork from the
+ * multi-threaded owner): either way the pool is broken.  Workers die with
+ * their fork server (unless `linger`); the task each was running fails with
+ * MPROC_EWORKER, its message saying the worker was killed by SIGKILL with
+ * its fork server and how that ended ("the fork server (pid P) did not
+ * answer within 5000 ms (stopped or stuck) and was killed", "... was killed
+ * by signal 9 (SIGKILL)"); every task not yet run, and every later put,
+ * fails with MPROC_EBROKEN and "cannot start worker N: <the same>".  A
+ * stopped fork server goes unnoticed until a worker needs replacing; from
+ * then on every call returns within about 6 s, close, terminate and free
+ * included.
+ *
+ * File descriptors.  The pool's own fds are never 0, 1 or 2: in a program
+ * started with those closed (daemon style) they land above, so a printf
+ * cannot write into a channel.  A task that closes or replaces fds it did
+ * not open loses at most its own outcome (see worker.h).  At the fd limit,
+ * start fails with -EMFILE or -ENFILE, and a worker the pool cannot
+ * replace breaks it with a message naming the limit.
+ *
  * Threading.  All functions are thread-safe unless stated; put and get may be
  * called from different threads at once.  Log and output handlers run on
  * the pool's I/O thread: from a handler, no function of the same pool may be
@@ -180,10 +203,12 @@ MPROC_EXPORT int mproc_pool_remove_logger(mproc_pool *pool, const char *name);
 
 /* Starts the fork server, the workers and the I/O thread, and waits until
  * every worker has run its init.  Returns 0, -EINVAL, MPROC_ESTARTED (also
- * after close), MPROC_EINIT when a worker's init failed, it died while
- * starting, or the fork server could not fork it (the pool is then closed;
- * mproc_pool_last_error has the message), or a system error from creating
- * the fork server, a socket or a thread. */
+ * after close), MPROC_EINIT when a worker's init failed or it died while
+ * starting, the system error for which a worker could not be created
+ * (-EMFILE/-ENFILE at the fd limit, -EAGAIN at the process limit, -ENOMEM;
+ * -EPIPE/-ETIMEDOUT when the fork server died or did not answer), with the
+ * pool then closed and mproc_pool_last_error saying which worker and why,
+ * or a system error from creating the fork server, a socket or a thread. */
 MPROC_EXPORT int mproc_pool_start(mproc_pool *pool);
 
 /* Queues one task (the bytes are copied).  When queue_size tasks are already

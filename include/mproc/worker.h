@@ -21,7 +21,23 @@ typedef struct mproc_reply mproc_reply;
  * `static_args`/`static_len` the pool's static arguments (borrowed, valid
  * during the call; `len` may be 0).  Return 0 on success (the reply bytes, if
  * any, become the result), or nonzero on failure: a negative mproc or -errno
- * code is passed through, any other value becomes MPROC_ETASK. */
+ * code below -1 is passed through, any other value (a positive one, or -1,
+ * C's plain "failed", which would otherwise read as -EPERM) becomes
+ * MPROC_ETASK.
+ *
+ * File descriptors.  A task may close or replace any fd it did not open
+ * without harming the pool beyond its own outcome.  The worker keeps its
+ * channel to the owner on a high fd number (512, or half the fd limit if
+ * that is lower), so code that dup2()s onto or closes and reopens the low
+ * numbers never touches it, and checks after every task that the channel is
+ * still the same socket.  If the task closed or replaced it (e.g. closed
+ * every fd above 2, as daemonising code does), the task fails with
+ * MPROC_EWORKER, its message says the worker lost its channel, and the worker
+ * is replaced; it is never run again, and nothing is written into the file
+ * now on that number.  A task that closes the channel and keeps running is
+ * killed 2 s after the owner sees the channel end.  Tasks the worker had
+ * finished just before but not yet reported are run again elsewhere, as for
+ * any worker death (see pool.h, Guarantees). */
 typedef int (*mproc_task_fn)(const void *task, size_t len,
                              const void *static_args, size_t static_len,
                              mproc_reply *reply);
@@ -30,8 +46,11 @@ typedef int (*mproc_task_fn)(const void *task, size_t len,
  * every task the worker executes, released by `fini` when the worker ends
  * normally.  `init` and `fini` are optional (NULL).  `init` receives the
  * pool's static arguments; if it returns nonzero the worker exits and the
- * failure is reported (see mproc_pool_start).  `run` has the contract of
- * mproc_task_fn, with `state` in place of the static arguments. */
+ * failure is reported (see mproc_pool_start): the message names a -errno or
+ * mproc code below -1 ("init returned -2 (No such file or directory)"), and
+ * says only "init failed (returned N)" for -1 or a positive N.  `run` has the
+ * contract of mproc_task_fn, with `state` in place of the static
+ * arguments. */
 typedef struct mproc_worker_ops {
     int (*init)(const void *static_args, size_t static_len, void **state);
     int (*run)(void *state, const void *task, size_t len, mproc_reply *reply);

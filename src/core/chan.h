@@ -27,6 +27,8 @@ enum mproc__frame_type {
 
 #define MPROC__FRAME_SKIPPED 1u
 #define MPROC__FRAME_PARTIAL 2u
+/* On a TASK frame: check the channel after every item (see worker.h). */
+#define MPROC__FRAME_CHECK 4u
 #define MPROC__FRAME_HDR 8u
 
 typedef struct mproc__buf {

@@ -71,7 +71,45 @@ int mproc__cond_wait(pthread_cond_t *cond, pthread_mutex_t *mu,
 int mproc__pidfd_open(pid_t pid)
 {
     long fd = syscall(SYS_pidfd_open, pid, 0);
-    return fd < 0 ? -errno : (int)fd;
+    return fd < 0 ? -errno : mproc__fd_lift((int)fd);
+}
+
+int mproc__fd_lift(int fd)
+{
+    if (fd < 0 || fd > STDERR_FILENO) {
+        return fd;
+    }
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+    int e = errno;
+    close(fd);
+    return nfd < 0 ? -e : nfd;
+}
+
+int mproc__fd_lift2(int fds[2])
+{
+    int a = mproc__fd_lift(fds[0]);
+    int b = mproc__fd_lift(fds[1]);
+    if (a < 0 || b < 0) {
+        mproc__close(a);
+        mproc__close(b);
+        return a < 0 ? a : b;
+    }
+    fds[0] = a;
+    fds[1] = b;
+    return 0;
+}
+
+int mproc__fd_move_up(int fd, int min)
+{
+    if (fd < 0 || fd >= min) {
+        return fd;
+    }
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, min);
+    if (nfd < 0) {
+        return fd;
+    }
+    close(fd);
+    return nfd;
 }
 
 int mproc__pidfd_kill(int pidfd, int sig)

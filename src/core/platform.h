@@ -37,6 +37,22 @@ int mproc__write_all(int fd, const void *buf, size_t len);
 /* Sets O_NONBLOCK on fd.  Returns 0 or -errno. */
 int mproc__set_nonblock(int fd);
 
+/* The one place the library's fds are kept off 0, 1 and 2: every fd the
+ * library creates goes through it.  In a program started with stdin, stdout
+ * or stderr closed (daemon style) a new fd would otherwise land there, and
+ * the program's (or a worker's) printf would write into a channel.  Returns
+ * `fd` when it is >= 3 or negative (an error passes through); else a
+ * close-on-exec duplicate >= 3, closing `fd`; -errno when that fails (`fd`
+ * closed too). */
+int mproc__fd_lift(int fd);
+/* mproc__fd_lift for both fds of a pipe or socketpair; -errno closes both. */
+int mproc__fd_lift2(int fds[2]);
+
+/* Moves fd to a close-on-exec fd numbered at least `min` (closing `fd`), so
+ * that code which dup2()s onto or closes and reopens low fd numbers does not
+ * hit it.  Returns the new fd, or `fd` itself when it cannot be moved. */
+int mproc__fd_move_up(int fd, int min);
+
 /* Closes fd if >= 0, keeping errno. */
 void mproc__close(int fd);
 

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/chan.h"
@@ -22,6 +24,10 @@
 #define FLUSH_AFTER_NS 100000u
 #define FLUSH_AFTER_BYTES (256u << 10)
 #define ERRMSG_MAX 4000
+/* An item that ran this long has the channel checked right after it, which
+ * then costs next to nothing; quicker items are covered by the check before
+ * the next flush. */
+#define CHECK_AFTER_NS 5000u
 
 struct mproc_reply {
     mproc__chan *ch;
@@ -39,7 +45,45 @@ static struct {
     pthread_mutex_t write_mu; /* serialises whole frames on ch.fd */
     pthread_t main_thread;
     uint64_t unflushed_since;
+    dev_t chan_dev; /* what ch.fd is: task code may close or replace it */
+    ino_t chan_ino;
+    mproc__slot *ring;
+    uint64_t frames; /* task frames received */
+    /* Items run since the channel was last found intact: from item vitem
+     * of frame vframe to item last_item of frame last_frame, nsuspect in
+     * all.  Any of them may have closed it. */
+    uint64_t vframe, last_frame;
+    uint32_t vitem, last_item, nsuspect;
 } W = {.slot = -1};
+
+/* Where the channel fd goes: high, out of the way of task code that dup2()s
+ * onto, or closes and reopens, the low fd numbers; but far below the fd
+ * limit, as the kernel sizes a process's fd table to its highest fd. */
+#define CHAN_FD_MIN 512
+
+static int chan_fd_min(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 16) {
+        return STDERR_FILENO + 1;
+    }
+    return rl.rlim_cur >= 2 * CHAN_FD_MIN ? CHAN_FD_MIN
+                                          : (int)(rl.rlim_cur / 2);
+}
+
+/* Exit status of a worker whose channel was taken away by task code. */
+#define EXIT_CHAN_LOST 3
+
+/* 1 while ch.fd is still the channel to the owner.  Task code may close fds
+ * it did not open (daemonising code closes every fd above 2) and may open
+ * other files that take the same number: writing an outcome then would
+ * fail, or worse land in the task's file. */
+static int chan_intact(void)
+{
+    struct stat st;
+    return fstat(W.ch.fd, &st) == 0 && st.st_ino == W.chan_ino &&
+           st.st_dev == W.chan_dev;
+}
 
 int mproc_worker_id(void)
 {
@@ -61,8 +105,51 @@ static _Noreturn void worker_exit(int status)
     _exit(status);
 }
 
+/* The channel was found gone or replaced: mark the items that may have done
+ * it, so the owner neither loses nor re-runs them blindly, and exit. */
+static _Noreturn void channel_lost(void)
+{
+    if (W.nsuspect == 1) {
+        /* Exactly one item ran since the last check: the culprit. */
+        mproc__slot *s = &W.ring[W.last_frame % MPROC__DEPTH];
+        atomic_store(&s->sub, W.last_item);
+        atomic_store(&s->lost_end, W.last_item);
+        atomic_store(&s->state, MPROC__S_LOST);
+    } else {
+        for (uint64_t n = W.vframe; W.nsuspect > 0 && n <= W.last_frame; n++) {
+            mproc__slot *s = &W.ring[n % MPROC__DEPTH];
+            uint32_t st = atomic_load(&s->state);
+            if (st != MPROC__S_RUNNING && st != MPROC__S_DONE) {
+                continue; /* skipped: it never ran here */
+            }
+            atomic_store(&s->sub, n == W.vframe ? W.vitem : 0);
+            atomic_store(&s->lost_end,
+                         n == W.last_frame ? W.last_item : UINT32_MAX);
+            atomic_store(&s->state, MPROC__S_SUSPECT);
+        }
+    }
+    worker_exit(EXIT_CHAN_LOST);
+}
+
+/* Checks the channel: exits through channel_lost if task code took it. */
+static void verify_channel(void)
+{
+    if (W.nsuspect == 0) {
+        return;
+    }
+    if (!chan_intact()) {
+        channel_lost();
+    }
+    W.vframe = W.last_frame;
+    W.vitem = W.last_item + 1;
+    W.nsuspect = 0;
+}
+
 static void flush_or_exit(void)
 {
+    /* Never write into whatever file task code put on the channel's
+     * number. */
+    verify_channel();
     if (flush_locked() < 0) {
         worker_exit(0); /* the owner is gone; nobody wants the results */
     }
@@ -107,10 +194,10 @@ int mproc__worker_log(const char *name, int level, const char *msg)
     memcpy(p + 6 + nlen, msg, mlen);
 
     pthread_mutex_lock(&W.write_mu);
-    int rc = 0;
+    int rc = chan_intact() ? 0 : -EBADF;
     /* On the task's own thread, results finished earlier go first, so the
      * owner sees them in the order they happened. */
-    if (pthread_equal(pthread_self(), W.main_thread)) {
+    if (rc == 0 && pthread_equal(pthread_self(), W.main_thread)) {
         rc = mproc__chan_flush(&W.ch);
     }
     if (rc >= 0) {
@@ -204,7 +291,9 @@ static void run_item(const char *task, size_t len, void *state,
                       : spec->ops.run(state, task, len, reply);
     int32_t code = 0;
     if (rc != 0) {
-        code = rc < 0 ? rc : MPROC_ETASK;
+        /* -1 is C's plain "failed", not -EPERM: passing it through would
+         * read "Operation not permitted". */
+        code = rc < -1 ? rc : MPROC_ETASK;
         const char *msg = reply->has_errmsg ? reply->errmsg
                                             : mproc_strerror(code);
         mproc__chan_truncate(&W.ch, item_off + 8);
@@ -233,9 +322,9 @@ static int claim_item(mproc__slot *slot, uint32_t i)
 }
 
 /* Runs one task frame (a single task or a chunk of map items). */
-static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
-                      mproc_reply *reply)
+static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
 {
+    mproc__slot *slot = &W.ring[W.frames % MPROC__DEPTH];
     uint64_t now = mproc__now_ns();
     if (W.unflushed_since != 0 &&
         (now - W.unflushed_since > FLUSH_AFTER_NS ||
@@ -261,6 +350,8 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
         if (mproc__chan_reserve(&W.ch, 4) == NULL) {
             worker_exit(1);
         }
+        int always = (f->flags & MPROC__FRAME_CHECK) != 0;
+        uint64_t item_ns = now; /* when the current item started */
         uint32_t i;
         for (i = 0; i < count; i++) {
             if (end - p < 4 || (size_t)(end - p - 4) < mproc__get_u32(p)) {
@@ -291,9 +382,23 @@ static void run_frame(mproc__slot *slot, const mproc__frame *f, void *state,
                 }
                 atomic_store_explicit(&slot->sub, i, memory_order_relaxed);
                 atomic_store_explicit(&slot->start_ns, t, memory_order_release);
+                item_ns = t;
             }
             run_item(p + 4, len, state, reply);
             p += 4 + len;
+            W.last_frame = W.frames;
+            W.last_item = i;
+            W.nsuspect++;
+            uint64_t t = mproc__now_ns();
+            /* The channel is checked (one system call) after an item that
+             * ran long enough for that to cost nothing in comparison, after
+             * every item of a frame the owner marked, and before every
+             * flush; so a quick item is blamed exactly unless other quick
+             * items ran since the last check (then they are all run again
+             * one by one, marked). */
+            if (always || t - item_ns >= CHECK_AFTER_NS) {
+                verify_channel();
+            }
         }
         mproc__put_u32(W.ch.out.data + count_off, i - first);
         atomic_store_explicit(&slot->state, MPROC__S_DONE,
@@ -332,7 +437,14 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
     W.spec = spec;
     W.main_thread = pthread_self();
     pthread_mutex_init(&W.write_mu, NULL);
+    fd = mproc__fd_move_up(fd, chan_fd_min());
     mproc__chan_init(&W.ch, fd, 0);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        _exit(1);
+    }
+    W.chan_dev = st.st_dev;
+    W.chan_ino = st.st_ino;
     /* Tracked, so a pool or context this worker starts does not leave its
      * channel open in its own fork server: the owner would then see no end
      * of stream when this worker dies. */
@@ -344,12 +456,21 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
     void *state = NULL;
     if (spec->fn == NULL && spec->ops.init != NULL) {
         int rc = spec->ops.init(spec->static_args, spec->static_len, &state);
+        if (!chan_intact()) {
+            worker_exit(EXIT_CHAN_LOST); /* init took it: nothing to tell */
+        }
         if (rc != 0) {
             char msg[256];
-            int code = rc < 0 ? rc : MPROC_EINIT;
-            snprintf(msg, sizeof(msg),
-                     "worker %d: init returned %d (%s)", slot, rc,
-                     rc < 0 ? mproc_strerror(rc) : "nonzero");
+            int code = rc < -1 ? rc : MPROC_EINIT;
+            /* Only a -errno or mproc code has a text worth adding; -1 is
+             * C's plain "failed", not -EPERM. */
+            if (rc < -1) {
+                snprintf(msg, sizeof(msg), "worker %d: init returned %d (%s)",
+                         slot, rc, mproc_strerror(rc));
+            } else {
+                snprintf(msg, sizeof(msg),
+                         "worker %d: init failed (returned %d)", slot, rc);
+            }
             send_simple(MPROC__F_INIT_FAIL, code, msg);
             worker_exit(1);
         }
@@ -357,8 +478,7 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
     send_simple(MPROC__F_READY, 0, NULL);
 
     mproc_reply reply = {.ch = &W.ch};
-    mproc__slot *ring = spec->rings + (size_t)slot * MPROC__DEPTH;
-    uint64_t frames = 0;
+    W.ring = spec->rings + (size_t)slot * MPROC__DEPTH;
     for (;;) {
         mproc__frame f;
         int r;
@@ -367,8 +487,8 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
                 goto stop;
             }
             if (f.type == MPROC__F_TASK) {
-                run_frame(&ring[frames % MPROC__DEPTH], &f, state, &reply);
-                frames++;
+                run_frame(&f, state, &reply);
+                W.frames++;
             }
         }
         if (r < 0) {

@@ -23,7 +23,19 @@ enum mproc__slot_state {
     MPROC__S_QUEUED = 0,
     MPROC__S_RUNNING,
     MPROC__S_DONE,
-    MPROC__S_CANCELLED
+    MPROC__S_CANCELLED,
+    /* Item `sub` ran, and then the worker's channel was gone or was another
+     * file: the item closed or replaced an fd it did not open, and its
+     * outcome cannot be sent.  The worker exits at once; the owner fails
+     * the item with MPROC_EWORKER instead of running it again (it would
+     * take the next worker's channel too). */
+    MPROC__S_LOST,
+    /* As LOST, but items `sub` .. `lost_end` of this frame (UINT32_MAX: to
+     * its end) all ran since the channel was last seen intact, with others
+     * in other frames: any of them may be the culprit.  The owner runs each
+     * again in a frame of its own flagged MPROC__FRAME_CHECK, where the
+     * worker checks the channel after every item. */
+    MPROC__S_SUSPECT
 };
 
 typedef struct mproc__slot {
@@ -36,7 +48,8 @@ typedef struct mproc__slot {
      * lowering end to e >= next.  Both by compare-and-swap, so exactly one
      * side gets each item.  Item 0 goes with the frame's own claim. */
     _Atomic uint64_t claim;
-    uint64_t pad; /* 32 bytes: a slot never straddles a cache line */
+    _Atomic uint32_t lost_end; /* MPROC__S_SUSPECT: the last suspect item */
+    uint32_t pad; /* 32 bytes: a slot never straddles a cache line */
 } mproc__slot;
 
 /* Everything a worker needs; lives in the owner's memory and reaches the

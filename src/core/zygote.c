@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/platform.h"
+#include "mproc/error.h"
 
 enum { Z_SPAWN = 1, Z_REAP, Z_EXIT };
 
@@ -30,9 +31,10 @@ struct zrep {
 };
 
 #define MAX_FDS 4
+#define ZYGOTE_LAST_CHANCE_MS 1000
 
 static int send_msg(int sock, const void *msg, size_t len, const int *fds,
-                    int nfds)
+                    int nfds, int flags)
 {
     struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
     union {
@@ -51,7 +53,7 @@ static int send_msg(int sock, const void *msg, size_t len, const int *fds,
         memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
     }
     for (;;) {
-        ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+        ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL | flags);
         if (n >= 0) {
             return 0;
         }
@@ -81,19 +83,33 @@ static ssize_t recv_msg(int sock, void *msg, size_t len, int *fds, int *nfds)
         return -errno;
     }
     *nfds = 0;
+    int lift_err = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
             for (int i = 0; i < k; i++) {
                 int fd;
                 memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                if (*nfds < MAX_FDS) {
+                fd = mproc__fd_lift(fd);
+                if (fd < 0) {
+                    lift_err = fd;
+                } else if (*nfds < MAX_FDS) {
                     fds[(*nfds)++] = fd;
                 } else {
                     close(fd);
                 }
             }
         }
+    }
+    /* The kernel drops the fds it cannot install (the receiver is at its fd
+     * limit) and says so only by MSG_CTRUNC: that is EMFILE, not a protocol
+     * error. */
+    if (lift_err != 0 || (mh.msg_flags & MSG_CTRUNC)) {
+        for (int i = 0; i < *nfds; i++) {
+            close(fds[i]);
+        }
+        *nfds = 0;
+        return lift_err != 0 ? lift_err : -EMFILE;
     }
     return n;
 }
@@ -124,12 +140,22 @@ static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         return -errno;
     }
-    if (zs->spec->capture_output &&
-        (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0)) {
-        int e = -errno;
-        mproc__close(sv[0]), mproc__close(sv[1]);
-        mproc__close(outp[0]), mproc__close(outp[1]);
-        return e;
+    int rc = mproc__fd_lift2(sv);
+    if (rc != 0) {
+        return rc;
+    }
+    if (zs->spec->capture_output) {
+        rc = pipe2(outp, O_CLOEXEC) != 0 ? -errno : mproc__fd_lift2(outp);
+        if (rc == 0) {
+            rc = pipe2(errp, O_CLOEXEC) != 0 ? -errno : mproc__fd_lift2(errp);
+            if (rc != 0) {
+                mproc__close(outp[0]), mproc__close(outp[1]);
+            }
+        }
+        if (rc != 0) {
+            mproc__close(sv[0]), mproc__close(sv[1]);
+            return rc;
+        }
     }
     if (zs->nkids == zs->capkids) {
         int cap = zs->capkids ? zs->capkids * 2 : 16;
@@ -233,7 +259,7 @@ static _Noreturn void zygote_main(const mproc__worker_spec *spec, int ctl,
             rep.status = st;
             forget_kid(&zs, req.pid);
         }
-        send_msg(ctl, &rep, sizeof(rep), out, rep.err == 0 ? rep.nfds : 0);
+        send_msg(ctl, &rep, sizeof(rep), out, rep.err == 0 ? rep.nfds : 0, 0);
         for (int i = 0; i < MAX_FDS; i++) {
             mproc__close(out[i]);
         }
@@ -258,8 +284,13 @@ int mproc__zygote_start(mproc__zygote *z, const mproc__worker_spec *spec)
     int sv[2];
     z->pid = -1;
     z->pidfd = z->ctl = -1;
+    z->fate[0] = '\0';
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
         return -errno;
+    }
+    int rc = mproc__fd_lift2(sv);
+    if (rc != 0) {
+        return rc;
     }
     pid_t owner = getpid();
     /* Unflushed stdio buffers would be copied into every worker and written
@@ -285,10 +316,85 @@ int mproc__zygote_start(mproc__zygote *z, const mproc__worker_spec *spec)
     close(sv[1]);
     z->pid = pid;
     z->ctl = sv[0];
-    z->pidfd = mproc__pidfd_open(pid);
+    z->fate[0] = '\0';
     mproc__fd_track(z->ctl);
+    int pidfd = mproc__pidfd_open(pid);
+    if (pidfd == -ENOSYS) {
+        return 0; /* Linux < 5.3: it is waited for and killed by pid */
+    }
+    if (pidfd < 0) {
+        mproc__zygote_stop(z); /* e.g. at the fd limit: say so */
+        return pidfd;
+    }
+    z->pidfd = pidfd;
     mproc__fd_track(z->pidfd);
     return 0;
+}
+
+/* Records why the zygote no longer serves (once) and closes the control
+ * socket.  `what` NULL: the zygote ended by itself; its wait status (kept
+ * for zygote_stop to reap) says how. */
+static void set_broken(mproc__zygote *z, const char *what)
+{
+    if (z->fate[0] == '\0') {
+        char how[96] = "ended";
+        if (what == NULL && z->pidfd >= 0) {
+            /* Its end of the socket closes a moment before it can be
+             * waited for. */
+            struct pollfd pfd = {.fd = z->pidfd, .events = POLLIN};
+            while (poll(&pfd, 1, MPROC__ZYGOTE_TIMEOUT_MS) < 0 &&
+                   errno == EINTR) {
+            }
+            siginfo_t si = {0};
+            if (waitid(P_PIDFD, (id_t)z->pidfd, &si,
+                       WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid != 0) {
+                if (si.si_code == CLD_EXITED) {
+                    snprintf(how, sizeof(how), "exited with status %d",
+                             si.si_status);
+                } else {
+                    const char *ab = sigabbrev_np(si.si_status);
+                    snprintf(how, sizeof(how),
+                             "was killed by signal %d (SIG%s)", si.si_status,
+                             ab ? ab : "?");
+                }
+            }
+        }
+        snprintf(z->fate, sizeof(z->fate), "the fork server (pid %d) %s",
+                 (int)z->pid, what ? what : how);
+    }
+    if (z->ctl >= 0) {
+        mproc__fd_untrack(z->ctl);
+        close(z->ctl);
+        z->ctl = -1;
+    }
+}
+
+/* Waits up to the zygote timeout for `fd` to become readable.  Returns 1,
+ * 0 on timeout, or -errno. */
+static int wait_readable(int fd)
+{
+    uint64_t deadline = mproc__deadline(MPROC__ZYGOTE_TIMEOUT_MS);
+    for (int last = 0;; ) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int rc = poll(&pfd, 1, mproc__ms_left(deadline));
+        if (rc > 0) {
+            return 1;
+        }
+        if (rc < 0 && errno != EINTR) {
+            return -errno;
+        }
+        if (rc == 0 && last) {
+            return 0;
+        }
+        if (rc == 0) {
+            /* One last chance: if the owner itself was stopped (Ctrl-Z of
+             * the whole job) the deadline passed while neither side ran, and
+             * the zygote, continued with us, answers at once. */
+            last = 1;
+            deadline = mproc__deadline(ZYGOTE_LAST_CHANCE_MS);
+        }
+    }
 }
 
 static int request(mproc__zygote *z, const struct zreq *req,
@@ -297,13 +403,38 @@ static int request(mproc__zygote *z, const struct zreq *req,
     if (z->ctl < 0) {
         return -EPIPE;
     }
-    int rc = send_msg(z->ctl, req, sizeof(*req), NULL, 0);
+    /* Every request is answered before the next is sent, so the socket's
+     * buffer has room unless the zygote stopped reading. */
+    int rc = send_msg(z->ctl, req, sizeof(*req), NULL, 0, MSG_DONTWAIT);
+    if (rc == 0) {
+        rc = wait_readable(z->ctl);
+        rc = rc == 0 ? -ETIMEDOUT : rc < 0 ? rc : 0;
+    }
+    if (rc == -EAGAIN || rc == -ETIMEDOUT) {
+        if (z->pidfd >= 0) {
+            mproc__pidfd_kill(z->pidfd, SIGKILL);
+        } else {
+            kill(z->pid, SIGKILL); /* our unreaped child: the pid is ours */
+        }
+        char what[96];
+        snprintf(what, sizeof(what),
+                 "did not answer within %d ms (stopped or stuck) and was "
+                 "killed",
+                 MPROC__ZYGOTE_TIMEOUT_MS);
+        set_broken(z, what);
+        return -ETIMEDOUT;
+    }
     if (rc != 0) {
+        set_broken(z, NULL);
         return rc;
     }
     ssize_t n = recv_msg(z->ctl, rep, sizeof(*rep), fds, nfds);
-    if (n <= 0) {
-        return n == 0 ? -EPIPE : (int)n;
+    if (n == 0 || n == -ECONNRESET || n == -EPIPE) {
+        set_broken(z, NULL);
+        return -EPIPE;
+    }
+    if (n < 0) {
+        return (int)n; /* e.g. -EMFILE: the reply is consumed, go on */
     }
     return (size_t)n == sizeof(*rep) ? rep->err : -EPROTO;
 }
@@ -349,16 +480,35 @@ int mproc__zygote_reap(mproc__zygote *z, pid_t pid, int *status)
     return rc;
 }
 
+const char *mproc__zygote_fate(const mproc__zygote *z)
+{
+    return z->fate[0] != '\0' ? z->fate : NULL;
+}
+
+const char *mproc__zygote_strerror(const mproc__zygote *z, int rc)
+{
+    if ((rc == -EPIPE || rc == -ETIMEDOUT) && z->fate[0] != '\0') {
+        return z->fate;
+    }
+    return mproc_strerror(rc);
+}
+
 void mproc__zygote_stop(mproc__zygote *z)
 {
     if (z->ctl >= 0) {
         struct zreq req = {.op = Z_EXIT};
-        send_msg(z->ctl, &req, sizeof(req), NULL, 0);
+        send_msg(z->ctl, &req, sizeof(req), NULL, 0, MSG_DONTWAIT);
         mproc__fd_untrack(z->ctl);
         close(z->ctl);
         z->ctl = -1;
     }
     if (z->pid > 0) {
+        /* It exits at once (closing the socket also tells it to); if it
+         * does not, it is stopped or stuck: kill it, so that close and
+         * terminate always return. */
+        if (z->pidfd < 0 || wait_readable(z->pidfd) <= 0) {
+            kill(z->pid, SIGKILL); /* our unreaped child: the pid is ours */
+        }
         siginfo_t si;
         int rc;
         do {

@@ -25,8 +25,16 @@
 typedef struct mproc__zygote {
     pid_t pid;
     int pidfd; /* the zygote is our own child: reaped with waitid(P_PIDFD) */
-    int ctl;   /* SOCK_SEQPACKET control socket */
+    int ctl;   /* SOCK_SEQPACKET control socket; -1 once broken or stopped */
+    char fate[160]; /* "" while it serves; else why it no longer does */
 } mproc__zygote;
+
+/* How long the owner waits for the zygote to answer a request, and for it to
+ * exit when told to (then one second more, in case the owner itself was
+ * stopped meanwhile).  A zygote that takes longer (stopped by SIGSTOP, or
+ * stuck) is killed and treated as gone: the owner never blocks on it without
+ * a bound. */
+#define MPROC__ZYGOTE_TIMEOUT_MS 5000
 
 typedef struct mproc__spawned {
     pid_t pid;
@@ -40,16 +48,28 @@ typedef struct mproc__spawned {
  * read in the zygote's copy of memory).  Returns 0 or -errno. */
 int mproc__zygote_start(mproc__zygote *z, const mproc__worker_spec *spec);
 
-/* Asks the zygote for worker `slot`.  Returns 0 with *out filled, or -errno
- * (-EPIPE when the zygote is gone). */
+/* Asks the zygote for worker `slot`.  Returns 0 with *out filled, or -errno:
+ * -EPIPE when the zygote is gone, -ETIMEDOUT when it did not answer within
+ * MPROC__ZYGOTE_TIMEOUT_MS (it is then killed), -EMFILE/-ENFILE when the
+ * caller or the zygote is at its fd limit. */
 int mproc__zygote_spawn(mproc__zygote *z, int slot, mproc__spawned *out);
 
 /* Reaps worker `pid` (which must have exited: its pidfd was readable) and
- * stores its wait status.  Returns 0 or -errno. */
+ * stores its wait status.  Returns 0 or -errno (as spawn). */
 int mproc__zygote_reap(mproc__zygote *z, pid_t pid, int *status);
 
+/* Once a request failed because the zygote is gone or did not answer: why,
+ * e.g. "the fork server (pid 12) was killed by signal 9 (SIGKILL)".  NULL
+ * while it serves. */
+const char *mproc__zygote_fate(const mproc__zygote *z);
+
+/* Describes error `rc` of spawn or reap: the zygote's fate when that is the
+ * cause, else mproc_strerror(rc).  Borrowed from z or static. */
+const char *mproc__zygote_strerror(const mproc__zygote *z, int rc);
+
 /* Tells the zygote to exit (killing any worker it still has, unless
- * lingering) and reaps it.  Idempotent. */
+ * lingering) and reaps it, killing it if it has not exited within
+ * MPROC__ZYGOTE_TIMEOUT_MS.  Idempotent. */
 void mproc__zygote_stop(mproc__zygote *z);
 
 #endif
