@@ -127,10 +127,13 @@ static int start_server(mproc_ctx *c)
     sprintf(c->address, "%s/" SOCK_NAME, c->dir);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     strcpy(sa.sun_path, c->address);
-    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Every fd of the library stays off 0-2 (mproc__fd_lift): an owner
+     * started without them must not have a child's printf land in one. */
+    int lfd = mproc__fd_lift(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     int pp[2] = {-1, -1};
     if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        listen(lfd, 128) != 0 || pipe2(pp, O_CLOEXEC) != 0) {
+        listen(lfd, 128) != 0 || pipe2(pp, O_CLOEXEC) != 0 ||
+        mproc__fd_lift2(pp) != 0) {
         int e = -errno;
         mproc__close(lfd);
         mproc__close(pp[0]);
@@ -270,8 +273,8 @@ int mproc_ctx_start(mproc_ctx *c)
         }
     }
     if (rc == 0) {
-        c->epfd = epoll_create1(EPOLL_CLOEXEC);
-        c->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        c->epfd = mproc__fd_lift(epoll_create1(EPOLL_CLOEXEC));
+        c->wakefd = mproc__fd_lift(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         struct epoll_event ev = {.events = EPOLLIN,
                                  .data.u64 = MPROC__CTX_EV_WAKE};
         if (c->epfd < 0 || c->wakefd < 0 ||

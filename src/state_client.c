@@ -50,8 +50,8 @@ int mproc__state_connect(const char *address, uint64_t deadline)
      * server out of fds, say), and fails EAGAIN instead when non-blocking.
      * There is nothing to poll for that, so it retries with a backoff. */
     int timed = deadline != UINT64_MAX;
-    int fd = socket(
-        AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (timed ? SOCK_NONBLOCK : 0), 0);
+    int fd = mproc__fd_lift(socket(
+        AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (timed ? SOCK_NONBLOCK : 0), 0));
     if (fd < 0) {
         return -errno;
     }

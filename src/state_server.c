@@ -293,7 +293,8 @@ int mproc__state_server_adopt(int fd)
 static void accept_all(void)
 {
     for (;;) {
-        int fd = accept4(S.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = mproc__fd_lift(
+            accept4(S.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
@@ -1024,7 +1025,7 @@ int mproc__state_server_init(int listen_fd, int owner_fd)
     S.owner_fd = owner_fd;
     S.uid = geteuid();
     mproc__dict_init(&S.undo);
-    S.ep = epoll_create1(EPOLL_CLOEXEC);
+    S.ep = mproc__fd_lift(epoll_create1(EPOLL_CLOEXEC));
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &listen_tag};
     struct epoll_event oev = {.events = EPOLLIN, .data.ptr = &owner_tag};
     if (S.ep < 0 || ns_get(S_DEFAULT_NS, strlen(S_DEFAULT_NS)) == NULL ||

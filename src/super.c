@@ -81,7 +81,7 @@ int mproc_super_new(mproc_super **out, const mproc_super_opts *opts)
     s->o = o;
     s->ep = -1;
     s->zyg.ctl = s->zyg.pidfd = -1; /* no fork server yet */
-    s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s->stop_fd = mproc__fd_lift(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     int rc = s->stop_fd < 0 ? -errno : mproc__super_types_init(s);
     if (rc != 0) {
         mproc_super_free(s);
@@ -1371,7 +1371,7 @@ static int prepare(mproc_super *s)
     if (rc != 0) {
         return rc;
     }
-    s->ep = epoll_create1(EPOLL_CLOEXEC);
+    s->ep = mproc__fd_lift(epoll_create1(EPOLL_CLOEXEC));
     if (s->ep < 0) {
         return -errno;
     }

@@ -1,4 +1,4 @@
-/* test_fds.c - the pool and the file descriptors it does not own: tasks that
+/* test_fds.c - the library and the file descriptors it does not own: tasks that
  * close fds they did not open, owners started with 0-2 closed, running out
  * of fds. */
 #include "harness.h"
@@ -411,9 +411,81 @@ static const char *daemon_owner(int capture)
     return NULL;
 }
 
-/* Runs daemon_owner in a child started with 0-2 closed; its verdict comes
- * back over a pipe made before they were closed. */
-static void run_daemon_owner(int capture)
+/* The library put nothing of its own on 0-2: NULL, or why not. */
+static const char *stdio_still_free(const char *what)
+{
+    static char why[160];
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1) {
+            snprintf(why, sizeof why, "%s put an fd on %d", what, fd);
+            return why;
+        }
+    }
+    return NULL;
+}
+
+/* A context process that writes to stdout, as user code does: with 0-2
+ * closed in the owner that write must fail, not land in a channel. */
+static int proc_chatty(const mproc_proc_env *env, const void *args,
+                       size_t len, mproc_reply *reply)
+{
+    (void)env;
+    (void)args;
+    (void)len;
+    printf("noise that must go nowhere\n");
+    fflush(stdout);
+    (void)!write(1, "raw noise\n", 10);
+    (void)!write(2, "raw noise\n", 10);
+    return mproc_reply_i64(reply, 7);
+}
+
+/* A daemon-style owner of a context: its state server connections, fork
+ * server and processes keep off 0-2, and state and processes work. */
+static const char *daemon_ctx_owner(int unused)
+{
+    (void)unused;
+    static char why[200];
+    mproc_ctx *ctx = NULL;
+    int rc = mproc_ctx_new(&ctx, NULL);
+    if (rc == 0) {
+        rc = mproc_ctx_start(ctx);
+    }
+    if (rc != 0) {
+        snprintf(why, sizeof why, "ctx start: %s", mproc_err_name(rc));
+        return why;
+    }
+    const char *bad = stdio_still_free("the context");
+    mproc_state *st = mproc_ctx_state(ctx);
+    for (int64_t i = 0; bad == NULL && i < 50; i++) {
+        mproc_proc *proc = NULL;
+        int64_t v = -1;
+        const void *data = NULL;
+        size_t len = 0;
+        if ((rc = mproc_state_set_i64(st, "k", i)) != 0 ||
+            (rc = mproc_state_get_i64(st, "k", &v)) != 0 || v != i) {
+            snprintf(why, sizeof why, "state round %d: %s (v=%lld)", (int)i,
+                     mproc_err_name(rc), (long long)v);
+            bad = why;
+        } else if ((rc = mproc_ctx_process(ctx, proc_chatty, NULL, 0, NULL,
+                                           &proc)) != 0 ||
+                   (rc = mproc_proc_wait(proc, T_LONG, &data, &len)) != 0 ||
+                   mproc_decode_i64(data, len, &v) != 0 || v != 7) {
+            snprintf(why, sizeof why, "process round %d: %s", (int)i,
+                     mproc_err_name(rc));
+            bad = why;
+        }
+        mproc_proc_free(proc);
+        if (bad == NULL) {
+            bad = stdio_still_free("a state call or process");
+        }
+    }
+    mproc_ctx_free(ctx);
+    return bad;
+}
+
+/* Runs `owner` in a child started with 0-2 closed; its verdict comes back
+ * over a pipe made before they were closed. */
+static void run_daemon(const char *(*owner)(int), int arg)
 {
     int pp[2];
     tu_pipe(pp);
@@ -427,7 +499,7 @@ static void run_daemon_owner(int capture)
         close(0);
         close(1);
         close(2);
-        const char *why = daemon_owner(capture);
+        const char *why = owner(arg);
         const char *msg = why ? why : "ok";
         tu_write_all(out, msg, strlen(msg));
         _exit(0);
@@ -444,8 +516,9 @@ static void run_daemon_owner(int capture)
 
 static void test_owner_without_stdio(void)
 {
-    run_daemon_owner(0);
-    run_daemon_owner(1);
+    run_daemon(daemon_owner, 0);
+    run_daemon(daemon_owner, 1);
+    run_daemon(daemon_ctx_owner, 0);
 }
 
 /* ---- at the fd limit ----------------------------------------------------- */

@@ -92,7 +92,9 @@ int mproc__fd_lift2(int fds[2])
     if (a < 0 || b < 0) {
         mproc__close(a);
         mproc__close(b);
-        return a < 0 ? a : b;
+        fds[0] = fds[1] = -1; /* closed: nothing for the caller to close */
+        errno = a < 0 ? -a : -b;
+        return -errno;
     }
     fds[0] = a;
     fds[1] = b;
