@@ -459,13 +459,18 @@ static void run_ended(mproc_ctx *c, struct mproc_proc *p)
     }
     mproc__chan_free(&p->ch);
     epoll_ctl(c->epfd, EPOLL_CTL_DEL, pidfd, NULL);
-    int status = 0x7f00; /* unknown: the fork server is gone */
+    int status = 0;
+    char fate[160] = "";
     pthread_mutex_lock(&c->zmu);
-    int rc = mproc__zygote_reap(&c->zyg, pid, &status);
-    pthread_mutex_unlock(&c->zmu);
-    if (rc != 0) {
-        status = 0x7f00;
+    int reaped = mproc__zygote_reap(&c->zyg, pid, &status) == 0;
+    if (!reaped) {
+        /* The fork server, its parent, is gone or did not answer, and the
+         * wait status with it: say that, not a made-up exit status. */
+        const char *f = mproc__zygote_fate(&c->zyg);
+        snprintf(fate, sizeof(fate), "ended, exit status unknown: %s",
+                 f ? f : "its fork server is gone");
     }
+    pthread_mutex_unlock(&c->zmu);
     mproc__fd_untrack(pidfd);
     close(pidfd);
 
@@ -475,8 +480,8 @@ static void run_ended(mproc_ctx *c, struct mproc_proc *p)
     size_t dlen = 0;
     pthread_mutex_lock(&c->mu);
     p->status_known = 1;
-    p->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
-    p->sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    p->exit_code = !reaped ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+    p->sig = reaped && WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     p->pid = 0;
     if (p->got_outcome) {
         err = p->code;
@@ -490,7 +495,7 @@ static void run_ended(mproc_ctx *c, struct mproc_proc *p)
         char why[96];
         err = MPROC_EWORKER;
         describe(status, why, sizeof(why));
-        msg = strdup(why);
+        msg = strdup(reaped ? why : fate);
     }
     p->msg = NULL;
     p->data = NULL;

@@ -1232,8 +1232,19 @@ static void on_pidfd(mproc_super *s, mproc__kid *k)
         on_chan(s, k, EPOLLIN, 1);
     }
     int status = 0;
-    if (mproc__zygote_reap(&s->zyg, k->pid, &status) != 0) {
-        status = 0;
+    if (mproc__zygote_reap(&s->zyg, k->pid, &status) != 0 && !k->done) {
+        /* Its fork server (its parent) is gone or did not answer, and the
+         * wait status with it.  A process that had not said it was done
+         * did not end normally: a failure that names the cause, never a
+         * clean exit. */
+        const char *fate = mproc__zygote_fate(&s->zyg);
+        char why[200];
+        snprintf(why, sizeof(why), "ended, exit status unknown: %s",
+                 fate ? fate : "the fork server is gone");
+        k->done = 1;
+        k->done_code = MPROC_EWORKER;
+        free(k->done_msg);
+        k->done_msg = strdup(why);
     }
     on_ended(s, k, status);
 }

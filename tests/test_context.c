@@ -1395,7 +1395,59 @@ static void test_no_pidfd(void)
               WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
+/* The parent of a context process is the context's fork server: this
+ * process publishes it through memory shared from before the start, then
+ * waits to be killed. */
+static _Atomic int *g_zpid;
+
+static int publish_parent(const mproc_proc_env *env, const void *args,
+                          size_t len, mproc_reply *reply)
+{
+    (void)env;
+    (void)args;
+    (void)len;
+    (void)reply;
+    atomic_store(g_zpid, (int)getppid());
+    for (;;) {
+        pause();
+    }
+    return 0; /* never reached: killed with its fork server */
+}
+
+/* The context's fork server killed under a running process: its error says
+ * its status is unknown and why, not a made-up "exited with status 127". */
+static void test_fork_server_killed(void)
+{
+    g_zpid = mmap(NULL, sizeof(*g_zpid), PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(g_zpid != MAP_FAILED);
+    atomic_store(g_zpid, 0);
+    mproc_ctx *ctx = ctx_start(NULL);
+    mproc_proc *p = NULL;
+    CHECK_OK(mproc_ctx_process(ctx, publish_parent, NULL, 0, NULL, &p));
+    int64_t until = harness_now_ms() + T_LONG;
+    while (atomic_load(g_zpid) == 0 && harness_now_ms() < until) {
+        usleep(1000);
+    }
+    int zpid = atomic_load(g_zpid);
+    CHECK(zpid > 1 && zpid != getpid());
+    CHECK_OK(kill(zpid, SIGKILL));
+    CHECK_ERR(mproc_proc_wait(p, T_LONG, NULL, NULL), MPROC_EWORKER);
+    const char *m = mproc_proc_errmsg(p);
+    CHECK_MSG(m != NULL && strstr(m, "status unknown") != NULL &&
+                  strstr(m, "127") == NULL,
+              "errmsg: %s", m ? m : "(null)");
+    int code = 0, sig = -1;
+    CHECK_OK(mproc_proc_status(p, &code, &sig));
+    CHECK_EQ(code, -1);
+    CHECK_EQ(sig, 0);
+    mproc_proc_free(p);
+    mproc_ctx_free(ctx);
+    munmap((void *)g_zpid, sizeof(*g_zpid));
+}
+
 TEST_LIST = {
+    {"fork_server_killed", test_fork_server_killed, 0},
     {"returns_bytes", test_returns_bytes, 0},
     {"args_intact", test_args_intact, 0},
     {"exit_status", test_exit_status, 0},

@@ -3786,7 +3786,58 @@ static void test_truncated_frame(void)
     }
 }
 
+/* A process whose parent, the supervisor's fork server, is killed under
+ * it: it publishes that parent through memory shared from before supervise
+ * and waits to die with it (PR_SET_PDEATHSIG). */
+static _Atomic int *g_zpid;
+
+static int op_publish_parent(mproc_child *self)
+{
+    (void)self;
+    atomic_store(g_zpid, (int)getppid());
+    for (;;) {
+        pause();
+    }
+    return 0; /* never reached */
+}
+
+static void *kill_fork_server(void *arg)
+{
+    (void)arg;
+    for (int64_t end = harness_now_ms() + T_LONG; harness_now_ms() < end;) {
+        int z = atomic_load(g_zpid);
+        if (z > 1) {
+            kill(z, SIGKILL);
+            break;
+        }
+        usleep(1000);
+    }
+    return NULL;
+}
+
+/* Its wait status is lost with the fork server: that is a failure whose
+ * text says so, never a clean exit (status 0). */
+static void test_fork_server_killed(void)
+{
+    g_zpid = mmap(NULL, sizeof(*g_zpid), PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(g_zpid != MAP_FAILED);
+    atomic_store(g_zpid, 0);
+    mproc_super *s = snew(NULL);
+    sadd(s, (mproc_child_spec){.name = "orphan", .op = op_publish_parent},
+         NULL, 0);
+    pthread_t th;
+    CHECK_OK(pthread_create(&th, NULL, kill_fork_server, NULL));
+    CHECK_SUPERVISE(s, T_LONG, MPROC_EWORKER);
+    CHECK_OK(pthread_join(th, NULL));
+    CHECK_CONTAINS(mproc_super_error(s), "'orphan' (id 1)");
+    CHECK_CONTAINS(mproc_super_error(s), "status unknown");
+    sfree(s);
+    munmap((void *)g_zpid, sizeof(*g_zpid));
+}
+
 TEST_LIST = {
+    {"fork_server_killed", test_fork_server_killed, 0},
     {"ids_in_add_order", test_ids_in_add_order, 0},
     {"get_ids", test_get_ids, 0},
     {"listener_subtypes", test_listener_subtypes, 0},

@@ -221,7 +221,9 @@ MPROC_EXPORT int mproc_proc_wait(mproc_proc *proc, int timeout_ms,
 MPROC_EXPORT const char *mproc_proc_errmsg(mproc_proc *proc);
 
 /* How the last run ended: *exit_code (its exit status, 0 when its function
- * returned normally or a signal killed it) and *signal (the signal that
+ * returned normally or a signal killed it, -1 when its status is unknown
+ * because the context's fork server, its parent, died or stopped answering
+ * first; the error message then says so) and *signal (the signal that
  * killed it, or 0); both may be NULL.  Returns 0, MPROC_EPENDING while it
  * runs, -EINVAL. */
 MPROC_EXPORT int mproc_proc_status(mproc_proc *proc, int *exit_code,
