@@ -76,6 +76,7 @@ int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts)
         (opts->worker != NULL && opts->worker->run == NULL) ||
         opts->size < 0 || opts->queue_size < MPROC_UNBOUNDED ||
         opts->task_timeout_ms < 0 || opts->max_tasks_per_worker < 0 ||
+        opts->init_timeout_ms < 0 ||
         (opts->static_args == NULL && opts->static_len > 0)) {
         return -EINVAL;
     }

@@ -58,7 +58,7 @@ struct linebuf {
 };
 
 enum worker_state { W_EMPTY, W_STARTING, W_READY, W_STOPPING };
-enum kill_reason { KILL_NONE, KILL_TIMEOUT, KILL_STOP, KILL_CHAN };
+enum kill_reason { KILL_NONE, KILL_TIMEOUT, KILL_STOP, KILL_CHAN, KILL_INIT };
 
 struct worker {
     int slot;
@@ -77,6 +77,7 @@ struct worker {
     uint64_t items_sent;                /* [mu] for max_tasks_per_worker */
     int kill_reason;
     uint64_t kill_ns, stop_ns;
+    uint64_t spawn_ns;                  /* when it was forked (init limit) */
     int want_write;
     int in_paused; /* reading stopped until the memory retry: the input
                       buffer could not grow (I/O thread only) */
@@ -111,7 +112,8 @@ struct mproc_pool {
     int state;       /* [mu] enum pool_state */
     int broken;      /* [mu] workers keep failing to start */
     int starting;    /* [mu] start is waiting for the first workers */
-    int start_failed;/* [mu] 1, or the -errno of a failed spawn */
+    int start_failed;/* [mu] 1, the -errno of a failed spawn, or
+                        MPROC_ETIMEDOUT (init_timeout_ms) */
     int ready;       /* [mu] workers that reported READY */
     int shutdown;    /* [mu] I/O thread: stop workers once idle, then exit */
     int terminating; /* [mu] I/O thread: kill everything now, then exit */

@@ -686,6 +686,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     w->in_paused = 0;
     w->skip = 0;
     w->state = W_STARTING;
+    w->spawn_ns = mproc__now_ns();
     pthread_mutex_unlock(&p->mu);
     ep_add(p, s.chan_fd, EV_CHAN, w->slot);
     ep_add(p, s.pidfd, EV_PIDFD, w->slot);
@@ -909,6 +910,11 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
                  "task exceeded task_timeout_ms (%d ms); worker %d (pid %d) "
                  "was killed",
                  p->opts.task_timeout_ms, w->slot, (int)w->pid);
+    } else if (w->kill_reason == KILL_INIT) {
+        snprintf(buf, size,
+                 "worker %d (pid %d) did not finish starting (its init) within "
+                 "init_timeout_ms (%d ms) and was killed",
+                 w->slot, (int)w->pid, p->opts.init_timeout_ms);
     } else if (w->kill_reason == KILL_CHAN) {
         snprintf(buf, size, CHAN_LOST_MSG "; it was killed and replaced",
                  w->slot, (int)w->pid);
@@ -1124,7 +1130,7 @@ static void worker_died(mproc_pool *p, struct worker *w)
             describe_death(p, w, status, p->errbuf, sizeof(p->errbuf));
         }
         if (p->starting) {
-            p->start_failed = 1;
+            p->start_failed = w->kill_reason == KILL_INIT ? MPROC_ETIMEDOUT : 1;
             respawn = 0;
         } else if (++p->consecutive_fails >= MAX_START_FAILS) {
             p->broken = 1;
@@ -1150,9 +1156,19 @@ static int check_deadlines(mproc_pool *p)
 {
     uint64_t now = mproc__now_ns(), next = UINT64_MAX;
     uint64_t limit = (uint64_t)p->opts.task_timeout_ms * 1000000u;
+    uint64_t init_limit = (uint64_t)p->opts.init_timeout_ms * 1000000u;
     for (int i = 0; i < p->size; i++) {
         struct worker *w = &p->workers[i];
         if (w->state == W_EMPTY || w->kill_reason != KILL_NONE) {
+            continue;
+        }
+        if (w->state == W_STARTING && init_limit > 0) {
+            uint64_t d = w->spawn_ns + init_limit;
+            if (now >= d) {
+                kill_worker(w, KILL_INIT);
+            } else if (d < next) {
+                next = d;
+            }
             continue;
         }
         if (w->state == W_STOPPING) {

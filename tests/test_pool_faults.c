@@ -545,6 +545,62 @@ static void test_init_fails(void)
     check_init_failure(&crash, 2);
 }
 
+/* An init that never returns (worker 1's: a hang, or a stop). */
+static int init_hang_one(const void *sa, size_t sl, void **state)
+{
+    (void)sa;
+    *state = NULL;
+    if (mproc_worker_id() == 1) {
+        if (sl > 0) {
+            raise(SIGSTOP);
+        }
+        for (;;) {
+            pause();
+        }
+    }
+    return 0;
+}
+
+/* start is bounded by init_timeout_ms: a hung or stopped init makes it
+ * fail MPROC_ETIMEDOUT on time, with the cause in last_error, and nothing
+ * is left behind.  Without the option start would wait for ever. */
+static void test_init_timeout(void)
+{
+    static const mproc_worker_ops hang = {init_hang_one, run_plain, NULL};
+    for (int stop = 0; stop < 2; stop++) {
+        mproc_pool *p = NULL;
+        CHECK_OK(mproc_pool_new(
+            &p, &(mproc_pool_opts){.worker = &hang,
+                                   .size = 2,
+                                   .static_args = "s",
+                                   .static_len = (size_t)stop,
+                                   .init_timeout_ms = 300}));
+        int64_t t0 = harness_now_ms();
+        CHECK_ERR(mproc_pool_start(p), MPROC_ETIMEDOUT);
+        int64_t took = harness_now_ms() - t0;
+        CHECK_MSG(took >= 250 && took < 10000, "start took %lld ms",
+                  (long long)took);
+        const char *msg = mproc_pool_last_error(p);
+        CHECK_MSG(msg != NULL && strstr(msg, "init_timeout_ms") != NULL,
+                  "last_error: %s", msg ? msg : "(null)");
+        CHECK_EQ(mproc_pool_is_alive(p), 0);
+        mproc_pool_free(p);
+        CHECK(tu_no_children());
+    }
+    /* a negative limit is bad input */
+    mproc_pool *p = NULL;
+    CHECK_ERR(mproc_pool_new(&p, &(mproc_pool_opts){.worker = &hang,
+                                                     .init_timeout_ms = -1}),
+              -EINVAL);
+    /* an init that finishes in time is unaffected */
+    CHECK_OK(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn,
+                                                    .size = 2,
+                                                    .init_timeout_ms = 5000}));
+    CHECK_OK(mproc_pool_start(p));
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+}
+
 /* Replacement workers that cannot start: outcomes are errors, never a
  * hang, and put eventually says MPROC_EBROKEN. */
 static atomic_int *g_broken_flag;
@@ -1224,6 +1280,7 @@ static void test_fork_server_stopped_terminate(void)
 
 TEST_LIST = {
     {"new_bad_input", test_new_bad_input, 0},
+    {"init_timeout", test_init_timeout, 0},
     {"before_start", test_before_start, 0},
     {"after_close", test_after_close, 0},
     {"close_twice", test_close_twice, 0},

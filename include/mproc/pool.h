@@ -147,6 +147,12 @@ typedef struct mproc_pool_opts {
     int capture_output;
     mproc_output_fn on_output;
     void *output_ctx;
+    /* A worker whose start (fork and `init`) has not finished within this
+     * many milliseconds is killed: during mproc_pool_start, start fails with
+     * MPROC_ETIMEDOUT (a hung or stopped init no longer holds start for
+     * ever); later, a replacement that times out counts as a failed start
+     * (three in a row break the pool).  0: no limit, as before. */
+    int init_timeout_ms;
 } mproc_pool_opts;
 
 /* One task's outcome.  Filled by get, get_all and map. */
@@ -204,7 +210,9 @@ MPROC_EXPORT int mproc_pool_remove_logger(mproc_pool *pool, const char *name);
 /* Starts the fork server, the workers and the I/O thread, and waits until
  * every worker has run its init.  Returns 0, -EINVAL, MPROC_ESTARTED (also
  * after close), MPROC_EINIT when a worker's init failed or it died while
- * starting, the system error for which a worker could not be created
+ * starting, MPROC_ETIMEDOUT when one did not finish starting within
+ * init_timeout_ms (without that option start waits for every init however
+ * long it takes), the system error for which a worker could not be created
  * (-EMFILE/-ENFILE at the fd limit, -EAGAIN at the process limit, -ENOMEM;
  * -EPIPE/-ETIMEDOUT when the fork server died or did not answer), with the
  * pool then closed and mproc_pool_last_error saying which worker and why,
