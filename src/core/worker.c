@@ -351,7 +351,9 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
             worker_exit(1);
         }
         int always = (f->flags & MPROC__FRAME_CHECK) != 0;
-        uint64_t item_ns = now; /* when the current item started */
+        /* One clock read per item: the end of one item is the start of the
+         * next (read again only after a flush, which may wait). */
+        uint64_t t = now;
         uint32_t i;
         for (i = 0; i < count; i++) {
             if (end - p < 4 || (size_t)(end - p - 4) < mproc__get_u32(p)) {
@@ -359,7 +361,6 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
             }
             uint32_t len = mproc__get_u32(p);
             if (i > 0) {
-                uint64_t t = mproc__now_ns();
                 if (t - since > FLUSH_AFTER_NS ||
                     W.ch.out.len - W.ch.out.off > FLUSH_AFTER_BYTES) {
                     /* Send the chunk's finished items now, as for whole
@@ -369,7 +370,7 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
                     W.ch.out.data[hdr + 5] = (char)MPROC__FRAME_PARTIAL;
                     mproc__chan_close_frame(&W.ch, hdr);
                     flush_or_exit();
-                    since = t;
+                    t = since = mproc__now_ns();
                     first = i;
                     hdr = mproc__chan_open_frame(&W.ch, MPROC__F_OUTCOME, 0);
                     count_off = W.ch.out.len;
@@ -382,23 +383,23 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
                 }
                 atomic_store_explicit(&slot->sub, i, memory_order_relaxed);
                 atomic_store_explicit(&slot->start_ns, t, memory_order_release);
-                item_ns = t;
             }
             run_item(p + 4, len, state, reply);
             p += 4 + len;
             W.last_frame = W.frames;
             W.last_item = i;
             W.nsuspect++;
-            uint64_t t = mproc__now_ns();
+            uint64_t done_ns = mproc__now_ns();
             /* The channel is checked (one system call) after an item that
              * ran long enough for that to cost nothing in comparison, after
              * every item of a frame the owner marked, and before every
              * flush; so a quick item is blamed exactly unless other quick
              * items ran since the last check (then they are all run again
              * one by one, marked). */
-            if (always || t - item_ns >= CHECK_AFTER_NS) {
+            if (always || done_ns - t >= CHECK_AFTER_NS) {
                 verify_channel();
             }
+            t = done_ns;
         }
         mproc__put_u32(W.ch.out.data + count_off, i - first);
         atomic_store_explicit(&slot->state, MPROC__S_DONE,
