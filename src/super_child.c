@@ -59,6 +59,9 @@ struct mproc_child {
     int ready; /* setup has returned: messages may be handled */
     void *data;
     char *failmsg;
+    /* What the last send refused for its size said, so that an op which
+     * passes MPROC_ETOOBIG on ends with a text naming the limit. */
+    char toobig[128];
     ids_answer *answers;
     size_t nanswers;
     int input_ready;
@@ -234,7 +237,9 @@ static _Noreturn void finish(int code, const char *msg)
         code = MPROC_ETASK;
     }
     if (msg == NULL && code < 0) {
-        msg = C.failmsg ? C.failmsg : mproc_strerror(code);
+        msg = C.failmsg                                     ? C.failmsg
+              : code == MPROC_ETOOBIG && C.toobig[0] != '\0' ? C.toobig
+                                                            : mproc_strerror(code);
     }
     long h = mproc__chan_open_frame(&C.ch, X_DONE, 0);
     if (h >= 0) {
@@ -509,6 +514,17 @@ void mproc_child_set_data(mproc_child *self, void *data)
     }
 }
 
+/* Refuses `len` bytes as over MPROC_MSG_MAX, remembering the text. */
+static int too_big(const char *what, size_t len)
+{
+    pthread_mutex_lock(&C.wmu); /* finish reads it under wmu */
+    snprintf(C.toobig, sizeof(C.toobig),
+             "%s of %zu bytes exceeds MPROC_MSG_MAX (%zu bytes)", what, len,
+             (size_t)MPROC_MSG_MAX);
+    pthread_mutex_unlock(&C.wmu);
+    return MPROC_ETOOBIG;
+}
+
 static int send_msg(mproc_child *self, const mproc_id *ids, size_t count,
                     int type, const void *data, size_t len, unsigned flags,
                     uint64_t token)
@@ -518,7 +534,7 @@ static int send_msg(mproc_child *self, const mproc_id *ids, size_t count,
         return -EINVAL;
     }
     if (len > MPROC_MSG_MAX) {
-        return MPROC_ETOOBIG;
+        return too_big("a message", len);
     }
     char hdr[X_SEND_HDR];
     uint32_t t32 = (uint32_t)type, n32 = (uint32_t)count;
@@ -678,7 +694,7 @@ int mproc_child_print(mproc_child *self, const char *fmt, ...)
         return send_frame(X_PRINT, small, (size_t)n, NULL, 0);
     }
     if ((size_t)n > MPROC_MSG_MAX) {
-        return MPROC_ETOOBIG;
+        return too_big("a print", (size_t)n);
     }
     char *big = malloc((size_t)n + 1);
     if (big == NULL) {
@@ -698,7 +714,7 @@ int mproc_child_send_object(mproc_child *self, const void *data, size_t len)
         return -EINVAL;
     }
     if (len > MPROC_MSG_MAX) {
-        return MPROC_ETOOBIG;
+        return too_big("an object", len);
     }
     return send_frame(X_OBJECT, data, len, NULL, 0);
 }

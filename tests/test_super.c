@@ -3836,8 +3836,34 @@ static void test_fork_server_killed(void)
     munmap((void *)g_zpid, sizeof(*g_zpid));
 }
 
+/* An op that passes a refused send's MPROC_ETOOBIG on: its failure text
+ * names the limit that was hit (MPROC_MSG_MAX), not a payload limit. */
+static int op_too_big(mproc_child *self)
+{
+    size_t big = MPROC_MSG_MAX + 1;
+    void *b = mmap(NULL, big, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (b == MAP_FAILED) {
+        return -ENOMEM;
+    }
+    mproc_id to = 1;
+    int rc = mproc_child_send(self, &to, 1, MPROC_MSG_STRING, b, big);
+    munmap(b, big);
+    return rc;
+}
+
+static void test_too_big_names_limit(void)
+{
+    mproc_super *s = snew(NULL);
+    sadd(s, (mproc_child_spec){.name = "big", .op = op_too_big}, NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, MPROC_ETOOBIG);
+    CHECK_CONTAINS(mproc_super_error(s), "MPROC_MSG_MAX");
+    CHECK(strstr(mproc_super_error(s), "PAYLOAD") == NULL);
+    sfree(s);
+}
+
 TEST_LIST = {
     {"fork_server_killed", test_fork_server_killed, 0},
+    {"too_big_names_limit", test_too_big_names_limit, 0},
     {"ids_in_add_order", test_ids_in_add_order, 0},
     {"get_ids", test_get_ids, 0},
     {"listener_subtypes", test_listener_subtypes, 0},
