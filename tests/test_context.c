@@ -656,11 +656,11 @@ static void test_close_busy(void)
     enum {
         N = 4
     };
-    mproc_proc *procs[N + 1];
-    CHECK_OK(mproc_ctx_process_factory(ctx, blocker, NULL, 0, NULL, N, procs));
-    procs[N] = run(ctx, stubborn, NULL, 0, NULL);
-    wait_started(N + 1);
-    /* a map in the middle of its items */
+    /* a map in the middle of its items.  It starts first: mproc_ctx_map
+     * forks its pool's fork server from this (threaded) process, and gcc
+     * 12's ASan allocator is not fork-safe, so under ASan that fork must
+     * not race the context's threads handling the processes' start (see
+     * "Processes and threads" in pool.h). */
     enum {
         M = 2000
     };
@@ -674,6 +674,10 @@ static void test_close_busy(void)
     CHECK_OK(mproc_ctx_map(ctx, slow_square, items, M,
                            &(mproc_map_opts){.count = 2}, &map));
     CHECK_OK(mproc_map_next(map, T_LONG, NULL, NULL, NULL));
+    mproc_proc *procs[N + 1];
+    CHECK_OK(mproc_ctx_process_factory(ctx, blocker, NULL, 0, NULL, N, procs));
+    procs[N] = run(ctx, stubborn, NULL, 0, NULL);
+    wait_started(N + 1);
     int64_t t0 = harness_now_ms();
     CHECK_OK(mproc_ctx_close(ctx));
     CHECK(harness_now_ms() - t0 < 300 + 5000);
