@@ -1439,7 +1439,7 @@ static void test_fork_server_killed(void)
     CHECK_ERR(mproc_proc_wait(p, T_LONG, NULL, NULL), MPROC_EWORKER);
     const char *m = mproc_proc_errmsg(p);
     CHECK_MSG(m != NULL && strstr(m, "status unknown") != NULL &&
-                  strstr(m, "127") == NULL,
+                  strstr(m, "status 127") == NULL,
               "errmsg: %s", m ? m : "(null)");
     int code = 0, sig = -1;
     CHECK_OK(mproc_proc_status(p, &code, &sig));

@@ -1168,7 +1168,7 @@ static void test_fork_server_killed(void)
         mproc_result r;
         CHECK_OK(mproc_pool_get(p, &r, T_LONG));
         const char *m = r.errmsg ? r.errmsg : "";
-        CHECK_MSG(strstr(m, "127") == NULL, "task %d: \"%s\"", (int)r.index, m);
+        CHECK_MSG(strstr(m, "status 127") == NULL, "task %d: \"%s\"", (int)r.index, m);
         CHECK_MSG(tu_icontains(m, "fork server"), "task %d: %s \"%s\"",
                   (int)r.index, mproc_err_name(r.err), m);
         if (r.err == MPROC_EWORKER) {
