@@ -237,9 +237,10 @@ static _Noreturn void finish(int code, const char *msg)
         code = MPROC_ETASK;
     }
     if (msg == NULL && code < 0) {
-        msg = C.failmsg                                     ? C.failmsg
-              : code == MPROC_ETOOBIG && C.toobig[0] != '\0' ? C.toobig
-                                                            : mproc_strerror(code);
+        msg = C.failmsg ? C.failmsg
+              : code == MPROC_ETOOBIG && C.toobig[0] != '\0'
+                  ? C.toobig
+                  : mproc_strerror(code);
     }
     long h = mproc__chan_open_frame(&C.ch, X_DONE, 0);
     if (h >= 0) {

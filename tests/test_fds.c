@@ -426,8 +426,8 @@ static const char *stdio_still_free(const char *what)
 
 /* A context process that writes to stdout, as user code does: with 0-2
  * closed in the owner that write must fail, not land in a channel. */
-static int proc_chatty(const mproc_proc_env *env, const void *args,
-                       size_t len, mproc_reply *reply)
+static int proc_chatty(const mproc_proc_env *env, const void *args, size_t len,
+                       mproc_reply *reply)
 {
     (void)env;
     (void)args;

@@ -3824,8 +3824,8 @@ static void test_fork_server_killed(void)
     CHECK(g_zpid != MAP_FAILED);
     atomic_store(g_zpid, 0);
     mproc_super *s = snew(NULL);
-    sadd(s, (mproc_child_spec){.name = "orphan", .op = op_publish_parent},
-         NULL, 0);
+    sadd(s, (mproc_child_spec){.name = "orphan", .op = op_publish_parent}, NULL,
+         0);
     pthread_t th;
     CHECK_OK(pthread_create(&th, NULL, kill_fork_server, NULL));
     CHECK_SUPERVISE(s, T_LONG, MPROC_EWORKER);
