@@ -281,21 +281,31 @@ void mproc__pool_notify(mproc_pool *p)
 
 /* An OUTCOME frame answers the oldest frame sent to w: all of it, or with
  * PARTIAL the next items of a chunk, more to follow.  [mu held] */
-static void handle_outcome(mproc_pool *p, struct worker *w,
-                           const mproc__frame *f)
+/* The unit that the outcome frame at the head of w's input answers; it
+ * leaves w's pipeline unless the frame is PARTIAL (more frames follow for
+ * it).  NULL for a stray frame (nothing was sent), or when the unit was
+ * cancelled by clear or stolen (the worker skipped it).  [mu held] */
+static struct unit *answered_unit(struct worker *w, int partial)
 {
     if (w->head == w->tail) {
-        return; /* nothing was sent: ignore a stray frame */
+        return NULL;
     }
-    int partial = (f->flags & MPROC__FRAME_PARTIAL) != 0;
     uint64_t k = w->head % MPROC__DEPTH;
     struct unit *u = w->inflight[k];
     if (!partial) {
         w->head++;
         w->inflight[k] = NULL;
     }
+    return u;
+}
+
+static void handle_outcome(mproc_pool *p, struct worker *w,
+                           const mproc__frame *f)
+{
+    int partial = (f->flags & MPROC__FRAME_PARTIAL) != 0;
+    struct unit *u = answered_unit(w, partial);
     if (u == NULL) {
-        return; /* cancelled by clear or stolen: the worker skipped it */
+        return;
     }
     if (f->flags & MPROC__FRAME_SKIPPED) {
         push_front(p, u); /* cannot happen unless we cancelled it */
@@ -443,16 +453,8 @@ static void process_frames(mproc_pool *p, struct worker *w)
 static void fail_frame_enomem(mproc_pool *p, struct worker *w, unsigned flags,
                               uint32_t count, size_t bytes)
 {
-    if (w->head == w->tail) {
-        return; /* nothing was sent: a stray frame */
-    }
     int partial = (flags & MPROC__FRAME_PARTIAL) != 0;
-    uint64_t k = w->head % MPROC__DEPTH;
-    struct unit *u = w->inflight[k];
-    if (!partial) {
-        w->head++;
-        w->inflight[k] = NULL;
-    }
+    struct unit *u = answered_unit(w, partial);
     if (u == NULL) {
         return;
     }
