@@ -990,7 +990,8 @@ static void describe_end(char *buf, size_t cap, const mproc__kid *k, int status)
                  k->done_msg ? k->done_msg : mproc_strerror(k->done_code));
     } else if (WIFSIGNALED(status)) {
         const char *name = sigabbrev_np(WTERMSIG(status));
-        snprintf(buf, cap, "killed by signal %d (%s)", WTERMSIG(status),
+        /* Worded as the pool and the context word it. */
+        snprintf(buf, cap, "killed by signal %d (SIG%s)", WTERMSIG(status),
                  name ? name : "?");
     } else {
         snprintf(buf, cap, "exited with status %d", WEXITSTATUS(status));

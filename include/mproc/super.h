@@ -265,7 +265,7 @@ MPROC_EXPORT int mproc_super_add_debug_logger(mproc_super *super, mproc_id *id);
 MPROC_EXPORT int mproc_super_supervise(mproc_super *super, int timeout_ms);
 
 /* The text of the failure supervise returned, e.g.
- * "process 'worker' (id 2) failed: killed by signal 9 (KILL)", or NULL.
+ * "process 'worker' (id 2) failed: killed by signal 9 (SIGKILL)", or NULL.
  * Borrowed; valid until mproc_super_free. */
 MPROC_EXPORT const char *mproc_super_error(mproc_super *super);
 
