@@ -24,45 +24,20 @@ static void close_all_above_2(void)
     }
 }
 
-/* CPU time (user + system, in ms) used so far by `pid`, from /proc. */
-static long cpu_ms(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return 0;
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt
-     * majflt cmajflt utime stime */
-    if (p == NULL || sscanf(p + 2,
-                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
-                            "%*u %lu %lu",
-                            &ut, &st) != 2) {
-        return 0;
-    }
-    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
-}
-
 /* CPU used by this process and its children (the fork server, workers)
  * during `ms` milliseconds of doing nothing. */
 static long idle_cpu_ms(int ms)
 {
     pid_t kids[64];
     int nk = tu_children_of(getpid(), kids, 64);
-    long before = cpu_ms(getpid());
+    long before = tu_proc_cpu_ms(getpid());
     for (int i = 0; i < nk; i++) {
-        before += cpu_ms(kids[i]);
+        before += tu_proc_cpu_ms(kids[i]);
     }
     usleep((useconds_t)ms * 1000);
-    long after = cpu_ms(getpid());
+    long after = tu_proc_cpu_ms(getpid());
     for (int i = 0; i < nk; i++) {
-        after += cpu_ms(kids[i]);
+        after += tu_proc_cpu_ms(kids[i]);
     }
     return after - before;
 }

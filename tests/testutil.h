@@ -152,46 +152,60 @@ static inline int tu_count_fds(void)
     return n - 1; /* the directory's own fd */
 }
 
-/* The state letter of process `pid` from /proc/<pid>/stat ('R', 'S', 'Z'
- * ...), or 0 when there is no such process. */
-static inline char tu_proc_state(pid_t pid)
+/* Reads /proc/<pid>/stat into buf and returns the fields after the
+ * command name (from the state letter on), or NULL when there is no such
+ * process.  The name may hold spaces and parentheses: the last ')' ends it. */
+static inline const char *tu_proc_stat(pid_t pid, char *buf, size_t size)
 {
     char path[64];
-    char buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "re");
     if (f == NULL) {
-        return 0;
+        return NULL;
     }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    size_t n = fread(buf, 1, size - 1, f);
     fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
-    if (p == NULL || p[1] == '\0' || p[2] == '\0') {
-        return 0;
-    }
-    return p[2];
+    return p != NULL && p[1] == ' ' && p[2] != '\0' ? p + 2 : NULL;
+}
+
+/* The state letter of process `pid` ('R', 'S', 'Z' ...), or 0 when there
+ * is no such process. */
+static inline char tu_proc_state(pid_t pid)
+{
+    char buf[1024];
+    const char *f = tu_proc_stat(pid, buf, sizeof buf);
+    return f != NULL ? f[0] : 0;
 }
 
 /* The parent pid of `pid`, or -1. */
 static inline pid_t tu_proc_ppid(pid_t pid)
 {
-    char path[64];
-    char buf[512];
+    char buf[1024];
     int ppid = -1;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL) {
-        return -1;
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (p == NULL || sscanf(p + 1, " %*c %d", &ppid) != 1) {
+    const char *f = tu_proc_stat(pid, buf, sizeof buf);
+    if (f == NULL || sscanf(f, "%*c %d", &ppid) != 1) {
         return -1;
     }
     return (pid_t)ppid;
+}
+
+/* CPU time (user + system, in ms) `pid` has used so far, or 0. */
+static inline long tu_proc_cpu_ms(pid_t pid)
+{
+    char buf[1024];
+    unsigned long ut = 0, st = 0;
+    const char *f = tu_proc_stat(pid, buf, sizeof buf);
+    /* state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+     * utime stime */
+    if (f == NULL || sscanf(f,
+                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+                            "%*u %lu %lu",
+                            &ut, &st) != 2) {
+        return 0;
+    }
+    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
 }
 
 /* Fills `out` with the pids whose parent is `ppid`; returns how many. */
