@@ -526,7 +526,7 @@ static void test_idle_cpu(void)
            gone ? " (some threads or processes ended meanwhile)" : "");
     for (int o = 0; o < NOBJ; o++) {
         printf("  %-10s %5ld ms CPU (%.2f%% of a core) in %d processes and "
-               "%d threads of the owner\n",
+               "%d of the owner's threads\n",
                obj_name[o], cpu[o], 100.0 * (double)cpu[o] / (double)window,
                procs[o], threads[o]);
     }
@@ -535,8 +535,9 @@ static void test_idle_cpu(void)
                   "the idle %s used %ld ms of CPU in %.1f s (limit %ld ms)",
                   obj_name[o], cpu[o], (double)window / 1000.0, limit);
     }
-    /* The test must see the objects it measures. */
-    CHECK(procs[0] >= 3 && procs[1] >= 2 && procs[2] >= 1 && procs[3] >= 2);
+    /* The test must see what it measures: two workers for the pool and
+     * the group, the state server, the two supervised children. */
+    CHECK(procs[0] >= 2 && procs[1] >= 2 && procs[2] >= 1 && procs[3] >= 2);
 
     super_down(&sup);
     ctx_down(&ctx);

@@ -273,6 +273,10 @@ static void tally_finish(tally *t, const char *name, const killer *k,
                   "item %d answered OK but ran %d times", i,
                   atomic_load(&g_shm->runs[i]));
     }
+    /* A death fails at most the one task its worker was running. */
+    CHECK_MSG(t->eworker <= k->kills,
+              "%d items failed with MPROC_EWORKER after %d kills", t->eworker,
+              k->kills);
     /* Without kills the run would prove nothing about deaths. */
     CHECK_MSG(k->kills >= 3, "only %d workers were killed during the run",
               k->kills);
