@@ -261,6 +261,9 @@ int mproc_ctx_start(mproc_ctx *c)
     if (rc == 0) {
         c->spec.rings = rings;
         c->spec.fn = mproc__ctx_trampoline;
+        /* A context process runs one task frame: the socket carries it
+         * (a shared-memory link pays off only for a stream of tasks). */
+        c->spec.no_link = 1;
         c->spec.static_args = c->address;
         c->spec.static_len = strlen(c->address) + 1;
         /* Forked before this context has threads or a state connection. */

@@ -58,7 +58,14 @@ struct linebuf {
 };
 
 enum worker_state { W_EMPTY, W_STARTING, W_READY, W_STOPPING };
-enum kill_reason { KILL_NONE, KILL_TIMEOUT, KILL_STOP, KILL_CHAN, KILL_INIT };
+enum kill_reason {
+    KILL_NONE,
+    KILL_TIMEOUT,
+    KILL_STOP,
+    KILL_CHAN,
+    KILL_INIT,
+    KILL_PROTO /* it wrote garbage or broke its link: MPROC_EPROTO */
+};
 
 struct worker {
     int slot;

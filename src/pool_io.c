@@ -79,7 +79,10 @@ static void retry_later(mproc_pool *p)
 /* The epoll events a worker's channel waits for. */
 static uint32_t chan_events(const struct worker *w)
 {
-    return (w->in_paused ? 0 : EPOLLIN) | (w->want_write ? EPOLLOUT : 0);
+    /* On a link, room in the ring is announced by a doorbell byte: the
+     * socket itself is always writable. */
+    return (w->in_paused ? 0 : EPOLLIN) |
+           (w->want_write && !w->ch.has_link ? EPOLLOUT : 0);
 }
 
 static void chan_rearm(mproc_pool *p, struct worker *w)
@@ -435,7 +438,7 @@ static void process_frames(mproc_pool *p, struct worker *w)
         }
     }
     if (r < 0) {
-        kill_worker(w, KILL_STOP); /* it spoke garbage: replace it */
+        kill_worker(w, KILL_PROTO); /* it spoke garbage: replace it */
     }
     if (locked) {
         if (delivered) {
@@ -475,20 +478,11 @@ static void fail_frame_enomem(mproc_pool *p, struct worker *w, unsigned flags,
  * mproc__chan_fill; w->skip is 0 once it is all gone. */
 static long discard(struct worker *w)
 {
-    char buf[16384];
     long total = 0;
     while (w->skip > 0) {
-        size_t want = w->skip < sizeof(buf) ? w->skip : sizeof(buf);
-        ssize_t n = read(w->ch.fd, buf, want);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
+        long n = mproc__chan_discard(&w->ch, w->skip);
         if (n <= 0) {
-            long rc = n == 0 ? 0 : -errno;
-            if (rc == -EWOULDBLOCK) {
-                rc = -EAGAIN;
-            }
-            return total > 0 ? total : rc;
+            return total > 0 ? total : n;
         }
         w->skip -= (size_t)n;
         total += n;
@@ -561,6 +555,9 @@ static void read_channel(mproc_pool *p, struct worker *w)
 {
     long n = fill_channel(p, w);
     process_frames(p, w);
+    if (n == MPROC_EPROTO) {
+        kill_worker(w, KILL_PROTO); /* it broke its ring's indices */
+    }
     if (n == 0 || (n < 0 && n != -EAGAIN)) {
         ep_del(p, w->ch.fd);
         w->chan_open = 0;
@@ -683,6 +680,18 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     w->chan_lost = 0;
     mproc__chan_init(&w->ch, s.chan_fd, 1);
     mproc__set_nonblock(s.chan_fd);
+    if (s.link_fd >= 0) {
+        mproc__link link;
+        int lrc = mproc__link_map(&link, s.link_fd);
+        mproc__fd_untrack(s.link_fd);
+        close(s.link_fd);
+        if (lrc == 0) {
+            mproc__chan_use_link(&w->ch, &link);
+        } else {
+            /* The worker waits on a link we cannot see: replace it. */
+            kill_worker(w, KILL_STOP);
+        }
+    }
     w->chan_open = 1;
     w->want_write = 0;
     w->in_paused = 0;
@@ -917,6 +926,12 @@ static void describe_death(const mproc_pool *p, const struct worker *w,
                  "worker %d (pid %d) did not finish starting (its init) within "
                  "init_timeout_ms (%d ms) and was killed",
                  w->slot, (int)w->pid, p->opts.init_timeout_ms);
+    } else if (w->kill_reason == KILL_PROTO) {
+        snprintf(buf, size,
+                 "worker %d (pid %d) broke the protocol (what it wrote to "
+                 "its shared-memory ring or channel was not valid) and was "
+                 "killed and replaced",
+                 w->slot, (int)w->pid);
     } else if (w->kill_reason == KILL_CHAN) {
         snprintf(buf, size, CHAN_LOST_MSG "; it was killed and replaced",
                  w->slot, (int)w->pid);
@@ -1007,12 +1022,37 @@ static void requeue_suspects(mproc_pool *p, struct unit *u, uint32_t a,
     mproc__unit_free(u);
 }
 
-/* The tasks of a dead worker: the one it was running fails, the others go
- * back to the front of the queue in their order.  [mu held] */
+/* Fails items [from, to) of chunk u (from >= u->done) with `err`: they
+ * ran, or started, on a worker that died before their outcomes left it.
+ * Item `culprit`, when in range, gets `culprit_err` and `why`; the others
+ * `lost`.  [mu held] */
+static void fail_started(struct unit *u, uint32_t from, uint32_t to,
+                         uint32_t culprit, int culprit_err, const char *why,
+                         const char *lost)
+{
+    for (uint32_t j = from; j < to; j++) {
+        const char *m = j == culprit ? why : lost;
+        map_item_done(u, j, j == culprit ? culprit_err : MPROC_EWORKER, NULL,
+                      0, m, strlen(m));
+    }
+}
+
+/* The tasks of a dead worker.  Exactly once: what never started goes back
+ * to the front of the queue in its order; what started and has no outcome
+ * fails (the one running with the cause of death, MPROC_ETIMEDOUT for a
+ * task over its time limit, MPROC_EPROTO for a worker that broke the
+ * protocol; items of a chunk that had finished but whose outcomes had not
+ * left the worker with MPROC_EWORKER).  Nothing that started runs again.
+ * [mu held] */
 static void settle(mproc_pool *p, struct worker *w, int status)
 {
-    char why[320];
+    char why[320], lost[400];
     describe_death(p, w, status, why, sizeof(why));
+    snprintf(lost, sizeof(lost),
+             "this item had run, but its outcome was lost with its worker: "
+             "%s",
+             why);
+    int err = w->kill_reason == KILL_PROTO ? MPROC_EPROTO : MPROC_EWORKER;
     uint64_t limit_ns = (uint64_t)p->opts.task_timeout_ms * 1000000u;
     for (uint64_t k = w->tail; k-- > w->head;) {
         struct unit *u = w->inflight[k % MPROC__DEPTH];
@@ -1031,72 +1071,75 @@ static void settle(mproc_pool *p, struct worker *w, int status)
                              atomic_load(&s->lost_end));
             continue;
         }
-        if (st != MPROC__S_RUNNING && st != MPROC__S_LOST) {
-            push_front(p, u); /* not started, or done but not reported */
+        if (st == MPROC__S_QUEUED || st == MPROC__S_CANCELLED) {
+            push_front(p, u); /* never started */
             continue;
         }
-        int err = MPROC_EWORKER;
-        const char *why_msg = why;
-        char lost[320];
+        int ferr = err;
+        const char *fwhy = why;
+        char lost_chan[320];
         if (st == MPROC__S_LOST) {
             /* It ran to the end, but its outcome had no way out: never run
              * it again, it would take the next worker's channel too. */
-            snprintf(lost, sizeof(lost), CHAN_LOST_MSG "; it was replaced",
-                     w->slot, (int)w->pid);
-            why_msg = lost;
-        } else if (w->kill_reason == KILL_TIMEOUT) {
-            if (atomic_load(&s->start_ns) + limit_ns > w->kill_ns) {
-                push_front(p, u); /* it moved on to this one just now */
-                continue;
-            }
-            err = MPROC_ETIMEDOUT;
+            snprintf(lost_chan, sizeof(lost_chan),
+                     CHAN_LOST_MSG "; it was replaced", w->slot, (int)w->pid);
+            fwhy = lost_chan;
+        } else if (st == MPROC__S_DONE) {
+            /* Its outcome leaves before DONE is stored: only a worker that
+             * broke its link gets here. */
+            fwhy = lost;
+        } else if (w->kill_reason == KILL_TIMEOUT &&
+                   atomic_load(&s->start_ns) + limit_ns <= w->kill_ns) {
+            ferr = MPROC_ETIMEDOUT;
         }
+        if (u->job == NULL) {
+            fail_unit(p, u, ferr, fwhy);
+            continue;
+        }
+        /* A map chunk: items [done, next) were claimed (they ran or were
+         * running); the rest never started and run elsewhere. */
+        uint32_t next = (uint32_t)atomic_load(&s->claim);
         uint32_t sub = atomic_load(&s->sub);
-        if (u->job == NULL || sub >= u->count) {
-            fail_unit(p, u, err, why_msg);
-            continue;
+        if (st == MPROC__S_LOST) {
+            next = sub + 1;
+        } else if (st == MPROC__S_DONE) {
+            next = u->count;
+            sub = UINT32_MAX;
         }
-        if (sub < u->done) {
-            /* Item `sub` was reported: it died between items, sending
-             * them, so none was running and none fails. */
-            push_front(p, u);
-            continue;
-        }
-        /* A map chunk: only the item that was running fails.  Items before
-         * it finished but were not reported yet (the worker reports every
-         * ~100 us) run again; items after it have not run. */
-        struct unit *after = NULL;
-        if (sub + 1 < u->count) {
-            after = malloc(sizeof(*after));
+        next = next < u->done ? u->done : next > u->count ? u->count : next;
+        if (next < u->count) {
+            struct unit *after = malloc(sizeof(*after));
             if (after == NULL) {
-                fail_unit(p, u, err, why_msg); /* out of memory: fail the rest */
-                continue;
+                next = u->count; /* out of memory: fail the rest too */
+            } else {
+                *after = (struct unit){.index = u->index + next,
+                                       .count = u->count - next,
+                                       .job = u->job};
+                push_front(p, after);
             }
-            *after = (struct unit){.index = u->index + sub + 1,
-                                   .count = u->count - sub - 1,
-                                   .job = u->job};
-            push_front(p, after);
         }
-        map_item_done(u, sub, err, NULL, 0, why_msg, strlen(why_msg));
-        u->count = sub; /* now items [done, sub): to run again, if any */
-        if (u->done < u->count) {
-            push_front(p, u);
-        } else {
-            mproc__unit_free(u);
-        }
+        fail_started(u, u->done, next, sub, ferr, fwhy, lost);
+        mproc__unit_free(u);
     }
     w->head = w->tail = 0;
 }
 
 static void worker_died(mproc_pool *p, struct worker *w)
 {
-    /* Everything it wrote before dying is in the socket: read it all. */
-    while (w->chan_open) {
+    /* Everything it wrote before dying is in the socket or its ring (the
+     * ring even when the socket ended earlier): read it all. */
+    for (;;) {
+        int ring = w->ch.has_link && mproc__link_readable(&w->ch.link) > 0;
+        if (!w->chan_open && !ring) {
+            break;
+        }
         long n = fill_channel(p, w);
         process_frames(p, w);
-        if (n <= 0) {
+        if (n <= 0 && w->chan_open) {
             ep_del(p, w->ch.fd);
             w->chan_open = 0;
+        } else if (n <= 0) {
+            break;
         }
     }
     read_output(p, w, 1);
@@ -1319,6 +1362,13 @@ void *mproc__pool_io_main(void *arg)
             }
         }
         mproc__pool_flush(p);
+        /* Workers on a link ring the doorbell only when told we sleep. */
+        for (int i = 0; i < p->size; i++) {
+            struct worker *w = &p->workers[i];
+            if (w->chan_open && mproc__chan_prepare_sleep(&w->ch)) {
+                timeout = 0;
+            }
+        }
         p->io_asleep = 1;
         pthread_mutex_unlock(&p->mu);
         mproc__pool_finish_tasks(p); /* those failed by fail_queue above */
@@ -1360,6 +1410,15 @@ void *mproc__pool_io_main(void *arg)
             case EV_ERR:
                 read_output(p, w, 2);
                 break;
+            }
+        }
+        /* What workers published on their links without a doorbell. */
+        for (int i = 0; i < p->size; i++) {
+            struct worker *w = &p->workers[i];
+            /* (chan_open and the link's rx side are this thread's own.) */
+            if (w->chan_open && w->ch.has_link &&
+                mproc__link_readable(&w->ch.link) > 0) {
+                read_channel(p, w);
             }
         }
     }

@@ -1,10 +1,12 @@
-/* Framed messages over a stream fd: buffering, framing, partial writes. */
+/* Framed messages over a stream fd or a shared-memory link: buffering,
+ * framing, partial writes, and the link's spin-then-sleep waits. */
 #include "core/chan.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/platform.h"
@@ -14,6 +16,13 @@
 /* A frame body may hold a whole map chunk of payloads plus item headers. */
 #define FRAME_MAX (MPROC_PAYLOAD_MAX + (64u << 20))
 #define READ_CHUNK 65536u
+/* A blocking end spins this long at most before it sleeps, and at least
+ * SPIN_MIN_NS: the spin doubles after a wait it ended, halves after one it
+ * did not, so an idle peer costs a couple of microseconds per wait. */
+#define SPIN_MAX_NS 20000u
+#define SPIN_MIN_NS 2000u
+/* A sleeping blocking end looks at the fd for the peer's death this often. */
+#define SLEEP_CHECK_MS 1000
 
 static int buf_grow(mproc__buf *b, size_t need)
 {
@@ -44,6 +53,9 @@ void mproc__chan_free(mproc__chan *ch)
 {
     free(ch->in.data);
     free(ch->out.data);
+    if (ch->has_link) {
+        mproc__link_unmap(&ch->link);
+    }
     if (ch->fd >= 0) {
         mproc__fd_untrack(ch->fd);
         mproc__close(ch->fd);
@@ -103,6 +115,319 @@ void mproc__chan_truncate(mproc__chan *ch, size_t off)
     }
 }
 
+void mproc__chan_use_link(mproc__chan *ch, const mproc__link *l)
+{
+    ch->link = *l;
+    ch->has_link = 1;
+    ch->spin_ns = SPIN_MIN_NS;
+    struct stat st;
+    if (!ch->nonblock && fstat(ch->fd, &st) == 0) {
+        ch->check_fd = 1;
+        ch->fd_dev = st.st_dev;
+        ch->fd_ino = st.st_ino;
+    }
+}
+
+/* ---- link waits and wake-ups ----------------------------------------- */
+
+static int fd_intact(const mproc__chan *ch)
+{
+    struct stat st;
+    return fstat(ch->fd, &st) == 0 && st.st_ino == ch->fd_ino &&
+           st.st_dev == ch->fd_dev;
+}
+
+/* The worker's way to wake the owner's I/O thread, asleep in epoll. */
+static int ring_doorbell(mproc__chan *ch)
+{
+    if (ch->check_fd && !fd_intact(ch)) {
+        return -EBADF;
+    }
+    char c = 0;
+    if (send(ch->fd, &c, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+        errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        return -errno; /* EAGAIN: doorbells unread already, it will wake */
+    }
+    return 0;
+}
+
+static int wake_reader(mproc__chan *ch)
+{
+    if (!mproc__link_reader_needs_wake(&ch->link)) {
+        return 0;
+    }
+    if (ch->link.owner_side) {
+        mproc__link_wake_reader(&ch->link);
+        return 0;
+    }
+    return ring_doorbell(ch);
+}
+
+static int wake_writer(mproc__chan *ch)
+{
+    if (!mproc__link_writer_needs_wake(&ch->link)) {
+        return 0;
+    }
+    if (ch->link.owner_side) {
+        mproc__link_wake_writer(&ch->link);
+        return 0;
+    }
+    return ring_doorbell(ch);
+}
+
+/* 1 when the peer closed its end of the fd: it is gone. */
+static int peer_gone(const mproc__chan *ch)
+{
+    char c;
+    ssize_t n = recv(ch->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                      errno != EINTR);
+}
+
+/* Blocking end: waits until `ready` holds, spinning first.  Returns 0, or
+ * 0 with *gone set when the peer died meanwhile. */
+static void link_wait(mproc__chan *ch, int reading, int *gone)
+{
+    mproc__link *l = &ch->link;
+    uint64_t start = mproc__now_ns();
+    for (unsigned i = 1;; i++) {
+        if (reading ? mproc__link_readable(l) : mproc__link_room(l)) {
+            uint32_t s = ch->spin_ns * 2;
+            ch->spin_ns = s > SPIN_MAX_NS ? SPIN_MAX_NS : s;
+            return;
+        }
+        mproc__cpu_relax();
+        if ((i & 63) == 0 && mproc__now_ns() - start > ch->spin_ns) {
+            break;
+        }
+    }
+    uint32_t s = ch->spin_ns / 2;
+    ch->spin_ns = s < SPIN_MIN_NS ? SPIN_MIN_NS : s;
+    for (;;) {
+        if (reading) {
+            mproc__link_sleep_reading(l);
+        } else {
+            mproc__link_sleep_writing(l);
+        }
+        if (reading ? mproc__link_readable(l) : mproc__link_room(l)) {
+            if (reading) {
+                mproc__link_cancel_reading(l);
+            } else {
+                mproc__link_cancel_writing(l);
+            }
+            return;
+        }
+        int rc = reading ? mproc__link_wait_reading(l, SLEEP_CHECK_MS)
+                         : mproc__link_wait_writing(l, SLEEP_CHECK_MS);
+        if (rc == -ETIMEDOUT && peer_gone(ch)) {
+            *gone = 1;
+            return;
+        }
+        if (rc == 0) {
+            return;
+        }
+    }
+}
+
+static int link_flush(mproc__chan *ch)
+{
+    mproc__buf *b = &ch->out;
+    while (ch->committed > b->off) {
+        long n = mproc__link_write(&ch->link, b->data + b->off,
+                                   ch->committed - b->off);
+        if (n < 0) {
+            return (int)n;
+        }
+        if (n > 0) {
+            b->off += (size_t)n;
+            int rc = wake_reader(ch);
+            if (rc != 0) {
+                return rc;
+            }
+            continue;
+        }
+        if (ch->nonblock) {
+            mproc__link_sleep_writing(&ch->link);
+            if (mproc__link_room(&ch->link) == 0) {
+                return 1; /* the reader rings the doorbell when it reads */
+            }
+            mproc__link_cancel_writing(&ch->link);
+            continue;
+        }
+        /* Full: the reader must be awake to make room, even if what we
+         * published before was published quietly. */
+        int rc = wake_reader(ch);
+        if (rc != 0) {
+            return rc;
+        }
+        int gone = 0;
+        link_wait(ch, 0, &gone);
+        if (gone) {
+            return -EPIPE;
+        }
+    }
+    if (b->len == b->off) {
+        b->len = b->off = 0;
+        ch->committed = 0;
+    }
+    return 0;
+}
+
+/* Drains the doorbell bytes; 0 at end of stream, -EAGAIN otherwise. */
+static long drain_doorbell(mproc__chan *ch)
+{
+    char junk[256];
+    for (;;) {
+        ssize_t n = read(ch->fd, junk, sizeof(junk));
+        if (n > 0) {
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            return -errno;
+        }
+        return n == 0 ? 0 : -EAGAIN;
+    }
+}
+
+static long link_fill(mproc__chan *ch)
+{
+    mproc__buf *b = &ch->in;
+    for (;;) {
+        size_t avail = mproc__link_readable(&ch->link);
+        if (avail > 0) {
+            if (buf_grow(b, avail) != 0) {
+                avail = b->cap - b->len;
+                if (avail == 0) {
+                    return -ENOMEM;
+                }
+            }
+            long n = mproc__link_read(&ch->link, b->data + b->len, avail);
+            if (n < 0) {
+                return n;
+            }
+            b->len += (size_t)n;
+            int rc = wake_writer(ch);
+            if (rc != 0 && rc != -EBADF) {
+                return rc;
+            }
+            return n; /* (-EBADF: the next flush finds it too) */
+        }
+        if (ch->nonblock) {
+            /* Nothing in the ring: the fd tells whether the peer is gone
+             * (its end of stream comes only after everything it wrote). */
+            long rc = drain_doorbell(ch);
+            if (rc == 0 && mproc__link_readable(&ch->link)) {
+                continue; /* written just before it went */
+            }
+            return rc;
+        }
+        int gone = 0;
+        link_wait(ch, 1, &gone);
+        if (gone && mproc__link_readable(&ch->link) == 0) {
+            return 0;
+        }
+    }
+}
+
+int mproc__chan_write_raw(mproc__chan *ch, const void *buf, size_t len)
+{
+    if (!ch->has_link) {
+        return mproc__write_all(ch->fd, buf, len);
+    }
+    const char *p = buf;
+    while (len > 0) {
+        long n = mproc__link_write(&ch->link, p, len);
+        if (n < 0) {
+            return (int)n;
+        }
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            int rc = wake_reader(ch);
+            if (rc != 0) {
+                return rc;
+            }
+            continue;
+        }
+        int rc = wake_reader(ch);
+        if (rc != 0) {
+            return rc;
+        }
+        int gone = 0;
+        link_wait(ch, 0, &gone);
+        if (gone) {
+            return -EPIPE;
+        }
+    }
+    return 0;
+}
+
+int mproc__chan_publish(mproc__chan *ch)
+{
+    if (!ch->has_link) {
+        return mproc__chan_flush(ch);
+    }
+    mproc__buf *b = &ch->out;
+    long n = mproc__link_write(&ch->link, b->data + b->off,
+                               ch->committed - b->off);
+    if (n < 0) {
+        return (int)n;
+    }
+    b->off += (size_t)n;
+    if (ch->committed > b->off) {
+        return mproc__chan_flush(ch); /* full: wake the reader, wait */
+    }
+    if (b->len == b->off) {
+        b->len = b->off = 0;
+        ch->committed = 0;
+    }
+    return 0;
+}
+
+int mproc__chan_prepare_sleep(mproc__chan *ch)
+{
+    if (!ch->has_link) {
+        return 0;
+    }
+    mproc__link_sleep_reading(&ch->link);
+    if (mproc__link_readable(&ch->link)) {
+        return 1;
+    }
+    if (mproc__chan_pending(ch)) {
+        mproc__link_sleep_writing(&ch->link);
+        if (mproc__link_room(&ch->link)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+long mproc__chan_discard(mproc__chan *ch, size_t n)
+{
+    if (ch->has_link) {
+        long got = mproc__link_read(&ch->link, NULL, n);
+        if (got > 0) {
+            wake_writer(ch);
+            return got;
+        }
+        return got < 0 ? got : ch->nonblock ? drain_doorbell(ch) : -EAGAIN;
+    }
+    char buf[16384];
+    for (;;) {
+        ssize_t got = read(ch->fd, buf, n < sizeof(buf) ? n : sizeof(buf));
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got < 0) {
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        }
+        return got;
+    }
+}
+
 int mproc__chan_pending(const mproc__chan *ch)
 {
     return ch->committed > ch->out.off;
@@ -110,6 +435,9 @@ int mproc__chan_pending(const mproc__chan *ch)
 
 int mproc__chan_flush(mproc__chan *ch)
 {
+    if (ch->has_link) {
+        return link_flush(ch);
+    }
     mproc__buf *b = &ch->out;
     while (ch->committed > b->off) {
         ssize_t n = send(ch->fd, b->data + b->off, ch->committed - b->off,
@@ -139,6 +467,9 @@ long mproc__chan_fill(mproc__chan *ch)
         memmove(b->data, b->data + b->off, b->len - b->off);
         b->len -= b->off;
         b->off = 0;
+    }
+    if (ch->has_link) {
+        return link_fill(ch);
     }
     long total = 0;
     for (;;) {

@@ -1,10 +1,18 @@
-/* A framed message channel over one stream fd.
+/* A framed message channel over one stream fd, or over a shared-memory
+ * link (core/ring.h) with the fd beside it as doorbell and death notice.
  *
  * A frame is an 8-byte header {u32 body length, u8 type, u8 flags,
  * u16 reserved} followed by the body.  The channel keeps an input buffer
  * (bytes read, parsed frame by frame) and an output buffer (frames built in
  * place, written in as few syscalls as possible).  Pool code only uses the
- * calls below, so a shared-memory ring can later stand behind the same calls.
+ * calls below, so the same code runs on either transport.
+ *
+ * With a link, flush copies committed bytes into the tx ring and fill copies
+ * the rx ring into the input buffer: no system call while the other side is
+ * awake.  A blocking end (the worker's) waits spin-then-sleep: a short
+ * adaptive spin, then a futex sleep on the ring; the non-blocking end (the
+ * owner's I/O thread) sleeps in epoll on the fd, which the worker writes a
+ * byte to only when the owner announced it sleeps (see ring.h).
  *
  * Not thread-safe: each end is used by one thread at a time.
  */
@@ -13,6 +21,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include "core/ring.h"
 
 enum mproc__frame_type {
     MPROC__F_TASK = 1,  /* owner -> worker: u32 count, count x {u32 len, bytes} */
@@ -53,11 +64,33 @@ typedef struct mproc__chan {
     int nonblock;     /* fill reads until EAGAIN instead of once */
     size_t max_frame; /* longest body next accepts; 0: the payload default */
     int dontwait;     /* flush never blocks, even on a blocking fd */
+    int has_link;     /* data moves through `link`; fd is the doorbell */
+    mproc__link link;
+    uint32_t spin_ns; /* blocking end: how long to spin before sleeping */
+    /* Blocking end: the fd must still be this file before a doorbell is
+     * written to it (task code may close or replace fds it did not open):
+     * else flush returns -EBADF and writes nothing into someone's file. */
+    int check_fd;
+    dev_t fd_dev;
+    ino_t fd_ino;
 } mproc__chan;
 
 void mproc__chan_init(mproc__chan *ch, int fd, int nonblock);
-/* Frees the buffers and closes the fd. */
+/* Frees the buffers, unmaps any link and closes the fd. */
 void mproc__chan_free(mproc__chan *ch);
+
+/* From now on data moves through `l` (taken over); the fd stays as the
+ * doorbell.  On the blocking end, also remembers what the fd is (check_fd). */
+void mproc__chan_use_link(mproc__chan *ch, const mproc__link *l);
+
+/* Non-blocking end, before sleeping in poll/epoll on the fd: announces the
+ * sleep to the peer.  Returns 1 when there is something to read or room to
+ * write already (do not sleep), else 0.  A no-op (0) without a link. */
+int mproc__chan_prepare_sleep(mproc__chan *ch);
+
+/* Consumes up to n bytes of input without keeping them (the input buffer
+ * must be empty).  Returns as mproc__chan_fill. */
+long mproc__chan_discard(mproc__chan *ch, size_t n);
 
 /* Output.  open appends a header and returns its offset (or -ENOMEM); the
  * body is appended with append/reserve; close patches the length and makes
@@ -69,16 +102,30 @@ void mproc__chan_close_frame(mproc__chan *ch, long hdr_off);
 void mproc__chan_truncate(mproc__chan *ch, size_t off);
 
 /* Writes committed frames.  On a non-blocking fd returns 1 if bytes remain
- * (wait for writability), 0 when everything is written; blocking fds write
- * all.  Returns -errno on failure (-EPIPE: peer gone).  Offsets of a frame
+ * (wait for writability; with a link, for the doorbell), 0 when everything
+ * is written; blocking ends write all.  Returns -errno on failure (-EPIPE:
+ * peer gone; -EBADF: check_fd found the fd replaced; MPROC_EPROTO: the peer
+ * broke the link's indices).  Offsets of a frame
  * still open stay valid: the buffer is compacted only when none is open. */
 int mproc__chan_flush(mproc__chan *ch);
+/* Blocking end with a link: as flush, but the reader is not woken for what
+ * this publishes (the next flush wakes it; so does a full ring).  Without a
+ * link, flush. */
+int mproc__chan_publish(mproc__chan *ch);
+
+/* Blocking end: writes len bytes straight to the peer, after what was
+ * flushed before (the caller serialises it with flush).  Returns 0 or as
+ * flush. */
+int mproc__chan_write_raw(mproc__chan *ch, const void *buf, size_t len);
+
 /* 1 while committed bytes wait to be written. */
 int mproc__chan_pending(const mproc__chan *ch);
 
 /* Reads what is available (one read on a blocking fd, until EAGAIN on a
- * non-blocking one).  Returns bytes read (> 0), 0 at end of stream, -EAGAIN
- * when nothing was available, or -errno. */
+ * non-blocking one; with a link, what the ring holds, waiting spin-then-sleep
+ * on a blocking end).  Returns bytes read (> 0), 0 at end of stream (with a
+ * link: only once the ring is empty), -EAGAIN when nothing was available, or
+ * -errno (MPROC_EPROTO: the peer broke the link's indices). */
 long mproc__chan_fill(mproc__chan *ch);
 /* Takes the next complete frame: 1 with *f filled, 0 when none is complete,
  * -EPROTO-like MPROC_EPROTO for a frame longer than the payload maximum. */

@@ -23,6 +23,7 @@
  * tasks still share one write. */
 #define FLUSH_AFTER_NS 100000u
 #define FLUSH_AFTER_BYTES (256u << 10)
+
 #define ERRMSG_MAX 4000
 /* An item that ran this long has the channel checked right after it, which
  * then costs next to nothing; quicker items are covered by the check before
@@ -44,7 +45,6 @@ static struct {
     mproc__chan ch;
     pthread_mutex_t write_mu; /* serialises whole frames on ch.fd */
     pthread_t main_thread;
-    uint64_t unflushed_since;
     dev_t chan_dev; /* what ch.fd is: task code may close or replace it */
     ino_t chan_ino;
     mproc__slot *ring;
@@ -71,9 +71,6 @@ static int chan_fd_min(void)
                                           : (int)(rl.rlim_cur / 2);
 }
 
-/* Exit status of a worker whose channel was taken away by task code. */
-#define EXIT_CHAN_LOST 3
-
 /* 1 while ch.fd is still the channel to the owner.  Task code may close fds
  * it did not open (daemonising code closes every fd above 2) and may open
  * other files that take the same number: writing an outcome then would
@@ -90,12 +87,14 @@ int mproc_worker_id(void)
     return W.active ? W.slot : -1;
 }
 
+/* Exit status of a worker whose channel was taken away by task code. */
+#define EXIT_CHAN_LOST 3
+
 static int flush_locked(void)
 {
     pthread_mutex_lock(&W.write_mu);
     int rc = mproc__chan_flush(&W.ch);
     pthread_mutex_unlock(&W.write_mu);
-    W.unflushed_since = 0;
     return rc;
 }
 
@@ -148,10 +147,33 @@ static void verify_channel(void)
 static void flush_or_exit(void)
 {
     /* Never write into whatever file task code put on the channel's
-     * number. */
-    verify_channel();
-    if (flush_locked() < 0) {
+     * number.  (On a link the data does not go through the fd: the flush
+     * checks it before it rings the doorbell.) */
+    if (!W.ch.has_link) {
+        verify_channel();
+    }
+    int rc = flush_locked();
+    if (rc == -EBADF) {
+        /* The doorbell's fd was taken by task code: everything is
+         * published, the owner reads it when this process has gone. */
+        worker_exit(EXIT_CHAN_LOST);
+    }
+    if (rc < 0) {
         worker_exit(0); /* the owner is gone; nobody wants the results */
+    }
+}
+
+/* As flush_or_exit, without waking the owner (core/chan.h). */
+static void publish_or_exit(void)
+{
+    pthread_mutex_lock(&W.write_mu);
+    int rc = mproc__chan_publish(&W.ch);
+    pthread_mutex_unlock(&W.write_mu);
+    if (rc == -EBADF) {
+        worker_exit(EXIT_CHAN_LOST);
+    }
+    if (rc < 0) {
+        worker_exit(0);
     }
 }
 
@@ -194,14 +216,17 @@ int mproc__worker_log(const char *name, int level, const char *msg)
     memcpy(p + 6 + nlen, msg, mlen);
 
     pthread_mutex_lock(&W.write_mu);
-    int rc = chan_intact() ? 0 : -EBADF;
+    int rc = W.ch.has_link || chan_intact() ? 0 : -EBADF;
     /* On the task's own thread, results finished earlier go first, so the
      * owner sees them in the order they happened. */
     if (rc == 0 && pthread_equal(pthread_self(), W.main_thread)) {
         rc = mproc__chan_flush(&W.ch);
     }
     if (rc >= 0) {
-        rc = mproc__write_all(W.ch.fd, stackbuf, MPROC__FRAME_HDR + body);
+        rc = mproc__chan_write_raw(&W.ch, stackbuf, MPROC__FRAME_HDR + body);
+    }
+    if (rc == -EBADF && W.ch.has_link) {
+        rc = 0; /* published: only the doorbell's fd is gone (see flush) */
     }
     pthread_mutex_unlock(&W.write_mu);
     return rc < 0 ? -1 : 0;
@@ -326,11 +351,6 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
 {
     mproc__slot *slot = &W.ring[W.frames % MPROC__DEPTH];
     uint64_t now = mproc__now_ns();
-    if (W.unflushed_since != 0 &&
-        (now - W.unflushed_since > FLUSH_AFTER_NS ||
-         W.ch.committed > FLUSH_AFTER_BYTES)) {
-        flush_or_exit();
-    }
     atomic_store_explicit(&slot->sub, 0, memory_order_relaxed);
     atomic_store_explicit(&slot->start_ns, now, memory_order_relaxed);
     uint32_t expect = MPROC__S_QUEUED;
@@ -346,7 +366,7 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
         const char *p = f->body + 4, *end = f->body + f->len;
         size_t count_off = W.ch.out.len; /* items in this outcome frame */
         uint32_t first = 0;
-        uint64_t since = W.unflushed_since ? W.unflushed_since : now;
+        uint64_t since = now;
         if (mproc__chan_reserve(&W.ch, 4) == NULL) {
             worker_exit(1);
         }
@@ -361,22 +381,28 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
             }
             uint32_t len = mproc__get_u32(p);
             if (i > 0) {
-                if (t - since > FLUSH_AFTER_NS ||
-                    W.ch.out.len - W.ch.out.off > FLUSH_AFTER_BYTES) {
-                    /* Send the chunk's finished items now, as for whole
-                     * tasks: if this worker dies later in the chunk, the
-                     * owner keeps them and runs only the rest again. */
-                    mproc__put_u32(W.ch.out.data + count_off, i - first);
-                    W.ch.out.data[hdr + 5] = (char)MPROC__FRAME_PARTIAL;
-                    mproc__chan_close_frame(&W.ch, hdr);
+                /* The items finished so far leave before the next one is
+                 * claimed: if this worker dies in item i, the owner has
+                 * every earlier outcome and fails only item i (exactly
+                 * once).  On a link that is a copy into the ring; the owner
+                 * is woken at most every FLUSH_AFTER_NS meanwhile (and at
+                 * the chunk's end), so a chunk of tiny items costs it no
+                 * wake-up per item. */
+                mproc__put_u32(W.ch.out.data + count_off, i - first);
+                W.ch.out.data[hdr + 5] = (char)MPROC__FRAME_PARTIAL;
+                mproc__chan_close_frame(&W.ch, hdr);
+                if (W.ch.has_link && t - since <= FLUSH_AFTER_NS &&
+                    W.ch.out.len - W.ch.out.off <= FLUSH_AFTER_BYTES) {
+                    publish_or_exit();
+                } else {
                     flush_or_exit();
                     t = since = mproc__now_ns();
-                    first = i;
-                    hdr = mproc__chan_open_frame(&W.ch, MPROC__F_OUTCOME, 0);
-                    count_off = W.ch.out.len;
-                    if (hdr < 0 || mproc__chan_reserve(&W.ch, 4) == NULL) {
-                        worker_exit(1);
-                    }
+                }
+                first = i;
+                hdr = mproc__chan_open_frame(&W.ch, MPROC__F_OUTCOME, 0);
+                count_off = W.ch.out.len;
+                if (hdr < 0 || mproc__chan_reserve(&W.ch, 4) == NULL) {
+                    worker_exit(1);
                 }
                 if (!claim_item(slot, i)) {
                     break; /* the rest went to an idle worker */
@@ -396,18 +422,22 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
              * flush; so a quick item is blamed exactly unless other quick
              * items ran since the last check (then they are all run again
              * one by one, marked). */
-            if (always || done_ns - t >= CHECK_AFTER_NS) {
+            if (!W.ch.has_link && (always || done_ns - t >= CHECK_AFTER_NS)) {
                 verify_channel();
             }
             t = done_ns;
         }
         mproc__put_u32(W.ch.out.data + count_off, i - first);
-        atomic_store_explicit(&slot->state, MPROC__S_DONE,
-                              memory_order_release);
     }
     mproc__chan_close_frame(&W.ch, hdr);
-    if (W.unflushed_since == 0) {
-        W.unflushed_since = now;
+    /* The outcome leaves before the slot says DONE: a task whose worker
+     * dies after this point has its outcome in the owner's hands (or in
+     * the ring), and one whose slot does not say DONE is never run again
+     * either.  Exactly once. */
+    flush_or_exit();
+    if (claimed) {
+        atomic_store_explicit(&slot->state, MPROC__S_DONE,
+                              memory_order_release);
     }
 }
 
@@ -425,7 +455,7 @@ static void send_simple(int type, int32_t code, const char *msg)
 }
 
 _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
-                                  int fd, pid_t parent)
+                                  int fd, pid_t parent, void *link_map)
 {
     if (!spec->linger) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -446,6 +476,11 @@ _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
     }
     W.chan_dev = st.st_dev;
     W.chan_ino = st.st_ino;
+    if (link_map != NULL) {
+        mproc__link link;
+        mproc__link_attach(&link, link_map, 0);
+        mproc__chan_use_link(&W.ch, &link);
+    }
     /* Tracked, so a pool or context this worker starts does not leave its
      * channel open in its own fork server: the owner would then see no end
      * of stream when this worker dies. */

@@ -64,6 +64,7 @@ typedef struct mproc__worker_spec {
     int linger;
     int capture_output;
     mproc__slot *rings; /* MAP_SHARED: MPROC__DEPTH slots per worker slot */
+    int no_link; /* workers run on the socket alone (no shared-memory link) */
     /* NULL: children run mproc__worker_main.  Else what a child of the
      * fork server runs instead (its own protocol on fd; must not return),
      * with `user` for its use. */
@@ -72,10 +73,11 @@ typedef struct mproc__worker_spec {
     void *user;
 } mproc__worker_spec;
 
-/* Runs worker `slot` on channel fd `fd` until told to stop or the owner is
- * gone, then exits the process.  Called in a freshly forked child. */
+/* Runs worker `slot` on channel fd `fd` (and the shared-memory link mapped
+ * at `link_map`, unless NULL) until told to stop or the owner is gone, then
+ * exits the process.  Called in a freshly forked child. */
 _Noreturn void mproc__worker_main(const mproc__worker_spec *spec, int slot,
-                                  int fd, pid_t parent);
+                                  int fd, pid_t parent, void *link_map);
 
 /* In a worker: sends a log record to the owner.  Returns 0, or -1 when this
  * process is not a worker or no registered logger matches `name` (the

@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/platform.h"
+#include "core/ring.h"
 #include "mproc/error.h"
 
 enum { Z_SPAWN = 1, Z_REAP, Z_EXIT };
@@ -28,9 +30,10 @@ struct zrep {
     int32_t pid;
     int32_t status;
     int32_t nfds;
+    int32_t has_link; /* the last fd is the worker's link memfd */
 };
 
-#define MAX_FDS 4
+#define MAX_FDS 5
 #define ZYGOTE_LAST_CHANCE_MS 1000
 
 static int send_msg(int sock, const void *msg, size_t len, const int *fds,
@@ -169,6 +172,16 @@ static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
         zs->kids = k;
         zs->capkids = cap;
     }
+    /* A pool worker's data path: shared-memory rings, mapped here so the
+     * worker inherits them.  Where memfd_create is refused the worker runs
+     * on the socket alone (link_fd stays -1). */
+    int link_fd = -1;
+    void *link_map = NULL;
+    if (zs->spec->child_main == NULL && !zs->spec->no_link &&
+        mproc__link_create(&link_fd, &link_map) != 0) {
+        link_fd = -1;
+        link_map = NULL;
+    }
     pid_t me = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -176,11 +189,18 @@ static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
         mproc__close(sv[0]), mproc__close(sv[1]);
         mproc__close(outp[0]), mproc__close(outp[1]);
         mproc__close(errp[0]), mproc__close(errp[1]);
+        if (link_map != NULL) {
+            munmap(link_map, MPROC__LINK_SIZE);
+        }
+        mproc__close(link_fd);
         return e;
     }
     if (pid == 0) {
         close(zs->ctl);
         close(sv[0]);
+        /* The worker keeps the mapping, never the memfd: it cannot resize
+         * it (sealed anyway) nor hand it on. */
+        mproc__close(link_fd);
         if (outp[1] >= 0) {
             close(outp[0]);
             close(errp[0]);
@@ -193,7 +213,10 @@ static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
             zs->spec->child_main(zs->spec, slot, sv[1], me);
             _exit(1);
         }
-        mproc__worker_main(zs->spec, slot, sv[1], me);
+        mproc__worker_main(zs->spec, slot, sv[1], me, link_map);
+    }
+    if (link_map != NULL) {
+        munmap(link_map, MPROC__LINK_SIZE);
     }
     zs->kids[zs->nkids++] = pid;
     close(sv[1]);
@@ -208,6 +231,10 @@ static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
         fds[2] = outp[0];
         fds[3] = errp[0];
         rep->nfds = 4;
+    }
+    if (link_fd >= 0) {
+        fds[rep->nfds++] = link_fd;
+        rep->has_link = 1;
     }
     return pidfd < 0 ? pidfd : 0;
 }
@@ -244,7 +271,7 @@ static _Noreturn void zygote_main(const mproc__worker_spec *spec, int ctl,
             continue;
         }
         struct zrep rep = {0};
-        int out[MAX_FDS] = {-1, -1, -1, -1};
+        int out[MAX_FDS] = {-1, -1, -1, -1, -1};
         if (req.op == Z_EXIT) {
             break;
         } else if (req.op == Z_SPAWN) {
@@ -454,11 +481,19 @@ int mproc__zygote_spawn(mproc__zygote *z, int slot, mproc__spawned *out)
         }
         return rc;
     }
+    int pipes = nfds - 2 - (rep.has_link != 0);
+    if (pipes != 0 && pipes != 2) {
+        for (int i = 0; i < nfds; i++) {
+            close(fds[i]);
+        }
+        return -EPROTO;
+    }
     out->pid = rep.pid;
     out->chan_fd = fds[0];
     out->pidfd = fds[1];
-    out->out_fd = nfds == 4 ? fds[2] : -1;
-    out->err_fd = nfds == 4 ? fds[3] : -1;
+    out->out_fd = pipes == 2 ? fds[2] : -1;
+    out->err_fd = pipes == 2 ? fds[3] : -1;
+    out->link_fd = rep.has_link ? fds[nfds - 1] : -1;
     for (int i = 0; i < nfds; i++) {
         mproc__fd_track(fds[i]);
     }

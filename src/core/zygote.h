@@ -42,6 +42,8 @@ typedef struct mproc__spawned {
     int pidfd;   /* becomes readable when the worker exits */
     int out_fd;  /* read end of the worker's stdout, or -1 */
     int err_fd;  /* read end of the worker's stderr, or -1 */
+    int link_fd; /* the worker's shared-memory link (core/ring.h), or -1:
+                    it runs on the socket alone */
 } mproc__spawned;
 
 /* Forks the zygote from the calling thread.  `spec` must stay valid (it is
