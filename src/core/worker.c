@@ -435,9 +435,14 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
      * the ring), and one whose slot does not say DONE is never run again
      * either.  Exactly once. */
     flush_or_exit();
+    /* A compare-and-swap, not a store: once the outcome is out, the owner
+     * may already have reused this slot for a new frame (QUEUED), which a
+     * plain store would turn into DONE, and the new frame would be
+     * skipped. */
+    uint32_t running = MPROC__S_RUNNING;
     if (claimed) {
-        atomic_store_explicit(&slot->state, MPROC__S_DONE,
-                              memory_order_release);
+        atomic_compare_exchange_strong(&slot->state, &running,
+                                       MPROC__S_DONE);
     }
 }
 
