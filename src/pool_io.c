@@ -325,6 +325,7 @@ static void handle_outcome(mproc_pool *p, struct worker *w,
         const char *data = NULL;
         if (j < count && end - b >= 8) {
             memcpy(&code, b, 4);
+            code = code > 0 ? MPROC_EPROTO : code; /* codes are <= 0 */
             len = mproc__get_u32(b + 4);
             if ((size_t)(end - b - 8) >= len) {
                 data = b + 8;
@@ -551,12 +552,36 @@ static long fill_channel(mproc_pool *p, struct worker *w)
     }
 }
 
+/* 1 when the oldest frame sent to w reads DONE in its slot.  A worker
+ * stores DONE only after the frame's outcome is published, so once that is
+ * seen and the ring is drained, the outcome must be in our hands. */
+static int head_done(const struct worker *w)
+{
+    return w->head != w->tail &&
+           atomic_load_explicit(&w->ring[w->head % MPROC__DEPTH].state,
+                                memory_order_acquire) == MPROC__S_DONE;
+}
+
 static void read_channel(mproc_pool *p, struct worker *w)
 {
+    pthread_mutex_lock(&p->mu); /* w->tail moves under mu (send_unit) */
+    uint64_t head = w->head;
+    int done = w->ch.has_link && head_done(w);
+    pthread_mutex_unlock(&p->mu);
     long n = fill_channel(p, w);
     process_frames(p, w);
-    if (n == MPROC_EPROTO) {
-        kill_worker(w, KILL_PROTO); /* it broke its ring's indices */
+    pthread_mutex_lock(&p->mu); /* the tx side moves under mu */
+    int broken = w->ch.has_link && mproc__link_broken(&w->ch.link);
+    pthread_mutex_unlock(&p->mu);
+    if (n == MPROC_EPROTO || broken) {
+        kill_worker(w, KILL_PROTO); /* it broke its rings' indices */
+    } else if (done && w->head == head && w->skip == 0 && !w->in_paused &&
+               mproc__link_readable(&w->ch.link) == 0) {
+        /* Everything it published is read, yet the outcome it says it
+         * published is not there: what is in the ring is not what it
+         * wrote (e.g. a frame length that is a lie, waiting for bytes
+         * that never come). */
+        kill_worker(w, KILL_PROTO);
     }
     if (n == 0 || (n < 0 && n != -EAGAIN)) {
         ep_del(p, w->ch.fd);
@@ -1088,6 +1113,14 @@ static void settle(mproc_pool *p, struct worker *w, int status)
             /* Its outcome leaves before DONE is stored: only a worker that
              * broke its link gets here. */
             fwhy = lost;
+        } else if (st == MPROC__S_BROKEN) {
+            snprintf(lost_chan, sizeof(lost_chan),
+                     "worker %d (pid %d) found its shared-memory ring broken "
+                     "while running this task (task code wrote over it): a "
+                     "protocol error; it was replaced",
+                     w->slot, (int)w->pid);
+            fwhy = lost_chan;
+            ferr = MPROC_EPROTO;
         } else if (w->kill_reason == KILL_TIMEOUT &&
                    atomic_load(&s->start_ns) + limit_ns <= w->kill_ns) {
             ferr = MPROC_ETIMEDOUT;
@@ -1280,12 +1313,32 @@ void mproc__pool_flush(mproc_pool *p)
             continue;
         }
         int rc = mproc__chan_flush(&w->ch);
+        if (rc == MPROC_EPROTO) {
+            kill_worker(w, KILL_PROTO); /* it broke the task ring's tail */
+        }
         int want = rc == 1;
         if (want != w->want_write) {
             w->want_write = want;
             chan_rearm(p, w);
         }
     }
+}
+
+/* 1 when w's link holds bytes, or its oldest frame reads DONE (then the
+ * outcome must be read, or found missing: see read_channel).  Called by
+ * the I/O thread, whose own are chan_open and the link's rx side. */
+static int link_wants_read(mproc_pool *p, struct worker *w)
+{
+    if (!w->chan_open || !w->ch.has_link) {
+        return 0;
+    }
+    if (mproc__link_readable(&w->ch.link) > 0) {
+        return 1; /* (also when broken: the read says so) */
+    }
+    pthread_mutex_lock(&p->mu);
+    int want = w->kill_reason == KILL_NONE && head_done(w);
+    pthread_mutex_unlock(&p->mu);
+    return want;
 }
 
 static int any_worker(const mproc_pool *p)
@@ -1365,7 +1418,10 @@ void *mproc__pool_io_main(void *arg)
         /* Workers on a link ring the doorbell only when told we sleep. */
         for (int i = 0; i < p->size; i++) {
             struct worker *w = &p->workers[i];
-            if (w->chan_open && mproc__chan_prepare_sleep(&w->ch)) {
+            if (w->chan_open && (mproc__chan_prepare_sleep(&w->ch) ||
+                                 (w->ch.has_link &&
+                                  w->kill_reason == KILL_NONE &&
+                                  head_done(w)))) {
                 timeout = 0;
             }
         }
@@ -1412,12 +1468,11 @@ void *mproc__pool_io_main(void *arg)
                 break;
             }
         }
-        /* What workers published on their links without a doorbell. */
+        /* What workers published on their links without a doorbell, and
+         * links whose DONE slot must be checked against what they hold. */
         for (int i = 0; i < p->size; i++) {
             struct worker *w = &p->workers[i];
-            /* (chan_open and the link's rx side are this thread's own.) */
-            if (w->chan_open && w->ch.has_link &&
-                mproc__link_readable(&w->ch.link) > 0) {
+            if (link_wants_read(p, w)) {
                 read_channel(p, w);
             }
         }

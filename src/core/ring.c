@@ -158,6 +158,11 @@ long mproc__link_read(mproc__link *l, void *buf, size_t len)
     return (long)n;
 }
 
+int mproc__link_broken(const mproc__link *l)
+{
+    return tx_used(l) > MPROC__RING_CAP || rx_avail(l) > MPROC__RING_CAP;
+}
+
 size_t mproc__link_readable(const mproc__link *l)
 {
     uint64_t avail = rx_avail(l);

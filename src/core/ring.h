@@ -84,6 +84,9 @@ long mproc__link_write(mproc__link *l, const void *buf, size_t len);
  * (0: empty) or MPROC_EPROTO when the peer's head is impossible. */
 long mproc__link_read(mproc__link *l, void *buf, size_t len);
 
+/* 1 when the peer's index in either ring is impossible. */
+int mproc__link_broken(const mproc__link *l);
+
 /* Bytes waiting to be read (0 when empty or broken). */
 size_t mproc__link_readable(const mproc__link *l);
 

@@ -144,6 +144,22 @@ static void verify_channel(void)
     W.nsuspect = 0;
 }
 
+/* A flush failed: the owner is gone (exit quietly), the doorbell's fd was
+ * taken (everything is published: the owner reads it when we are gone), or
+ * our link is broken (say so in the running frame's slot). */
+static _Noreturn void flush_failed(int rc)
+{
+    if (rc == -EBADF) {
+        worker_exit(EXIT_CHAN_LOST);
+    }
+    if (rc == MPROC_EPROTO && W.ring != NULL) {
+        uint32_t running = MPROC__S_RUNNING;
+        atomic_compare_exchange_strong(&W.ring[W.frames % MPROC__DEPTH].state,
+                                       &running, MPROC__S_BROKEN);
+    }
+    worker_exit(0);
+}
+
 static void flush_or_exit(void)
 {
     /* Never write into whatever file task code put on the channel's
@@ -153,13 +169,8 @@ static void flush_or_exit(void)
         verify_channel();
     }
     int rc = flush_locked();
-    if (rc == -EBADF) {
-        /* The doorbell's fd was taken by task code: everything is
-         * published, the owner reads it when this process has gone. */
-        worker_exit(EXIT_CHAN_LOST);
-    }
     if (rc < 0) {
-        worker_exit(0); /* the owner is gone; nobody wants the results */
+        flush_failed(rc);
     }
 }
 
@@ -169,11 +180,8 @@ static void publish_or_exit(void)
     pthread_mutex_lock(&W.write_mu);
     int rc = mproc__chan_publish(&W.ch);
     pthread_mutex_unlock(&W.write_mu);
-    if (rc == -EBADF) {
-        worker_exit(EXIT_CHAN_LOST);
-    }
     if (rc < 0) {
-        worker_exit(0);
+        flush_failed(rc);
     }
 }
 

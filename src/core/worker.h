@@ -35,7 +35,11 @@ enum mproc__slot_state {
      * in other frames: any of them may be the culprit.  The owner runs each
      * again in a frame of its own flagged MPROC__FRAME_CHECK, where the
      * worker checks the channel after every item. */
-    MPROC__S_SUSPECT
+    MPROC__S_SUSPECT,
+    /* The frame was running when the worker found its shared-memory link
+     * broken (task code wrote over it): the worker exits, and the owner
+     * fails the frame's started items with MPROC_EPROTO. */
+    MPROC__S_BROKEN
 };
 
 typedef struct mproc__slot {

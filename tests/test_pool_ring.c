@@ -1,0 +1,310 @@
+/* test_pool_ring.c - the pool's shared-memory transport: workers run on a
+ * link, and a worker that scribbles over its rings fails alone, with
+ * MPROC_EPROTO where the damage is certain to be seen, and never crashes,
+ * overreads or hangs the owner.  (Skipped where memfd_create is refused:
+ * the pool then runs on sockets, covered by the *_no_memfd tests.) */
+#include "harness.h"
+#include "testutil.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "core/ring.h"
+
+/* ---- in the worker: find and damage its own link ---------------------- */
+
+/* The worker's link mapping, found by name in /proc/self/maps. */
+static char *find_link(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (f == NULL) {
+        return NULL;
+    }
+    char line[512];
+    char *base = NULL;
+    while (base == NULL && fgets(line, sizeof line, f) != NULL) {
+        unsigned long lo, hi;
+        if (strstr(line, "memfd:mproc-link") != NULL &&
+            sscanf(line, "%lx-%lx", &lo, &hi) == 2 &&
+            hi - lo >= MPROC__LINK_SIZE) {
+            base = (char *)lo;
+        }
+    }
+    fclose(f);
+    return base;
+}
+
+/* Wakes the owner as the worker's own doorbell would: one byte on the
+ * worker's socket (kept at a high fd number). */
+static void ring_doorbell(void)
+{
+    for (int fd = 3; fd < 4096; fd++) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            char c = 0;
+            send(fd, &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+    }
+}
+
+enum {
+    DAMAGE_NONE = 0,
+    DAMAGE_HEAD,       /* outcome ring head far past its tail */
+    DAMAGE_LENGTH,     /* a frame longer than any frame may be */
+    DAMAGE_LIE,        /* a plausible length, bytes that never come */
+    DAMAGE_TAIL,       /* task ring tail ahead of what the owner wrote */
+    DAMAGE_RANDOM      /* random bytes over the outcome ring; value: seed */
+};
+
+/* Task {i64 mode, i64 seed}: does the damage, then (except for LIE and
+ * RANDOM, which go on and let the worker write over it) waits to be
+ * killed.  Any other task: x -> x + 1. */
+static int damage_fn(const void *task, size_t len, const void *sa, size_t sl,
+                     mproc_reply *reply)
+{
+    (void)sa;
+    (void)sl;
+    int64_t v[2] = {0, 0};
+    if (len == sizeof v) {
+        memcpy(v, task, sizeof v);
+    } else if (len == 8) {
+        memcpy(v, task, 8);
+        return mproc_reply_i64(reply, v[0] + 1);
+    }
+    char *base = find_link();
+    if (base == NULL) {
+        return mproc_reply_error(reply, "no link mapping found");
+    }
+    mproc__ring_ctl *down = (mproc__ring_ctl *)base, *up = down + 1;
+    char *up_data = base + 2 * sizeof(mproc__ring_ctl) + MPROC__RING_CAP;
+    uint64_t head = atomic_load(&up->head);
+    char hdr[8] = {0};
+    switch ((int)v[0]) {
+    case DAMAGE_HEAD:
+        atomic_store(&up->head, atomic_load(&up->tail) + 4 * MPROC__RING_CAP);
+        break;
+    case DAMAGE_LENGTH:
+    case DAMAGE_LIE: {
+        uint32_t n = v[0] == DAMAGE_LENGTH ? 0xfffffff0u : 1000u;
+        memcpy(hdr, &n, 4);
+        hdr[4] = 5; /* OUTCOME */
+        for (int i = 0; i < 8; i++) {
+            up_data[(head + (uint64_t)i) & (MPROC__RING_CAP - 1)] = hdr[i];
+        }
+        atomic_store(&up->head, head + 8);
+        break;
+    }
+    case DAMAGE_TAIL:
+        atomic_store(&down->tail, atomic_load(&down->head) + 64);
+        break;
+    case DAMAGE_RANDOM: {
+        uint64_t s = (uint64_t)v[1] * 0x9e3779b97f4a7c15u + 1;
+        for (int k = 0; k < 64; k++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            uint64_t r = s;
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            if (k % 8 == 0) {
+                /* the outcome ring's indices and flags, now and then */
+                uint64_t *words = (uint64_t *)up;
+                words[(r >> 8) % (sizeof *up / 8)] = s;
+            } else {
+                up_data[(head + r % 4096) & (MPROC__RING_CAP - 1)] = (char)s;
+            }
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    ring_doorbell();
+    if (v[0] == DAMAGE_LIE) {
+        /* Let the owner take the lie before the worker writes on. */
+        for (int i = 0; i < 5000 && atomic_load(&up->tail) != head + 8; i++) {
+            usleep(1000);
+        }
+    }
+    if (v[0] == DAMAGE_LIE || v[0] == DAMAGE_RANDOM) {
+        return mproc_reply_i64(reply, -1);
+    }
+    sleep(30); /* killed long before */
+    return mproc_reply_i64(reply, -2);
+}
+
+/* ---- owner side ---------------------------------------------------------- */
+
+static int links(void)
+{
+    int fd = memfd_create("mproc-test-probe", MFD_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    close(fd);
+    return 1;
+}
+
+static int64_t put_damage(mproc_pool *p, int64_t mode, int64_t seed)
+{
+    int64_t v[2] = {mode, seed};
+    return mproc_pool_put(p, v, sizeof v, T_LONG);
+}
+
+/* The workers run on a link: the mapping exists in them. */
+static int has_link_fn(const void *task, size_t len, const void *sa,
+                       size_t sl, mproc_reply *reply)
+{
+    (void)task, (void)len, (void)sa, (void)sl;
+    return mproc_reply_i64(reply, find_link() != NULL);
+}
+
+static void test_workers_on_link(void)
+{
+    if (!links()) {
+        printf("    memfd_create refused: skipped\n");
+        return;
+    }
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = has_link_fn, .size = 2});
+    for (int i = 0; i < 4; i++) {
+        CHECK_NONNEG(mproc_pool_put_i64(p, i, T_LONG));
+    }
+    for (int i = 0; i < 4; i++) {
+        mproc_result r;
+        CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+        CHECK_EQ(tu_res_i64(&r), 1);
+        mproc_result_clear(&r);
+    }
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+}
+
+/* One damage of a kind that the owner must see: the damaging task fails
+ * with MPROC_EPROTO naming the protocol, the tasks around it have their
+ * results, the pool goes on. */
+static void run_certain(int64_t mode)
+{
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = damage_fn, .size = 1});
+    CHECK_EQ(mproc_pool_put_i64(p, 1, T_LONG), 0);
+    CHECK_EQ(put_damage(p, mode, 0), 1);
+    CHECK_EQ(mproc_pool_put_i64(p, 2, T_LONG), 2);
+    int64_t t0 = harness_now_ms();
+    for (int i = 0; i < 3; i++) {
+        mproc_result r;
+        CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+        if (r.index == 1) {
+            CHECK_MSG(r.err == MPROC_EPROTO, "%s: %s", mproc_err_name(r.err),
+                      r.errmsg ? r.errmsg : "");
+            CHECK(r.errmsg != NULL && tu_icontains(r.errmsg, "protocol"));
+        } else {
+            CHECK_MSG(r.err == 0, "task %d: %s (%s)", (int)r.index,
+                      mproc_err_name(r.err), r.errmsg ? r.errmsg : "");
+            CHECK_EQ(tu_res_i64(&r), r.index == 0 ? 2 : 3);
+        }
+        mproc_result_clear(&r);
+    }
+    /* Seen at once, not after the damaging task's 30 s. */
+    CHECK_MSG(harness_now_ms() - t0 < 10000, "took %lld ms",
+              (long long)(harness_now_ms() - t0));
+    CHECK_EQ(mproc_pool_is_alive(p), 1);
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    CHECK(tu_no_children());
+}
+
+static void test_bad_head(void)
+{
+    if (links()) {
+        run_certain(DAMAGE_HEAD);
+    }
+}
+
+static void test_bad_length(void)
+{
+    if (links()) {
+        run_certain(DAMAGE_LENGTH);
+    }
+}
+
+static void test_bad_tail(void)
+{
+    if (links()) {
+        run_certain(DAMAGE_TAIL);
+    }
+}
+
+/* A frame length that is a lie: the worker goes on writing after it, and
+ * says DONE; the owner, having read everything, finds no outcome. */
+static void test_lying_length(void)
+{
+    if (links()) {
+        run_certain(DAMAGE_LIE);
+    }
+}
+
+/* Random bytes over a live outcome ring, 200 times: whatever they say, the
+ * owner neither crashes nor hangs, every task is answered exactly once, and
+ * the pool still computes right afterwards. */
+static void test_random_damage(void)
+{
+    if (!links()) {
+        printf("    memfd_create refused: skipped\n");
+        return;
+    }
+    enum {
+        ROUNDS = 200,
+        PER = 4 /* tasks per round: one damaging among plain ones */
+    };
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
+        .fn = damage_fn, .size = 2, .queue_size = MPROC_UNBOUNDED});
+    static char seen[ROUNDS * PER];
+    int eproto = 0, fine = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int k = 0; k < PER; k++) {
+            int64_t idx = k == 1 ? put_damage(p, DAMAGE_RANDOM, round)
+                                 : mproc_pool_put_i64(p, k, T_LONG);
+            CHECK_EQ(idx, (int64_t)round * PER + k);
+        }
+    }
+    for (int i = 0; i < ROUNDS * PER; i++) {
+        mproc_result r;
+        CHECK_OK(mproc_pool_get(p, &r, 60000));
+        CHECK(r.index < ROUNDS * PER);
+        CHECK_MSG(!seen[r.index], "task %d answered twice", (int)r.index);
+        seen[r.index] = 1;
+        eproto += r.err == MPROC_EPROTO;
+        fine += r.err == 0;
+        /* (A garbage outcome may carry any negative code, as a task may
+         * return any; never a positive one.) */
+        CHECK_MSG(r.err <= 0, "task %d: %d", (int)r.index, r.err);
+        mproc_result_clear(&r);
+    }
+    printf("    %d tasks: %d ok, %d MPROC_EPROTO\n", ROUNDS * PER, fine,
+           eproto);
+    /* Undamaged work after all that is right. */
+    for (int64_t x = 0; x < 100; x++) {
+        CHECK_NONNEG(mproc_pool_put_i64(p, x, T_LONG));
+    }
+    for (int i = 0; i < 100; i++) {
+        mproc_result r;
+        CHECK_OK(mproc_pool_get(p, &r, 60000));
+        CHECK_MSG(r.err == 0, "after: %s", mproc_err_name(r.err));
+        CHECK_EQ(tu_res_i64(&r), (int64_t)(r.index - ROUNDS * PER) + 1);
+        mproc_result_clear(&r);
+    }
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    CHECK(tu_no_children());
+}
+
+TEST_LIST = {
+    {"workers_on_link", test_workers_on_link, 0},
+    {"bad_head", test_bad_head, 0},
+    {"bad_length", test_bad_length, 0},
+    {"bad_tail", test_bad_tail, 0},
+    {"lying_length", test_lying_length, 0},
+    {"random_damage", test_random_damage, 120},
+    {NULL, NULL, 0},
+};
