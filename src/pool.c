@@ -117,6 +117,9 @@ int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts)
     p->opts.worker = NULL; /* copied into spec.ops; don't keep the pointer */
     p->opts.static_args = p->static_copy;
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->read_mu, NULL);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    p->ncpu = ncpu > 0 ? (int)ncpu : 1;
     mproc__cond_init(&p->space_cv);
     mproc__cond_init(&p->feed_cv);
     mproc__cond_init(&p->result_cv);
@@ -723,6 +726,16 @@ static struct outcome *take_next(mproc_pool *p)
     return o;
 }
 
+/* 1 when get would find a result (a cleared slot counts: take_next skips
+ * it and looks on).  [mu held] */
+static int result_ready(mproc_pool *p)
+{
+    if (p->opts.ordered) {
+        return p->wcap > 0 && p->win[p->wbase & (p->wcap - 1)] != NULL;
+    }
+    return p->rhead != NULL;
+}
+
 int mproc_pool_get(mproc_pool *p, mproc_result *out, int timeout_ms)
 {
     if (out != NULL) {
@@ -738,16 +751,27 @@ int mproc_pool_get(mproc_pool *p, mproc_result *out, int timeout_ms)
     if (p->state == P_NEW) {
         rc = MPROC_ENOTSTARTED;
     }
+    uint64_t polled = 0; /* when polling began */
     while (rc == 0 && (o = take_next(p)) == NULL) {
         if (p->outstanding == 0 && !p->feeder_running) {
             rc = MPROC_ENOTASK;
         } else if (timeout_ms == 0) {
             rc = MPROC_EEMPTY;
+        } else if (polled == 0 && mproc__pool_should_poll(p)) {
+            /* Before sleeping, take the outcome from the workers' links
+             * ourselves if it comes within a few microseconds. */
+            polled = mproc__now_ns();
+            pthread_mutex_unlock(&p->mu);
+            mproc__pool_poll(p, result_ready);
+            pthread_mutex_lock(&p->mu);
         } else if (mproc__cond_wait(&p->result_cv, &p->mu, deadline) != 0) {
             rc = MPROC_ETIMEDOUT;
         }
     }
     pthread_mutex_unlock(&p->mu);
+    if (polled != 0 && o != NULL) {
+        mproc__pool_poll_learn(p, mproc__now_ns() - polled);
+    }
     if (o != NULL) {
         *out = o->r;
         free(o);
@@ -1095,5 +1119,6 @@ void mproc_pool_free(mproc_pool *p)
     pthread_cond_destroy(&p->result_cv);
     pthread_cond_destroy(&p->done_cv);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->read_mu);
     free(p);
 }

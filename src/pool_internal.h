@@ -72,8 +72,10 @@ struct worker {
     int state;                          /* [mu] */
     pid_t pid;
     int pidfd;
-    mproc__chan ch;
-    int chan_open;                      /* channel still registered */
+    mproc__chan ch;                     /* input side: [read_mu];
+                                           output side: [mu] */
+    int chan_open;                      /* [read_mu] channel registered
+                                           (written by the I/O thread) */
     int chan_lost;                      /* [mu] it ended while the worker
                                            ran: task code closed it */
     int out_fd, err_fd;
@@ -86,10 +88,12 @@ struct worker {
     uint64_t kill_ns, stop_ns;
     uint64_t spawn_ns;                  /* when it was forked (init limit) */
     int want_write;
-    int in_paused; /* reading stopped until the memory retry: the input
-                      buffer could not grow (I/O thread only) */
-    size_t skip;   /* bytes still to drop of an outcome frame too large
-                      for the memory the owner could get */
+    _Atomic int in_paused; /* reading stopped until the memory retry: the
+                              input buffer could not grow */
+    size_t skip;   /* [read_mu] bytes still to drop of an outcome frame too
+                      large for the memory the owner could get */
+    _Atomic int poll_err; /* a polling thread met an error reading it:
+                             the I/O thread reads it and acts */
 };
 
 struct logger {
@@ -111,6 +115,16 @@ struct mproc_pool {
     char errbuf[512]; /* [mu] */
 
     pthread_mutex_t mu;
+    /* Serialises reading the workers' channels: the I/O thread, and API
+     * threads that poll the shared-memory links while they wait (get).
+     * Taken before mu, never while holding it. */
+    pthread_mutex_t read_mu;
+    int pollers;          /* [mu] threads polling the links now: while any
+                             does, the I/O thread does not ask workers to
+                             ring its doorbell */
+    _Atomic uint32_t poll_spin_ns; /* how long a waiting get polls */
+    _Atomic int linked;   /* a worker ever ran on a shared-memory link */
+    int ncpu;             /* online CPUs, at new */
     pthread_cond_t space_cv;  /* room for put */
     pthread_cond_t feed_cv;   /* the put_iter feeder may go on */
     pthread_cond_t result_cv; /* an outcome arrived */
@@ -174,6 +188,17 @@ void mproc__pool_wake(mproc_pool *p);
  * held. */
 void mproc__pool_dispatch(mproc_pool *p);
 void mproc__pool_flush(mproc_pool *p);
+/* For a thread about to wait for `ready` (called with mu held, returns
+ * nonzero when what it waits for is there): polls the workers' links for a
+ * short adaptive while, taking their outcomes itself.  Returns ready's
+ * last answer.  [no lock held] */
+int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p));
+/* After a wait that polled first ended `waited_ns` after it began: adapts
+ * how long the next one polls. */
+void mproc__pool_poll_learn(mproc_pool *p, uint64_t waited_ns);
+/* 1 when a thread about to wait should poll first: the workers run on
+ * links, and fewer of them are busy than there are CPUs.  [mu held] */
+int mproc__pool_should_poll(mproc_pool *p);
 /* Wakes exactly the waiters whose condition now holds (outcomes arrived or
  * were taken).  Waking the others would cost a context switch per task for
  * nothing.  Call with mu held. */

@@ -27,6 +27,10 @@
  * and doubles up to the bound: never given up, never a busy loop. */
 #define OOM_RETRY_MIN_NS 1000000u
 #define OOM_RETRY_MAX_NS 100000000u
+/* How long a waiting get polls the workers' links before it sleeps:
+ * adaptive between these. */
+#define POLL_SPIN_MIN_NS 1000u
+#define POLL_SPIN_MAX_NS 30000u
 
 enum ev_kind { EV_CHAN = 1, EV_PIDFD, EV_OUT, EV_ERR };
 #define EV_WAKE UINT64_MAX
@@ -408,11 +412,24 @@ static void kill_worker(struct worker *w, int reason)
     mproc__pidfd_kill(w->pidfd, SIGKILL);
 }
 
-static void process_frames(mproc_pool *p, struct worker *w)
+/* Handles the complete frames in w's input.  [read_mu held]  A polling API
+ * thread (poller) handles OUTCOME frames only and stops at anything else
+ * (log records and worker state are for the I/O thread: handlers run there)
+ * or at an error; it returns 1 when the I/O thread must look. */
+static int process_frames(mproc_pool *p, struct worker *w, int poller)
 {
     mproc__frame f;
-    int r, locked = 0, delivered = 0;
-    while ((r = mproc__chan_next(&w->ch, &f)) == 1) {
+    int r, locked = 0, delivered = 0, attention = 0;
+    for (;;) {
+        int next = poller ? mproc__chan_peek(&w->ch) : MPROC__F_OUTCOME;
+        if (next != MPROC__F_OUTCOME) {
+            attention = next != 0; /* another kind, or garbage */
+            r = 0;
+            break;
+        }
+        if ((r = mproc__chan_next(&w->ch, &f)) != 1) {
+            break;
+        }
         if (f.type == MPROC__F_LOG) {
             if (locked) {
                 pthread_mutex_unlock(&p->mu);
@@ -445,9 +462,14 @@ static void process_frames(mproc_pool *p, struct worker *w)
         if (delivered) {
             mproc__pool_notify(p);
         }
+        /* Task callbacks run on the I/O thread (task.h). */
+        attention |= poller && p->done_tasks != NULL;
         pthread_mutex_unlock(&p->mu);
     }
-    mproc__pool_finish_tasks(p);
+    if (!poller) {
+        mproc__pool_finish_tasks(p);
+    }
+    return attention;
 }
 
 /* The outcome frame at the head of w's input is larger than the memory the
@@ -562,14 +584,16 @@ static int head_done(const struct worker *w)
                                 memory_order_acquire) == MPROC__S_DONE;
 }
 
-static void read_channel(mproc_pool *p, struct worker *w)
+/* Reads and handles what w sent.  [read_mu held; I/O thread] */
+static void read_channel_locked(mproc_pool *p, struct worker *w)
 {
+    atomic_store(&w->poll_err, 0);
     pthread_mutex_lock(&p->mu); /* w->tail moves under mu (send_unit) */
     uint64_t head = w->head;
     int done = w->ch.has_link && head_done(w);
     pthread_mutex_unlock(&p->mu);
     long n = fill_channel(p, w);
-    process_frames(p, w);
+    process_frames(p, w, 0);
     pthread_mutex_lock(&p->mu); /* the tx side moves under mu */
     int broken = w->ch.has_link && mproc__link_broken(&w->ch.link);
     pthread_mutex_unlock(&p->mu);
@@ -599,6 +623,126 @@ static void read_channel(mproc_pool *p, struct worker *w)
         }
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+static void read_channel(mproc_pool *p, struct worker *w)
+{
+    pthread_mutex_lock(&p->read_mu);
+    read_channel_locked(p, w);
+    pthread_mutex_unlock(&p->read_mu);
+}
+
+/* ---- API threads polling the links --------------------------------------- */
+
+/* Takes the outcomes the workers' links hold, for a thread that waits for
+ * one (get): so a result reaches it without a hop through the I/O thread.
+ * Returns 1 when it delivered something or the I/O thread was asked to
+ * look, 0 when there was nothing, -1 when another thread is reading.
+ * [no lock held] */
+static int poll_links(mproc_pool *p)
+{
+    if (pthread_mutex_trylock(&p->read_mu) != 0) {
+        return -1;
+    }
+    int got = 0, attention = 0;
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (!w->chan_open || !w->ch.has_link || atomic_load(&w->in_paused) ||
+            w->skip > 0 || mproc__link_readable(&w->ch.link) == 0) {
+            continue;
+        }
+        long n = mproc__chan_fill(&w->ch);
+        if (n == MPROC_EPROTO || n == -ENOMEM) {
+            atomic_store(&w->poll_err, 1);
+            attention = 1;
+            continue;
+        }
+        got = 1;
+        if (process_frames(p, w, 1)) {
+            atomic_store(&w->poll_err, 1);
+            attention = 1;
+        }
+    }
+    pthread_mutex_unlock(&p->read_mu);
+    if (attention) {
+        pthread_mutex_lock(&p->mu);
+        mproc__pool_wake(p);
+        pthread_mutex_unlock(&p->mu);
+    }
+    return got || attention;
+}
+
+/* Announces to every link that outcomes must ring the I/O thread's
+ * doorbell again (the last poller leaves), then takes what arrived before
+ * the announcement.  [no lock held] */
+static void announce_links(mproc_pool *p)
+{
+    pthread_mutex_lock(&p->read_mu);
+    int any = 0;
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (w->chan_open && mproc__chan_prepare_sleep_reading(&w->ch)) {
+            any = 1;
+        }
+    }
+    pthread_mutex_unlock(&p->read_mu);
+    if (any) {
+        poll_links(p);
+    }
+}
+
+int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p))
+{
+    pthread_mutex_lock(&p->mu);
+    p->pollers++;
+    pthread_mutex_unlock(&p->mu);
+    uint32_t budget = atomic_load_explicit(&p->poll_spin_ns,
+                                           memory_order_relaxed);
+    uint64_t start = mproc__now_ns();
+    int found = 0;
+    for (unsigned i = 1;; i++) {
+        if (poll_links(p) == 1) {
+            pthread_mutex_lock(&p->mu);
+            found = ready(p);
+            pthread_mutex_unlock(&p->mu);
+            if (found) {
+                break;
+            }
+        }
+        mproc__cpu_relax();
+        if ((i & 15) == 0 && mproc__now_ns() - start > budget) {
+            break;
+        }
+    }
+    pthread_mutex_lock(&p->mu);
+    int last = --p->pollers == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (last) {
+        announce_links(p);
+    }
+    return found;
+}
+
+void mproc__pool_poll_learn(mproc_pool *p, uint64_t waited_ns)
+{
+    uint32_t b = atomic_load_explicit(&p->poll_spin_ns, memory_order_relaxed);
+    atomic_store_explicit(&p->poll_spin_ns,
+                          mproc__spin_learn(b, waited_ns, POLL_SPIN_MIN_NS,
+                                            POLL_SPIN_MAX_NS),
+                          memory_order_relaxed);
+}
+
+int mproc__pool_should_poll(mproc_pool *p)
+{
+    if (!atomic_load(&p->linked)) {
+        return 0;
+    }
+    /* Spinning pays only on a CPU no busy worker needs. */
+    int busy = 0;
+    for (int i = 0; i < p->size; i++) {
+        busy += p->workers[i].head != p->workers[i].tail;
+    }
+    return busy < p->ncpu;
 }
 
 /* ---- captured output -------------------------------------------------- */
@@ -681,6 +825,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
 {
     mproc__spawned s;
     int rc = mproc__zygote_spawn(&p->zyg, w->slot, &s);
+    pthread_mutex_lock(&p->read_mu); /* pollers look at w->ch */
     pthread_mutex_lock(&p->mu);
     if (rc != 0) {
         snprintf(p->errbuf, sizeof(p->errbuf), "cannot start worker %d: %s",
@@ -694,6 +839,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
         }
         mproc__pool_wake_all(p);
         pthread_mutex_unlock(&p->mu);
+        pthread_mutex_unlock(&p->read_mu);
         return;
     }
     w->pid = s.pid;
@@ -712,6 +858,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
         close(s.link_fd);
         if (lrc == 0) {
             mproc__chan_use_link(&w->ch, &link);
+            atomic_store(&p->linked, 1);
         } else {
             /* The worker waits on a link we cannot see: replace it. */
             kill_worker(w, KILL_STOP);
@@ -724,6 +871,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     w->state = W_STARTING;
     w->spawn_ns = mproc__now_ns();
     pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->read_mu);
     ep_add(p, s.chan_fd, EV_CHAN, w->slot);
     ep_add(p, s.pidfd, EV_PIDFD, w->slot);
     if (s.out_fd >= 0) {
@@ -1161,13 +1309,14 @@ static void worker_died(mproc_pool *p, struct worker *w)
 {
     /* Everything it wrote before dying is in the socket or its ring (the
      * ring even when the socket ended earlier): read it all. */
+    pthread_mutex_lock(&p->read_mu);
     for (;;) {
         int ring = w->ch.has_link && mproc__link_readable(&w->ch.link) > 0;
         if (!w->chan_open && !ring) {
             break;
         }
         long n = fill_channel(p, w);
-        process_frames(p, w);
+        process_frames(p, w, 0);
         if (n <= 0 && w->chan_open) {
             ep_del(p, w->ch.fd);
             w->chan_open = 0;
@@ -1175,6 +1324,7 @@ static void worker_died(mproc_pool *p, struct worker *w)
             break;
         }
     }
+    pthread_mutex_unlock(&p->read_mu);
     read_output(p, w, 1);
     read_output(p, w, 2);
     int status = 0;
@@ -1196,11 +1346,13 @@ static void worker_died(mproc_pool *p, struct worker *w)
         }
     }
 
+    pthread_mutex_lock(&p->read_mu); /* pollers look at w->ch */
     pthread_mutex_lock(&p->mu);
     int was_starting = w->state == W_STARTING;
     settle(p, w, status);
     w->state = W_EMPTY;
     mproc__chan_free(&w->ch); /* no thread touches it once W_EMPTY */
+    pthread_mutex_unlock(&p->read_mu);
     int respawn = !p->shutdown && !p->terminating && !p->broken &&
                   !p->start_failed;
     if (was_starting && respawn) {
@@ -1332,7 +1484,11 @@ static int link_wants_read(mproc_pool *p, struct worker *w)
     if (!w->chan_open || !w->ch.has_link) {
         return 0;
     }
-    if (mproc__link_readable(&w->ch.link) > 0) {
+    pthread_mutex_lock(&p->read_mu);
+    int readable = mproc__link_readable(&w->ch.link) > 0 ||
+                   atomic_load(&w->poll_err);
+    pthread_mutex_unlock(&p->read_mu);
+    if (readable) {
         return 1; /* (also when broken: the read says so) */
     }
     pthread_mutex_lock(&p->mu);
@@ -1415,19 +1571,33 @@ void *mproc__pool_io_main(void *arg)
             }
         }
         mproc__pool_flush(p);
-        /* Workers on a link ring the doorbell only when told we sleep. */
+        /* Workers on a link ring the doorbell only when told we sleep
+         * (output side here, under mu; input side below, under read_mu),
+         * and not while API threads poll their links themselves. */
+        int announce = p->pollers == 0;
         for (int i = 0; i < p->size; i++) {
             struct worker *w = &p->workers[i];
-            if (w->chan_open && (mproc__chan_prepare_sleep(&w->ch) ||
-                                 (w->ch.has_link &&
-                                  w->kill_reason == KILL_NONE &&
-                                  head_done(w)))) {
+            if (w->chan_open &&
+                (mproc__chan_prepare_sleep_writing(&w->ch) ||
+                 (w->ch.has_link && w->kill_reason == KILL_NONE &&
+                  head_done(w)))) {
                 timeout = 0;
             }
         }
         p->io_asleep = 1;
         pthread_mutex_unlock(&p->mu);
         mproc__pool_finish_tasks(p); /* those failed by fail_queue above */
+        pthread_mutex_lock(&p->read_mu);
+        for (int i = 0; i < p->size; i++) {
+            struct worker *w = &p->workers[i];
+            if (w->chan_open && w->ch.has_link &&
+                (atomic_load(&w->poll_err) ||
+                 (announce ? mproc__chan_prepare_sleep_reading(&w->ch)
+                           : mproc__link_readable(&w->ch.link) > 0))) {
+                timeout = 0;
+            }
+        }
+        pthread_mutex_unlock(&p->read_mu);
     wait:;
         struct epoll_event evs[64];
         int n = epoll_wait(p->epfd, evs, 64, timeout);

@@ -192,8 +192,9 @@ static void link_wait(mproc__chan *ch, int reading, int *gone)
     uint64_t start = mproc__now_ns();
     for (unsigned i = 1;; i++) {
         if (reading ? mproc__link_readable(l) : mproc__link_room(l)) {
-            uint32_t s = ch->spin_ns * 2;
-            ch->spin_ns = s > SPIN_MAX_NS ? SPIN_MAX_NS : s;
+            ch->spin_ns = mproc__spin_learn(ch->spin_ns,
+                                            mproc__now_ns() - start,
+                                            SPIN_MIN_NS, SPIN_MAX_NS);
             return;
         }
         mproc__cpu_relax();
@@ -201,31 +202,36 @@ static void link_wait(mproc__chan *ch, int reading, int *gone)
             break;
         }
     }
-    uint32_t s = ch->spin_ns / 2;
-    ch->spin_ns = s < SPIN_MIN_NS ? SPIN_MIN_NS : s;
     for (;;) {
         if (reading) {
             mproc__link_sleep_reading(l);
         } else {
             mproc__link_sleep_writing(l);
         }
-        if (reading ? mproc__link_readable(l) : mproc__link_room(l)) {
+        int ready = reading ? mproc__link_readable(l) > 0
+                            : mproc__link_room(l) > 0;
+        if (ready) {
             if (reading) {
                 mproc__link_cancel_reading(l);
             } else {
                 mproc__link_cancel_writing(l);
             }
-            return;
+        } else {
+            int rc = reading ? mproc__link_wait_reading(l, SLEEP_CHECK_MS)
+                             : mproc__link_wait_writing(l, SLEEP_CHECK_MS);
+            if (rc == -ETIMEDOUT) {
+                ch->spin_ns = SPIN_MIN_NS; /* idle: spin the least */
+                if (peer_gone(ch)) {
+                    *gone = 1;
+                    return;
+                }
+                continue;
+            }
         }
-        int rc = reading ? mproc__link_wait_reading(l, SLEEP_CHECK_MS)
-                         : mproc__link_wait_writing(l, SLEEP_CHECK_MS);
-        if (rc == -ETIMEDOUT && peer_gone(ch)) {
-            *gone = 1;
-            return;
-        }
-        if (rc == 0) {
-            return;
-        }
+        /* Woken: would a longer spin have caught it? */
+        ch->spin_ns = mproc__spin_learn(ch->spin_ns, mproc__now_ns() - start,
+                                        SPIN_MIN_NS, SPIN_MAX_NS);
+        return;
     }
 }
 
@@ -387,22 +393,22 @@ int mproc__chan_publish(mproc__chan *ch)
     return 0;
 }
 
-int mproc__chan_prepare_sleep(mproc__chan *ch)
+int mproc__chan_prepare_sleep_reading(mproc__chan *ch)
 {
     if (!ch->has_link) {
         return 0;
     }
     mproc__link_sleep_reading(&ch->link);
-    if (mproc__link_readable(&ch->link)) {
-        return 1;
+    return mproc__link_readable(&ch->link) > 0;
+}
+
+int mproc__chan_prepare_sleep_writing(mproc__chan *ch)
+{
+    if (!ch->has_link || !mproc__chan_pending(ch)) {
+        return 0;
     }
-    if (mproc__chan_pending(ch)) {
-        mproc__link_sleep_writing(&ch->link);
-        if (mproc__link_room(&ch->link)) {
-            return 1;
-        }
-    }
-    return 0;
+    mproc__link_sleep_writing(&ch->link);
+    return mproc__link_room(&ch->link) > 0;
 }
 
 long mproc__chan_discard(mproc__chan *ch, size_t n)
@@ -497,6 +503,21 @@ long mproc__chan_fill(mproc__chan *ch)
             return total;
         }
     }
+}
+
+int mproc__chan_peek(const mproc__chan *ch)
+{
+    const mproc__buf *b = &ch->in;
+    size_t avail = b->len - b->off;
+    if (avail < MPROC__FRAME_HDR) {
+        return 0;
+    }
+    const char *h = b->data + b->off;
+    uint32_t len = mproc__get_u32(h);
+    if (len > (ch->max_frame ? ch->max_frame : FRAME_MAX)) {
+        return -1;
+    }
+    return avail - MPROC__FRAME_HDR < len ? 0 : (unsigned char)h[4];
 }
 
 int mproc__chan_next(mproc__chan *ch, mproc__frame *f)

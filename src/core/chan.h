@@ -84,9 +84,13 @@ void mproc__chan_free(mproc__chan *ch);
 void mproc__chan_use_link(mproc__chan *ch, const mproc__link *l);
 
 /* Non-blocking end, before sleeping in poll/epoll on the fd: announces the
- * sleep to the peer.  Returns 1 when there is something to read or room to
- * write already (do not sleep), else 0.  A no-op (0) without a link. */
-int mproc__chan_prepare_sleep(mproc__chan *ch);
+ * sleep to the peer, for reading and (while output waits for room) for
+ * writing.  Returns 1 when there is something to read or room to write
+ * already (do not sleep), else 0.  No-ops (0) without a link.  The two
+ * halves touch only the input side and only the output side: callers that
+ * guard the two sides with different locks call them apart. */
+int mproc__chan_prepare_sleep_reading(mproc__chan *ch);
+int mproc__chan_prepare_sleep_writing(mproc__chan *ch);
 
 /* Consumes up to n bytes of input without keeping them (the input buffer
  * must be empty).  Returns as mproc__chan_fill. */
@@ -130,6 +134,10 @@ long mproc__chan_fill(mproc__chan *ch);
 /* Takes the next complete frame: 1 with *f filled, 0 when none is complete,
  * -EPROTO-like MPROC_EPROTO for a frame longer than the payload maximum. */
 int mproc__chan_next(mproc__chan *ch, mproc__frame *f);
+
+/* The type of the next complete frame, without taking it; 0 when none is
+ * complete, -1 when it is too long (mproc__chan_next says MPROC_EPROTO). */
+int mproc__chan_peek(const mproc__chan *ch);
 
 /* Little helpers for building and parsing bodies. */
 static inline void mproc__put_u32(char *p, uint32_t v)
