@@ -12,6 +12,8 @@
  *                                                                p99_us
  *     stream   a long put_iter + get run                      -> tasks_per_s,
  *                                                                RSS figures
+ *     big      64 MiB payloads echoed by a worker, one at a
+ *              time (not part of "all")                     -> mib_per_s
  *
  * Every result is checked (x + 1, and the index it carries); the exit status
  * is 1 on any mismatch or error, 2 on bad usage.  Pool start-up is not timed.
@@ -36,11 +38,12 @@ enum {
     MODE_MAP,
     MODE_LATENCY,
     MODE_STREAM,
-    MODE_ALL
+    MODE_ALL,
+    MODE_BIG /* not part of "all" */
 };
 
-static const char *const mode_names[] = {"putget", "map", "latency", "stream",
-                                         "all"};
+static const char *const mode_names[] = {"putget", "map",    "latency",
+                                         "stream", "all",    "big"};
 
 typedef struct bench_opts {
     int mode;
@@ -231,6 +234,70 @@ static int run_iter(const char *name, uint64_t n, int workers, int queue,
     return 0;
 }
 
+/* ---- big ---- */
+
+static int echo_fn(const void *task, size_t len, const void *sa, size_t sl,
+                   mproc_reply *reply)
+{
+    (void)sa;
+    (void)sl;
+    return mproc_reply_write(reply, task, len);
+}
+
+/* Rounds of one put of `mib` MiB and the get of its echo: payload bytes
+ * moved both ways per second, median of the rounds. */
+static int run_big(uint64_t rounds, size_t mib)
+{
+    size_t len = mib << 20;
+    unsigned char *buf = malloc(len);
+    if (buf == NULL) {
+        return bench_fail("allocating the payload", -ENOMEM);
+    }
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = (unsigned char)(i * 131u + 7u);
+    }
+    mproc_pool *pool;
+    mproc_pool_opts opts = {.fn = echo_fn, .size = 1};
+    int rc = mproc_pool_new(&pool, &opts);
+    if (rc == 0 && (rc = mproc_pool_start(pool)) != 0) {
+        mproc_pool_free(pool);
+    }
+    if (rc != 0) {
+        free(buf);
+        return bench_fail("starting the pool", rc);
+    }
+    double *times = calloc(rounds, sizeof *times);
+    int bad = times == NULL;
+    for (uint64_t r = 0; r < rounds && !bad; r++) {
+        double t0 = bench_now_s();
+        mproc_result res;
+        int64_t idx = mproc_pool_put(pool, buf, len, MPROC_FOREVER);
+        rc = idx < 0 ? (int)idx : mproc_pool_get(pool, &res, MPROC_FOREVER);
+        times[r] = bench_now_s() - t0;
+        if (rc != 0 || res.err != 0 || res.len != len ||
+            memcmp(res.data, buf, len) != 0) {
+            bad = bench_fail("big echo", rc ? rc : res.err ? res.err : -EIO);
+        }
+        if (rc == 0) {
+            mproc_result_clear(&res);
+        }
+    }
+    if (!bad) {
+        qsort(times, rounds, sizeof *times, bench_cmp_double);
+        double dt = times[rounds / 2];
+        printf("big mib=%zu rounds=%" PRIu64
+               " seconds=%.4f mib_per_s=%.0f\n",
+               mib, rounds, dt, 2.0 * (double)mib / dt);
+    }
+    free(times);
+    free(buf);
+    if (bad) {
+        mproc_pool_free(pool);
+        return 1;
+    }
+    return bench_pool_finish(pool);
+}
+
 /* ---- map ---- */
 
 static int run_map(uint64_t n, int workers)
@@ -385,7 +452,7 @@ failed:
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: pool_bench [--mode putget|map|latency|stream|all]\n"
+    fprintf(f, "usage: pool_bench [--mode putget|map|latency|stream|all|big]\n"
                "                  [--items N] [--workers W] [--queue Q]\n"
                "                  [--rounds R] [--warmup R] [--unordered]\n"
                "                  [--max-seconds S]\n"
@@ -398,6 +465,7 @@ static void usage(FILE *f)
                "           with RSS samples; --max-seconds S ends the input\n"
                "           after S seconds (every item fed is still checked)\n"
                "  all      all of the above (default)\n"
+               "  big      --rounds R echoes of --items MiB (default 9 of 64)\n"
                "  --workers W  pool size (default 2)\n"
                "  --queue Q    queue_size (-1: unbounded; 0: the default)\n"
                "  --unordered  putget/stream get in completion order\n"
@@ -424,7 +492,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             return -1;
         }
         if (strcmp(a, "--mode") == 0) {
-            o->mode = bench_mode(mode_names, MODE_ALL + 1, v);
+            o->mode = bench_mode(mode_names, MODE_BIG + 1, v);
             if (o->mode < 0) {
                 return -1;
             }
@@ -477,6 +545,10 @@ int main(int argc, char **argv)
     }
     if (!bad && (all || o.mode == MODE_LATENCY)) {
         bad = run_latency((uint64_t)o.rounds, (uint64_t)o.warmup, o.workers);
+    }
+    if (!bad && o.mode == MODE_BIG) {
+        bad = run_big(o.rounds < 1000 ? (uint64_t)o.rounds : 9,
+                      o.items ? (size_t)o.items : 64);
     }
     if (!bad && (all || o.mode == MODE_STREAM)) {
         bad = run_iter("stream", o.items ? (uint64_t)o.items : 10000000,

@@ -323,6 +323,7 @@ static void handle_outcome(mproc_pool *p, struct worker *w,
     b += 4;
     uint32_t left = u->count - u->done;
     uint32_t n = partial && count < left ? count : left;
+    int arena = 0;
     for (uint32_t j = 0; j < n; j++) {
         int32_t code = MPROC_EPROTO;
         uint32_t len = 0;
@@ -331,10 +332,20 @@ static void handle_outcome(mproc_pool *p, struct worker *w,
             memcpy(&code, b, 4);
             code = code > 0 ? MPROC_EPROTO : code; /* codes are <= 0 */
             len = mproc__get_u32(b + 4);
-            if ((size_t)(end - b - 8) >= len) {
+            if ((len & MPROC__ARENA_BIT) && code == 0 && w->ch.has_link &&
+                !arena) {
+                /* A large result in the arena (checked there: never past
+                 * its end, whatever the worker wrote). */
+                len &= ~MPROC__ARENA_BIT;
+                data = mproc__link_arena_take(&w->ch.link, len);
+                arena = data != NULL;
+                b += 8;
+            } else if (!(len & MPROC__ARENA_BIT) &&
+                       (size_t)(end - b - 8) >= len) {
                 data = b + 8;
                 b += 8 + len;
-            } else {
+            }
+            if (data == NULL) {
                 code = MPROC_EPROTO;
                 len = 0;
             }
@@ -355,6 +366,9 @@ static void handle_outcome(mproc_pool *p, struct worker *w,
         }
     }
     u->done += u->job != NULL ? n : 0;
+    if (arena) {
+        mproc__link_arena_release(&w->ch.link); /* copied out above */
+    }
     if (!partial) {
         mproc__unit_free(u);
     }
@@ -895,6 +909,7 @@ static int send_unit(struct worker *w, struct unit *u)
     long hdr = mproc__chan_open_frame(&w->ch, MPROC__F_TASK,
                                       u->check ? MPROC__FRAME_CHECK : 0);
     int rc = hdr < 0 ? -ENOMEM : mproc__chan_append(&w->ch, &u->count, 4);
+    int arena = 0;
     for (uint32_t j = 0; rc == 0 && j < u->count; j++) {
         const void *data = u->data;
         size_t len = u->len;
@@ -903,14 +918,30 @@ static int send_unit(struct worker *w, struct unit *u)
             len = u->job->items[u->index + j].len;
         }
         uint32_t len32 = (uint32_t)len;
+        char *a = w->ch.has_link && !arena
+                      ? mproc__link_arena_claim(&w->ch.link, len)
+                      : NULL;
+        if (a != NULL) {
+            /* A large payload goes through the arena, not the ring. */
+            memcpy(a, data, len);
+            arena = 1;
+            len32 |= MPROC__ARENA_BIT;
+            len = 0;
+        }
         rc = mproc__chan_append(&w->ch, &len32, 4);
         if (rc == 0) {
             rc = mproc__chan_append(&w->ch, data, len);
         }
     }
     if (rc != 0) {
+        if (arena) {
+            mproc__link_arena_unclaim(&w->ch.link);
+        }
         mproc__chan_truncate(&w->ch, mark);
         return rc;
+    }
+    if (arena) {
+        w->ch.out.data[hdr + 5] |= (char)MPROC__FRAME_ARENA;
     }
     mproc__chan_close_frame(&w->ch, hdr);
     w->inflight[k] = u;

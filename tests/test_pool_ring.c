@@ -305,6 +305,122 @@ static void test_random_damage(void)
     CHECK(tu_no_children());
 }
 
+/* ---- large payloads --------------------------------------------------- */
+
+static int echo_fn(const void *task, size_t len, const void *sa, size_t sl,
+                   mproc_reply *reply)
+{
+    (void)sa, (void)sl;
+    return mproc_reply_write(reply, task, len);
+}
+
+static void fill_pattern(unsigned char *b, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        b[i] = (unsigned char)((i * 2654435761u) >> 13 ^ seed);
+    }
+}
+
+/* Payloads on both sides of the arena's bounds, pipelined so that some
+ * find the arena busy and go through the ring, and in map chunks with
+ * several large items: every byte comes back as it went. */
+static void test_large_payloads(void)
+{
+    const size_t sizes[] = {
+        MPROC__ARENA_MIN - 1, MPROC__ARENA_MIN,    3 * MPROC__ARENA_MIN + 7,
+        64u << 20,            MPROC__ARENA_CAP,    MPROC__ARENA_CAP + 1,
+        MPROC__ARENA_MIN,     2 * MPROC__ARENA_MIN};
+    enum { NS = sizeof sizes / sizeof sizes[0] };
+    unsigned char *in[NS];
+    for (int i = 0; i < NS; i++) {
+        in[i] = malloc(sizes[i]);
+        CHECK(in[i] != NULL);
+        fill_pattern(in[i], sizes[i], (unsigned)i);
+    }
+    mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
+        .fn = echo_fn, .size = 2, .queue_size = MPROC_UNBOUNDED});
+    for (int i = 0; i < NS; i++) {
+        CHECK_EQ(mproc_pool_put(p, in[i], sizes[i], T_LONG), i);
+    }
+    for (int i = 0; i < NS; i++) {
+        mproc_result r;
+        CHECK_OK(mproc_pool_get(p, &r, 60000));
+        CHECK_MSG(r.err == 0, "size %zu: %s", sizes[r.index],
+                  mproc_err_name(r.err));
+        CHECK_EQ(r.len, sizes[r.index]);
+        CHECK(memcmp(r.data, in[r.index], r.len) == 0);
+        mproc_result_clear(&r);
+    }
+    /* A map whose chunks hold several large items. */
+    enum { NM = 12 };
+    mproc_bytes items[NM];
+    mproc_result out[NM];
+    for (int i = 0; i < NM; i++) {
+        items[i] = (mproc_bytes){in[i % 3 + 1], sizes[i % 3 + 1]};
+    }
+    CHECK_OK(mproc_pool_map(p, items, NM, out));
+    for (int i = 0; i < NM; i++) {
+        CHECK_MSG(out[i].err == 0, "map item %d: %s", i,
+                  mproc_err_name(out[i].err));
+        CHECK_EQ(out[i].len, items[i].len);
+        CHECK(memcmp(out[i].data, items[i].data, out[i].len) == 0);
+        mproc_result_clear(&out[i]);
+    }
+    CHECK_OK(mproc_pool_close(p, T_LONG));
+    mproc_pool_free(p);
+    for (int i = 0; i < NS; i++) {
+        free(in[i]);
+    }
+}
+
+/* A worker that marks an outcome as in the arena without having put
+ * anything there: MPROC_EPROTO for that task, never a read of garbage past
+ * anything. */
+static int fake_arena_fn(const void *task, size_t len, const void *sa,
+                         size_t sl, mproc_reply *reply)
+{
+    (void)task, (void)len, (void)sa, (void)sl;
+    char *base = find_link();
+    if (base == NULL) {
+        return mproc_reply_error(reply, "no link mapping found");
+    }
+    mproc__ring_ctl *up = (mproc__ring_ctl *)base + 1;
+    char *up_data = base + 2 * sizeof(mproc__ring_ctl) + MPROC__RING_CAP;
+    /* One whole OUTCOME frame {1 item: code 0, len ARENA_BIT | 4 MiB}. */
+    char frame[8 + 4 + 8];
+    uint32_t body = 12, count = 1, ilen = MPROC__ARENA_BIT | (4u << 20);
+    int32_t code = 0;
+    memcpy(frame, &body, 4);
+    frame[4] = 5, frame[5] = frame[6] = frame[7] = 0;
+    memcpy(frame + 8, &count, 4);
+    memcpy(frame + 12, &code, 4);
+    memcpy(frame + 16, &ilen, 4);
+    uint64_t head = atomic_load(&up->head);
+    for (size_t i = 0; i < sizeof frame; i++) {
+        up_data[(head + i) & (MPROC__RING_CAP - 1)] = frame[i];
+    }
+    atomic_store(&up->head, head + sizeof frame);
+    ring_doorbell();
+    sleep(30); /* killed as the frame answers our task with garbage */
+    return mproc_reply_i64(reply, 0);
+}
+
+static void test_fake_arena(void)
+{
+    if (!links()) {
+        return;
+    }
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = fake_arena_fn, .size = 1});
+    CHECK_EQ(mproc_pool_put_i64(p, 0, T_LONG), 0);
+    mproc_result r;
+    CHECK_OK(mproc_pool_get(p, &r, 20000));
+    CHECK_ERR(r.err, MPROC_EPROTO);
+    mproc_result_clear(&r);
+    CHECK_OK(mproc_pool_terminate(p));
+    mproc_pool_free(p);
+}
+
 TEST_LIST = {
     {"workers_on_link", test_workers_on_link, 0},
     {"bad_head", test_bad_head, 0},
@@ -312,5 +428,7 @@ TEST_LIST = {
     {"bad_tail", test_bad_tail, 0},
     {"lying_length", test_lying_length, 0},
     {"random_damage", test_random_damage, 120},
+    {"large_payloads", test_large_payloads, 120},
+    {"fake_arena", test_fake_arena, 0},
     {NULL, NULL, 0},
 };

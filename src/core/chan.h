@@ -40,6 +40,9 @@ enum mproc__frame_type {
 #define MPROC__FRAME_PARTIAL 2u
 /* On a TASK frame: check the channel after every item (see worker.h). */
 #define MPROC__FRAME_CHECK 4u
+/* On a TASK frame: one of its items is in the link's arena (core/ring.h);
+ * the worker releases the arena when done with the frame, run or not. */
+#define MPROC__FRAME_ARENA 8u
 #define MPROC__FRAME_HDR 8u
 
 typedef struct mproc__buf {

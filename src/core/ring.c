@@ -59,6 +59,8 @@ void mproc__link_attach(mproc__link *l, void *map, int owner_side)
 {
     mproc__ring_ctl *down = map, *up = down + 1;
     char *down_data = (char *)(up + 1), *up_data = down_data + MPROC__RING_CAP;
+    char *down_arena = up_data + MPROC__RING_CAP;
+    char *up_arena = down_arena + MPROC__ARENA_CAP;
     memset(l, 0, sizeof(*l));
     l->map = map;
     l->owner_side = owner_side;
@@ -66,6 +68,8 @@ void mproc__link_attach(mproc__link *l, void *map, int owner_side)
     l->rx = owner_side ? up : down;
     l->tx_data = owner_side ? down_data : up_data;
     l->rx_data = owner_side ? up_data : down_data;
+    l->tx_arena = owner_side ? down_arena : up_arena;
+    l->rx_arena = owner_side ? up_arena : down_arena;
     /* A fresh link starts at 0 on both sides; an attached one picks up
      * where the indices stand (they are trusted only at this moment, when
      * the peer has not run yet). */
@@ -173,6 +177,36 @@ size_t mproc__link_room(const mproc__link *l)
 {
     uint64_t used = tx_used(l);
     return used > MPROC__RING_CAP ? 1 : (size_t)(MPROC__RING_CAP - used);
+}
+
+char *mproc__link_arena_claim(mproc__link *l, size_t len)
+{
+    if (len < MPROC__ARENA_MIN || len > MPROC__ARENA_CAP ||
+        atomic_load_explicit(&l->tx->arena_busy, memory_order_acquire)) {
+        return NULL;
+    }
+    /* Only we set it; the reader clears it when done (release). */
+    atomic_store_explicit(&l->tx->arena_busy, 1, memory_order_relaxed);
+    return l->tx_arena;
+}
+
+void mproc__link_arena_unclaim(mproc__link *l)
+{
+    atomic_store_explicit(&l->tx->arena_busy, 0, memory_order_relaxed);
+}
+
+const char *mproc__link_arena_take(mproc__link *l, size_t len)
+{
+    if (len > MPROC__ARENA_CAP ||
+        !atomic_load_explicit(&l->rx->arena_busy, memory_order_acquire)) {
+        return NULL;
+    }
+    return l->rx_arena;
+}
+
+void mproc__link_arena_release(mproc__link *l)
+{
+    atomic_store_explicit(&l->rx->arena_busy, 0, memory_order_release);
 }
 
 /* The flag test after a change: a load first, so the common case (peer

@@ -5,6 +5,14 @@
  * Layout of the mapping (MPROC__LINK_SIZE bytes):
  *
  *   [ctl down][ctl up][data down: MPROC__RING_CAP][data up: MPROC__RING_CAP]
+ *   [arena down: MPROC__ARENA_CAP][arena up: MPROC__ARENA_CAP]
+ *
+ * An arena carries one large payload (over MPROC__ARENA_MIN bytes) at a
+ * time instead of the ring: the writer copies it there once and sends a
+ * frame item that says so (MPROC__ARENA_BIT in its length); the reader uses
+ * it in place (the worker) or copies it once (the owner), then clears
+ * arena_busy.  A busy arena means: stream through the ring as usual.  Its
+ * pages exist only once touched (the memfd is sparse).
  *
  * "down" is owner -> worker (tasks), "up" worker -> owner (outcomes, logs).
  * Each ring's control block holds, each on its own cache line:
@@ -40,22 +48,29 @@
 #include <stdint.h>
 
 #define MPROC__RING_CAP (256u << 10) /* bytes per direction; a power of 2 */
+#define MPROC__ARENA_CAP ((size_t)128 << 20) /* per direction */
+#define MPROC__ARENA_MIN ((size_t)1 << 20)   /* smaller payloads: the ring */
+#define MPROC__ARENA_BIT 0x80000000u /* in an item's u32 length */
 
 typedef struct mproc__ring_ctl {
     _Alignas(64) _Atomic uint64_t head;
     _Alignas(64) _Atomic uint64_t tail;
     _Alignas(64) _Atomic uint32_t reader_asleep;
     _Alignas(64) _Atomic uint32_t writer_asleep;
-    char pad[60];
+    _Atomic uint32_t arena_busy; /* set by the writer, cleared by the reader */
+    char pad[56];
 } mproc__ring_ctl;
 
-#define MPROC__LINK_SIZE (2 * sizeof(mproc__ring_ctl) + 2 * MPROC__RING_CAP)
+#define MPROC__LINK_SIZE                                                       \
+    (2 * sizeof(mproc__ring_ctl) + 2 * (size_t)MPROC__RING_CAP +               \
+     2 * MPROC__ARENA_CAP)
 
 /* One end's view of a link. */
 typedef struct mproc__link {
     void *map; /* MPROC__LINK_SIZE bytes, MAP_SHARED */
     mproc__ring_ctl *tx, *rx;
     char *tx_data, *rx_data;
+    char *tx_arena, *rx_arena;
     uint64_t tx_head; /* authoritative: what we published */
     uint64_t rx_tail; /* authoritative: what we consumed */
     int owner_side;
@@ -112,6 +127,17 @@ void mproc__link_cancel_writing(mproc__link *l);
  * timeout_ms.  Returns 0 when woken or the flag changed, -ETIMEDOUT. */
 int mproc__link_wait_reading(mproc__link *l, int timeout_ms);
 int mproc__link_wait_writing(mproc__link *l, int timeout_ms);
+
+/* The tx arena, claimed for a payload of len bytes (NULL when it is busy
+ * or len does not fit): write the payload there, then send the item. */
+char *mproc__link_arena_claim(mproc__link *l, size_t len);
+/* Gives back a claim whose item was never sent. */
+void mproc__link_arena_unclaim(mproc__link *l);
+/* The rx arena's payload of len bytes (marked in an item): NULL when len
+ * does not fit or the arena was not claimed (a broken peer). */
+const char *mproc__link_arena_take(mproc__link *l, size_t len);
+/* Done with the rx arena's payload: the peer may reuse it. */
+void mproc__link_arena_release(mproc__link *l);
 
 /* Futex wake of the peer sleeping on its rx (we wrote) or tx (we read). */
 void mproc__link_wake_reader(mproc__link *l);

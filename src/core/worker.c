@@ -334,9 +334,20 @@ static void run_item(const char *task, size_t len, void *state,
             worker_exit(1);
         }
     }
+    size_t rlen = W.ch.out.len - item_off - 8;
+    uint32_t len32 = (uint32_t)rlen;
+    char *arena = code == 0 && W.ch.has_link
+                      ? mproc__link_arena_claim(&W.ch.link, rlen)
+                      : NULL;
+    if (arena != NULL) {
+        /* A large result travels through the arena, not the ring. */
+        memcpy(arena, W.ch.out.data + item_off + 8, rlen);
+        mproc__chan_truncate(&W.ch, item_off + 8);
+        len32 = (uint32_t)rlen | MPROC__ARENA_BIT;
+    }
     char *hdr = W.ch.out.data + item_off;
     memcpy(hdr, &code, 4);
-    mproc__put_u32(hdr + 4, (uint32_t)(W.ch.out.len - item_off - 8));
+    mproc__put_u32(hdr + 4, len32);
 }
 
 /* Claims item i (> 0) of a running chunk; 0 when the owner took it back. */
@@ -384,10 +395,21 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
         uint64_t t = now;
         uint32_t i;
         for (i = 0; i < count; i++) {
-            if (end - p < 4 || (size_t)(end - p - 4) < mproc__get_u32(p)) {
+            if (end - p < 4) {
                 worker_exit(2); /* the owner never sends this */
             }
             uint32_t len = mproc__get_u32(p);
+            const char *data = p + 4;
+            size_t inline_len = len;
+            if (len & MPROC__ARENA_BIT) {
+                len &= ~MPROC__ARENA_BIT;
+                inline_len = 0;
+                data = W.ch.has_link ? mproc__link_arena_take(&W.ch.link, len)
+                                     : NULL;
+            }
+            if (data == NULL || (size_t)(end - p - 4) < inline_len) {
+                worker_exit(2); /* the owner never sends this */
+            }
             if (i > 0) {
                 /* The items finished so far leave before the next one is
                  * claimed: if this worker dies in item i, the owner has
@@ -418,8 +440,8 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
                 atomic_store_explicit(&slot->sub, i, memory_order_relaxed);
                 atomic_store_explicit(&slot->start_ns, t, memory_order_release);
             }
-            run_item(p + 4, len, state, reply);
-            p += 4 + len;
+            run_item(data, len, state, reply);
+            p += 4 + inline_len;
             W.last_frame = W.frames;
             W.last_item = i;
             W.nsuspect++;
@@ -436,6 +458,9 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
             t = done_ns;
         }
         mproc__put_u32(W.ch.out.data + count_off, i - first);
+    }
+    if ((f->flags & MPROC__FRAME_ARENA) && W.ch.has_link) {
+        mproc__link_arena_release(&W.ch.link); /* run, skipped or taken */
     }
     mproc__chan_close_frame(&W.ch, hdr);
     /* The outcome leaves before the slot says DONE: a task whose worker
