@@ -72,17 +72,16 @@ MPROC_EXPORT int mproc_async_call(mproc_thread_fn fn, void *arg,
  * MPROC_ETOOBIG, MPROC_ECLOSED, the errors of starting a pool, -ENOMEM.
  * `priority` is ignored.
  *
- * Re-runs.  In MPROC_ASYNC_DAEMON mode the calls reach the process one at a
- * time: the next call is sent only once the previous call's outcome has
- * arrived, so a crash fails exactly the call that crashed and a finished
- * call never runs again (the price is one round trip per call; a call
- * waiting its turn can still be cancelled, a call already sent cannot).
- * THREAD mode sends one call per process.  In MPROC_ASYNC_POOL mode a
- * worker receives calls ahead of time; when a worker dies, the calls it had
- * not reported yet are run again on another worker -- including, rarely, a
- * call it had finished but whose reply had not been read.  Until the
- * process pool's transport acknowledges every outcome, POOL-mode calls are
- * at-least-once: make them idempotent, or use DAEMON mode. */
+ * Exactly once.  A call runs at most once and completes exactly once, in
+ * every mode: a crash of the process fails the call it was running with
+ * MPROC_EWORKER, calls it had finished keep their replies, and calls it had
+ * not begun run on another worker (see mproc/pool.h, Guarantees).  In
+ * MPROC_ASYNC_DAEMON mode the calls reach the process one at a time: the
+ * next call is sent only once the previous call's outcome has arrived (a
+ * call waiting its turn can still be cancelled, a call already sent
+ * cannot).  THREAD mode sends one call per process.  In MPROC_ASYNC_POOL
+ * mode a worker receives calls ahead of time, and one it has not begun is
+ * taken back for an idle worker. */
 MPROC_EXPORT int mproc_async_process(mproc_task_fn fn, const void *data,
                                      size_t len, const mproc_async_opts *opts,
                                      mproc_task **task);

@@ -37,10 +37,10 @@
  * owner cannot allocate arrives with err -ENOMEM.
  *
  * Worker deaths.  Tasks run in the group's process pools, with their
- * guarantees (see mproc/pool.h): each task yields exactly one outcome; a
- * worker that dies in a task fails that task with MPROC_EWORKER and frees
- * its slot; a task the dying worker had finished in its last ~100 us but
- * not yet reported runs again elsewhere.
+ * guarantees (see mproc/pool.h): each task yields exactly one outcome and
+ * runs at most once; a worker that dies in a task fails that task with
+ * MPROC_EWORKER and frees its slot; tasks it had finished keep their
+ * outcomes.
  *
  * Shrinking.  Tasks already running keep their workers when slots shrink
  * or move: a group never runs more tasks than it has worker processes, so

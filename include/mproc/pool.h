@@ -25,20 +25,22 @@
  *
  * Guarantees.  Every task a put accepts yields exactly one outcome: a result,
  * or an error carrying the task's index and the worker's message, unless
- * mproc_pool_clear drops it before it starts (clear says how many).  A task
- * runs once, with one exception: if a worker dies, what it had finished
- * but not yet reported is run again elsewhere so that the results are not
- * lost.  A worker reports finished tasks, and the finished items of a map
- * chunk, at least every ~100 us of work (or 256 KiB of results), so that
- * is at most the tasks and items it finished in its last ~100 us, plus a
- * task it had just begun when it was killed for the previous task's
- * timeout.  Items of a chunk reported before the death keep their
- * outcomes; the chunk's items not begun run elsewhere (they are not
- * re-runs).  A worker that dies in a task or map item (any signal, exit,
- * abort) fails exactly that one with MPROC_EWORKER and is replaced; get
- * never hangs because workers are gone.  Workers die with their owner.  No
- * process-wide signal handler is installed, and only the pool's own
- * children are reaped.
+ * mproc_pool_clear drops it before it starts (clear says how many).  Every
+ * task and map item runs at most once.  A worker hands each outcome to the
+ * owner as the task (or map item) finishes -- into shared memory, where it
+ * survives the worker's death -- before it marks the task done or claims
+ * the next item, so when a worker dies: what it finished is answered with
+ * its outcome, what it was running fails with MPROC_EWORKER (or
+ * MPROC_ETIMEDOUT for a task over task_timeout_ms), and what it had not
+ * begun runs elsewhere; nothing runs twice.  A worker that dies in a task or
+ * map item (any signal, exit, abort) thus fails exactly that one and is
+ * replaced; get never hangs because workers are gone.  Where shared memory
+ * cannot be created (memfd_create refused) workers run on their sockets,
+ * with the same guarantees.  A worker that writes garbage into its shared
+ * memory (a task writing over it) fails alone: what it was running fails
+ * with MPROC_EPROTO and it is replaced; the owner validates everything it
+ * reads there.  Workers die with their owner.  No process-wide signal
+ * handler is installed, and only the pool's own children are reaped.
  *
  * Memory.  An outcome the owner cannot allocate (a result larger than the
  * memory it can get) fails with -ENOMEM: its bytes are read and dropped,

@@ -26,18 +26,20 @@ typedef struct mproc_reply mproc_reply;
  * MPROC_ETASK.
  *
  * File descriptors.  A task may close or replace any fd it did not open
- * without harming the pool beyond its own outcome.  The worker keeps its
- * channel to the owner on a high fd number (512, or half the fd limit if
+ * without harming the pool beyond its own worker.  The worker keeps its
+ * socket to the owner on a high fd number (512, or half the fd limit if
  * that is lower), so code that dup2()s onto or closes and reopens the low
- * numbers never touches it, and checks after every task that the channel is
- * still the same socket.  If the task closed or replaced it (e.g. closed
- * every fd above 2, as daemonising code does), the task fails with
- * MPROC_EWORKER, its message says the worker lost its channel, and the worker
- * is replaced; it is never run again, and nothing is written into the file
- * now on that number.  A task that closes the channel and keeps running is
- * killed 2 s after the owner sees the channel end.  Tasks the worker had
- * finished just before but not yet reported are run again elsewhere, as for
- * any worker death (see pool.h, Guarantees). */
+ * numbers never touches it.  Outcomes and log records travel through shared
+ * memory, which no fd operation can take away: a task that closes or
+ * replaces the socket (e.g. closes every fd above 2, as daemonising code
+ * does) still has its result, and the worker, which can no longer wake the
+ * owner, exits and is replaced; it never writes into the file now on that
+ * number.  A task that closes the socket and keeps running is killed 2 s
+ * after the owner sees the socket end; it fails with MPROC_EWORKER, its
+ * message saying the worker lost its channel.  Where shared memory is
+ * unavailable (the socket carries everything), the worker checks after
+ * every task that the socket is still the same one, and a task that took it
+ * fails with MPROC_EWORKER naming the channel; it is never run again. */
 typedef int (*mproc_task_fn)(const void *task, size_t len,
                              const void *static_args, size_t static_len,
                              mproc_reply *reply);
