@@ -98,6 +98,19 @@ static void chan_rearm(mproc_pool *p, struct worker *w)
 
 /* ---- delivering outcomes [mu held] ------------------------------------ */
 
+#define NOMEM_MSG_MAX 160
+
+/* The text of an outcome whose bytes the owner could not allocate (as for
+ * a frame it could not read: see fail_frame_enomem). */
+static const char *nomem_msg(char buf[NOMEM_MSG_MAX], size_t bytes)
+{
+    snprintf(buf, NOMEM_MSG_MAX,
+             "the outcome (%zu bytes) could not be stored: out of memory in "
+             "the owner",
+             bytes);
+    return buf;
+}
+
 /* A submitted task's outcome is stored on the task (still PENDING, so no
  * reader looks at it) and the task is queued for completion outside mu. */
 static void stage_task(mproc_pool *p, struct unit *u, int err,
@@ -109,6 +122,7 @@ static void stage_task(mproc_pool *p, struct unit *u, int err,
     t->err = err;
     t->data = NULL;
     t->len = 0;
+    char nomem[NOMEM_MSG_MAX];
     if (err == 0 && len > 0) {
         t->data = malloc(len);
         if (t->data != NULL) {
@@ -116,9 +130,10 @@ static void stage_task(mproc_pool *p, struct unit *u, int err,
             t->len = len;
         } else {
             t->err = -ENOMEM;
+            errmsg = nomem_msg(nomem, len);
         }
     }
-    t->errmsg = err != 0 && errmsg != NULL ? strdup(errmsg) : NULL;
+    t->errmsg = t->err != 0 && errmsg != NULL ? strdup(errmsg) : NULL;
     t->next = p->done_tasks;
     p->done_tasks = t;
     p->unfinished--;
@@ -159,6 +174,7 @@ void mproc__pool_deliver(mproc_pool *p, struct unit *u, int err,
     o->next = NULL;
     o->r.index = u->index;
     o->r.err = err;
+    char nomem[NOMEM_MSG_MAX];
     if (err == 0 && len > 0) {
         o->r.data = malloc(len);
         if (o->r.data != NULL) {
@@ -166,9 +182,10 @@ void mproc__pool_deliver(mproc_pool *p, struct unit *u, int err,
             o->r.len = len;
         } else {
             o->r.err = -ENOMEM;
+            errmsg = nomem_msg(nomem, len);
         }
     }
-    if (err != 0 && errmsg != NULL) {
+    if (o->r.err != 0 && errmsg != NULL) {
         o->r.errmsg = strdup(errmsg);
     }
     if (p->opts.ordered) {
@@ -191,6 +208,7 @@ static void map_item_done(struct unit *u, uint32_t j, int err,
     mproc_result *r = &u->job->out[u->index + j];
     r->index = u->index + j;
     r->err = err;
+    char nomem[NOMEM_MSG_MAX];
     if (err == 0 && len > 0) {
         r->data = malloc(len);
         if (r->data != NULL) {
@@ -198,9 +216,11 @@ static void map_item_done(struct unit *u, uint32_t j, int err,
             r->len = len;
         } else {
             r->err = -ENOMEM;
+            errmsg = nomem_msg(nomem, len);
+            msglen = strlen(errmsg);
         }
     }
-    if (err != 0 && errmsg != NULL) {
+    if (r->err != 0 && errmsg != NULL) {
         r->errmsg = strndup(errmsg, msglen);
     }
     u->job->remaining--;

@@ -7,6 +7,8 @@
 #include "harness.h"
 #include "testutil.h"
 
+#include "core/ring.h"
+
 #include <stdatomic.h>
 
 /* The out-of-memory tests lower RLIMIT_AS; a sanitizer's allocator must
@@ -1072,12 +1074,14 @@ static void test_dispatch_enomem(void)
     CHECK_OK(mproc_pool_get(p, &r, T_LONG));
     CHECK_EQ(tu_res_i64(&r), 5);
     mproc_result_clear(&r);
-    size_t big = (size_t)40 << 20;
+    /* Larger than the shared arena (which would take it without any owner
+     * memory), so it must go through the channel's buffer. */
+    size_t big = MPROC__ARENA_CAP + ((size_t)1 << 20);
     char *payload = malloc(big);
     CHECK(payload != NULL);
     memset(payload, 'p', big);
     /* Room for put's copy of the payload, not for the channel's buffer. */
-    limit_memory((size_t)64 << 20);
+    limit_memory(big + ((size_t)24 << 20));
     int64_t idx = mproc_pool_put(p, payload, big, T_LONG);
     CHECK_NONNEG(idx);
     CHECK_ERR(mproc_pool_get(p, &r, 300), MPROC_ETIMEDOUT);
