@@ -95,8 +95,9 @@ int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts)
     }
     if (opts->queue_size != MPROC_UNBOUNDED) {
         size_t q = opts->queue_size ? (size_t)opts->queue_size
-                                    : 2 * (size_t)p->size;
+                                    : MPROC__QUEUE_PER_WORKER * (size_t)p->size;
         p->bound = q + (size_t)p->size;
+        p->byte_bound = opts->queue_size ? 0 : MPROC__QUEUE_BYTES;
     }
     if (opts->static_len > 0) {
         p->static_copy = malloc(opts->static_len);
@@ -358,7 +359,7 @@ static int wait_room(mproc_pool *p, uint64_t deadline, int feeder)
             return MPROC_ECLOSED;
         }
         if (feeder ? mproc__feeder_may_put(p)
-                   : p->bound == 0 || p->unfinished < p->bound) {
+                   : mproc__pool_has_room(p, p->bound)) {
             p->feeder_held = feeder ? 0 : p->feeder_held;
             return 0;
         }
@@ -424,7 +425,7 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     int rc;
     if (timeout_ms == 0) {
         rc = check_running(p);
-        if (rc == 0 && p->bound != 0 && p->unfinished >= p->bound) {
+        if (rc == 0 && !mproc__pool_has_room(p, p->bound)) {
             rc = MPROC_EFULL;
         }
     } else {
@@ -448,14 +449,18 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     }
     u->index = (uint64_t)index;
     p->unfinished++;
+    p->unfinished_bytes += u->len;
     enqueue_back(p, u);
-    if (p->io_asleep && p->unfinished == 1 && p->opts.task_timeout_ms == 0) {
-        /* An idle pool: send it ourselves rather than wake the I/O thread
-         * to do it, one context switch less for this task.  When other
-         * tasks are in flight the I/O thread is better: woken once, it
-         * writes many tasks per syscall, where dispatching from every put
-         * would cost a syscall each.  (With a task timeout the I/O thread
-         * must wake anyway, to watch the new task's clock.) */
+    if (p->io_asleep && p->opts.task_timeout_ms == 0 &&
+        (p->unfinished == 1 || atomic_load(&p->linked))) {
+        /* Send it ourselves rather than wake the I/O thread to do it, one
+         * context switch less for this task: always on shared-memory
+         * links (sending is a copy; a sleeping worker is woken once), and
+         * on sockets when the pool is idle (with other tasks in flight
+         * the I/O thread is better there: woken once, it writes many
+         * tasks per syscall, where every put would cost a syscall).  With
+         * a task timeout the I/O thread must wake anyway, to watch the new
+         * task's clock. */
         mproc__pool_dispatch(p);
         mproc__pool_flush(p);
     } else {
@@ -516,7 +521,7 @@ static int cancel_submitted(mproc_task *t)
     }
     if (found) {
         t->hook_data = NULL;
-        p->unfinished--;
+        mproc__pool_finished(p, u->len);
         mproc__pool_notify(p);
     }
     pthread_mutex_unlock(&p->mu);
@@ -938,7 +943,7 @@ static void drop_task(mproc_pool *p, struct unit *u)
     if (p->opts.ordered) {
         p->win[u->index & (p->wcap - 1)] = &mproc__cleared;
     }
-    p->unfinished--;
+    mproc__pool_finished(p, u->len);
     p->outstanding--;
     mproc__unit_free(u);
 }

@@ -57,6 +57,13 @@ struct linebuf {
     size_t len, cap;
 };
 
+/* The default queue_size: this many waiting tasks per worker (deep enough
+ * that a worker finds its next tiny task already there instead of waiting
+ * for a wake-up of the owner), and at most MPROC__QUEUE_BYTES of task bytes
+ * unfinished, so large tasks stay bounded in memory. */
+#define MPROC__QUEUE_PER_WORKER 16
+#define MPROC__QUEUE_BYTES ((size_t)64 << 20)
+
 enum worker_state { W_EMPTY, W_STARTING, W_READY, W_STOPPING };
 enum kill_reason {
     KILL_NONE,
@@ -108,6 +115,8 @@ struct mproc_pool {
     mproc_pool_opts opts;
     int size;
     size_t bound; /* accepted unfinished put tasks before put blocks; 0: none */
+    size_t byte_bound; /* with the default queue_size, put also blocks while
+                          unfinished put tasks hold this many bytes; 0: none */
     mproc__worker_spec spec;
     void *static_copy;
     struct logger *loggers;
@@ -143,6 +152,7 @@ struct mproc_pool {
     struct unit *qhead, *qtail; /* [mu] waiting units */
     uint64_t next_index;        /* [mu] */
     size_t unfinished;          /* [mu] put tasks without an outcome yet */
+    size_t unfinished_bytes;    /* [mu] their task bytes */
     size_t outstanding;         /* [mu] put tasks not yet taken by get */
     size_t maps_active;         /* [mu] map calls waiting */
 
@@ -213,11 +223,29 @@ void mproc__pool_wake_all(mproc_pool *p);
  * with get keeps memory flat, except while a get_all, join or wait_iter
  * waits: those wait for the feeder, so holding it for a get would deadlock;
  * the bound on unfinished tasks still holds then.  Call with mu held. */
+/* 1 while a put may add a task: fewer than `limit` are unfinished and
+ * they hold less than the byte bound (the task that crosses it is taken:
+ * one larger than the bound must still pass).  Call with mu held. */
+static inline int mproc__pool_has_room(const mproc_pool *p, size_t limit)
+{
+    return p->bound == 0 ||
+           (p->unfinished < limit &&
+            (p->byte_bound == 0 || p->unfinished_bytes < p->byte_bound));
+}
+
 static inline int mproc__feeder_may_put(const mproc_pool *p)
 {
     size_t limit = p->feeder_held ? (p->bound + 1) / 2 : p->bound;
-    return p->bound == 0 || (p->unfinished < limit &&
-                             (p->outstanding < limit || p->drainers > 0));
+    return mproc__pool_has_room(p, limit) &&
+           (p->bound == 0 || p->outstanding < limit || p->drainers > 0);
+}
+
+/* A put task leaves the unfinished count (its outcome is in, or it was
+ * dropped).  Call with mu held. */
+static inline void mproc__pool_finished(mproc_pool *p, size_t len)
+{
+    p->unfinished--;
+    p->unfinished_bytes -= len;
 }
 /* Delivers put task u's outcome (data and errmsg are copied); u->out is
  * consumed.  Call with mu held. */

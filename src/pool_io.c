@@ -136,7 +136,7 @@ static void stage_task(mproc_pool *p, struct unit *u, int err,
     t->errmsg = t->err != 0 && errmsg != NULL ? strdup(errmsg) : NULL;
     t->next = p->done_tasks;
     p->done_tasks = t;
-    p->unfinished--;
+    mproc__pool_finished(p, u->len);
 }
 
 void mproc__pool_finish_tasks(mproc_pool *p)
@@ -198,7 +198,7 @@ void mproc__pool_deliver(mproc_pool *p, struct unit *u, int err,
         }
         p->rtail = o;
     }
-    p->unfinished--;
+    mproc__pool_finished(p, u->len);
 }
 
 static void map_item_done(struct unit *u, uint32_t j, int err,
@@ -293,7 +293,7 @@ void mproc__pool_notify(mproc_pool *p)
     if (ready) {
         pthread_cond_broadcast(&p->result_cv);
     }
-    if (p->bound == 0 || p->unfinished < p->bound) {
+    if (mproc__pool_has_room(p, p->bound)) {
         pthread_cond_broadcast(&p->space_cv);
     }
     if (p->feeder_running && mproc__feeder_may_put(p)) {

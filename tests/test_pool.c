@@ -613,7 +613,72 @@ static void test_put_timeouts(void)
     sync_close();
 }
 
-/* The default bound is 2 * size waiting tasks; MPROC_UNBOUNDED has none. */
+/* Waits for a release byte whatever its task, then answers its length. */
+static int gate_len_fn(const void *task, size_t len, const void *sa,
+                       size_t sl, mproc_reply *reply)
+{
+    (void)task, (void)sa, (void)sl;
+    task_signal('s');
+    if (task_wait_release() != 0) {
+        return -EPIPE;
+    }
+    return mproc_reply_i64(reply, (int64_t)len);
+}
+
+/* With the default queue_size, large tasks are bounded by bytes too: put
+ * blocks once the unfinished tasks hold 64 MiB (the task that crosses it is
+ * taken); an explicit queue_size bounds the count alone. */
+static void test_queue_bytes(void)
+{
+    size_t big = (size_t)8 << 20;
+    char *payload = calloc(1, big);
+    CHECK(payload != NULL);
+    char buf[2];
+    sync_open();
+    mproc_pool *p =
+        tu_pool_start(&(mproc_pool_opts){.fn = gate_len_fn, .size = 2});
+    int64_t accepted = 0;
+    while (accepted < 40 && mproc_pool_put(p, payload, big, 0) >= 0) {
+        accepted++;
+    }
+    CHECK_EQ(accepted, 8); /* 8 x 8 MiB = 64 MiB: the 9th waits */
+    CHECK_ERR(mproc_pool_put(p, payload, big, 0), MPROC_EFULL);
+    CHECK_EQ(tu_read_n(g_gate.started[0], buf, 2, T_LONG), 2);
+    tu_release(g_gate.release[1], 1);
+    /* One finished: room again (put waits for it, within its timeout). */
+    CHECK_EQ(mproc_pool_put(p, payload, big, T_LONG), 8);
+    tu_release(g_gate.release[1], 8);
+    mproc_result *res = NULL;
+    size_t n = 0;
+    CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
+    CHECK_EQ(n, 9);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ(tu_res_i64(&res[i]), (int64_t)big);
+    }
+    mproc_results_free(res, n);
+    mproc_pool_free(p);
+    sync_close();
+
+    /* queue_size given: the count alone. */
+    sync_open();
+    p = tu_pool_start(&(mproc_pool_opts){
+        .fn = gate_len_fn, .size = 1, .queue_size = 12});
+    accepted = 0;
+    while (accepted < 40 && mproc_pool_put(p, payload, big, 0) >= 0) {
+        accepted++;
+    }
+    CHECK_EQ(accepted, 13);
+    tu_release(g_gate.release[1], 13);
+    CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
+    CHECK_EQ(n, 13);
+    mproc_results_free(res, n);
+    mproc_pool_free(p);
+    sync_close();
+    free(payload);
+}
+
+/* The default bound is 16 * size waiting tasks (and 64 MiB of task bytes:
+ * test_queue_bytes); MPROC_UNBOUNDED has none. */
 static void test_queue_bounds(void)
 {
     char buf[2];
@@ -625,13 +690,13 @@ static void test_queue_bounds(void)
     CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
     CHECK_NONNEG(mproc_pool_put_i64(p, 1, T_LONG));
     CHECK_EQ(tu_read_n(g_gate.started[0], buf, 2, T_LONG), 2); /* both running */
-    for (int64_t i = 2; i < 6; i++) {
-        CHECK_EQ(mproc_pool_put_i64(p, i, 0), i); /* 4 may wait */
+    for (int64_t i = 2; i < 34; i++) {
+        CHECK_EQ(mproc_pool_put_i64(p, i, 0), i); /* 32 may wait */
     }
-    CHECK_ERR(mproc_pool_put_i64(p, 6, 0), MPROC_EFULL);
-    tu_release(g_gate.release[1], 6);
+    CHECK_ERR(mproc_pool_put_i64(p, 34, 0), MPROC_EFULL);
+    tu_release(g_gate.release[1], 34);
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
-    CHECK_EQ(n, 6);
+    CHECK_EQ(n, 34);
     mproc_results_free(res, n);
     mproc_pool_free(p);
     sync_close();
@@ -929,11 +994,11 @@ static void test_put_iter_still_bounded(void)
     counted_iter ci = {{vals, DRAIN_N, 0, 0, 0}, 0};
     mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = sq_fn, .size = 2});
     CHECK_OK(mproc_pool_put_iter(p, counted_next, &ci));
-    /* The feeder fills the bound (6 unclaimed) and waits there: it has
+    /* The feeder fills the bound (34 unclaimed) and waits there: it has
      * taken at most one more item from the iterator. */
     usleep(300 * 1000);
     size_t fed = atomic_load(&ci.taken);
-    CHECK_MSG(fed <= 7, "fed %zu items with nobody taking outcomes", fed);
+    CHECK_MSG(fed <= 35, "fed %zu items with nobody taking outcomes", fed);
     usleep(200 * 1000);
     CHECK_EQ(atomic_load(&ci.taken), fed);
     mproc_result *res = NULL;
@@ -2621,6 +2686,7 @@ TEST_LIST = {
     {"ordered_error", test_ordered_error, 0},
     {"put_timeouts", test_put_timeouts, 0},
     {"queue_bounds", test_queue_bounds, 0},
+    {"queue_bytes", test_queue_bytes, 0},
     {"get_timeouts", test_get_timeouts, 0},
     {"get_all", test_get_all, 0},
     {"get_all_timeout", test_get_all_timeout, 0},

@@ -124,12 +124,15 @@ typedef struct mproc_pool_opts {
     /* How many accepted put tasks may wait beyond one running per worker:
      * put blocks while queue_size + size of them are unfinished (put_iter's
      * feeder also while that many outcomes are unclaimed; see put_iter).
-     * Default 2 * size; MPROC_UNBOUNDED for no bound.  (Python's
+     * Default 16 * size, and then put also blocks while the unfinished put
+     * tasks hold 64 MiB of task bytes (the task that crosses that is still
+     * taken), so large tasks stay bounded in memory; an explicit queue_size
+     * bounds the count alone.  MPROC_UNBOUNDED for no bound.  (Python's
      * queue_size=0 meant "unbounded"; in mproc 0 means "default", as for
      * every option, and unbounded is spelled MPROC_UNBOUNDED.)  Tasks are
-     * pipelined to workers, so for tiny tasks a deeper queue is much faster:
-     * per-item put/get of f(x)=x+1 on 2 workers moves ~60k tasks/s with the
-     * default and over 1M/s with queue_size 256 (bench/README.md). */
+     * pipelined to workers, so for tiny tasks a deeper queue is faster:
+     * per-item put/get of f(x)=x+1 on 2 workers moves ~190k tasks/s with
+     * the default and ~0.6-1.5M/s with queue_size 4096 (bench/README.md). */
     int queue_size;
     /* Nonzero: get returns results in put order (map always does). */
     int ordered;
