@@ -30,7 +30,7 @@
 /* How long a waiting get polls the workers' links before it sleeps:
  * adaptive between these. */
 #define POLL_SPIN_MIN_NS 1000u
-#define POLL_SPIN_MAX_NS 30000u
+#define POLL_SPIN_MAX_NS 50000u
 
 enum ev_kind { EV_CHAN = 1, EV_PIDFD, EV_OUT, EV_ERR };
 #define EV_WAKE UINT64_MAX
@@ -730,6 +730,16 @@ int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p))
     pthread_mutex_lock(&p->mu);
     p->pollers++;
     pthread_mutex_unlock(&p->mu);
+    /* We read the links now: withdraw the I/O thread's request for
+     * doorbells (the last poller to leave renews it). */
+    pthread_mutex_lock(&p->read_mu);
+    for (int i = 0; i < p->size; i++) {
+        struct worker *w = &p->workers[i];
+        if (w->chan_open && w->ch.has_link) {
+            mproc__link_cancel_reading(&w->ch.link);
+        }
+    }
+    pthread_mutex_unlock(&p->read_mu);
     uint32_t budget = atomic_load_explicit(&p->poll_spin_ns,
                                            memory_order_relaxed);
     uint64_t start = mproc__now_ns();

@@ -19,7 +19,7 @@
 /* A blocking end spins this long at most before it sleeps, and at least
  * SPIN_MIN_NS: the spin doubles after a wait it ended, halves after one it
  * did not, so an idle peer costs a couple of microseconds per wait. */
-#define SPIN_MAX_NS 20000u
+#define SPIN_MAX_NS 50000u
 #define SPIN_MIN_NS 2000u
 /* A sleeping blocking end looks at the fd for the peer's death this often. */
 #define SLEEP_CHECK_MS 1000
