@@ -451,21 +451,7 @@ static int64_t put_locked(mproc_pool *p, const void *data, size_t len,
     p->unfinished++;
     p->unfinished_bytes += u->len;
     enqueue_back(p, u);
-    if (p->io_asleep && p->opts.task_timeout_ms == 0 &&
-        (p->unfinished == 1 || atomic_load(&p->linked))) {
-        /* Send it ourselves rather than wake the I/O thread to do it, one
-         * context switch less for this task: always on shared-memory
-         * links (sending is a copy; a sleeping worker is woken once), and
-         * on sockets when the pool is idle (with other tasks in flight
-         * the I/O thread is better there: woken once, it writes many
-         * tasks per syscall, where every put would cost a syscall).  With
-         * a task timeout the I/O thread must wake anyway, to watch the new
-         * task's clock. */
-        mproc__pool_dispatch(p);
-        mproc__pool_flush(p);
-    } else {
-        mproc__pool_wake(p);
-    }
+    mproc__pool_kick(p, p->unfinished == 1);
     pthread_mutex_unlock(&p->mu);
     return index;
 }

@@ -198,6 +198,10 @@ void mproc__pool_wake(mproc_pool *p);
  * held. */
 void mproc__pool_dispatch(mproc_pool *p);
 void mproc__pool_flush(mproc_pool *p);
+/* Queued units go on: dispatched and sent by the calling thread while the
+ * I/O thread sleeps (on links, or when `idle`: the pool had nothing in
+ * flight), else the I/O thread is woken to do it.  [mu held] */
+void mproc__pool_kick(mproc_pool *p, int idle);
 /* For a thread about to wait for `ready` (called with mu held, returns
  * nonzero when what it waits for is there): polls the workers' links for a
  * short adaptive while, taking their outcomes itself.  Returns ready's

@@ -2,6 +2,7 @@
  * reads their outcomes and logs, enforces timeouts, and settles the tasks of
  * a worker that died.  See docs/design.md for the picture. */
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,6 +59,27 @@ void mproc__pool_wake(mproc_pool *p)
         uint64_t one = 1;
         ssize_t n = write(p->wakefd, &one, sizeof(one));
         (void)n; /* a full counter already means "wake up" */
+    }
+}
+
+void mproc__pool_kick(mproc_pool *p, int idle)
+{
+    if (p->qhead == NULL) {
+        return;
+    }
+    if (p->io_asleep && p->opts.task_timeout_ms == 0 &&
+        (idle || atomic_load(&p->linked))) {
+        /* Send it ourselves rather than wake the I/O thread to do it, one
+         * context switch less: always on shared-memory links (sending is
+         * a copy; a sleeping worker is woken once), and on sockets when
+         * the pool was idle (with other tasks in flight the I/O thread is
+         * better there: woken once, it writes many tasks per syscall,
+         * where every put would cost a syscall).  With a task timeout the
+         * I/O thread must wake anyway, to watch the new task's clock. */
+        mproc__pool_dispatch(p);
+        mproc__pool_flush(p);
+    } else {
+        mproc__pool_wake(p);
     }
 }
 
@@ -496,6 +518,11 @@ static int process_frames(mproc_pool *p, struct worker *w, int poller)
         if (delivered) {
             mproc__pool_notify(p);
         }
+        if (poller && delivered) {
+            /* Outcomes free room in the workers' pipelines: what waits in
+             * the queue goes on now, as the I/O thread would do. */
+            mproc__pool_kick(p, 0);
+        }
         /* Task callbacks run on the I/O thread (task.h). */
         attention |= poller && p->done_tasks != NULL;
         pthread_mutex_unlock(&p->mu);
@@ -754,8 +781,11 @@ int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p))
             }
         }
         mproc__cpu_relax();
-        if ((i & 15) == 0 && mproc__now_ns() - start > budget) {
-            break;
+        if ((i & 15) == 0) {
+            if (mproc__now_ns() - start > budget) {
+                break;
+            }
+            sched_yield(); /* as a worker's spin: see core/chan.c */
         }
     }
     pthread_mutex_lock(&p->mu);

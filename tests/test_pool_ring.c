@@ -421,8 +421,32 @@ static void test_fake_arena(void)
     mproc_pool_free(p);
 }
 
+/* More tasks than a worker's pipeline holds (256 frames), read by a get
+ * that takes outcomes from the links itself while the I/O thread sleeps:
+ * the queued rest must still go out (once a hang: nothing dispatched). */
+static void test_backlog_polled(void)
+{
+    for (int round = 0; round < 5; round++) {
+        mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
+            .fn = damage_fn, .size = 1, .queue_size = MPROC_UNBOUNDED});
+        enum { N = 3000 };
+        for (int64_t i = 0; i < N; i++) {
+            CHECK_EQ(mproc_pool_put_i64(p, i, T_LONG), i);
+        }
+        for (int i = 0; i < N; i++) {
+            mproc_result r;
+            CHECK_OK(mproc_pool_get(p, &r, 10000));
+            CHECK_EQ(tu_res_i64(&r), (int64_t)r.index + 1);
+            mproc_result_clear(&r);
+        }
+        CHECK_OK(mproc_pool_close(p, T_LONG));
+        mproc_pool_free(p);
+    }
+}
+
 TEST_LIST = {
     {"workers_on_link", test_workers_on_link, 0},
+    {"backlog_polled", test_backlog_polled, 0},
     {"bad_head", test_bad_head, 0},
     {"bad_length", test_bad_length, 0},
     {"bad_tail", test_bad_tail, 0},

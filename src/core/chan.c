@@ -3,6 +3,7 @@
 #include "core/chan.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -198,8 +199,13 @@ static void link_wait(mproc__chan *ch, int reading, int *gone)
             return;
         }
         mproc__cpu_relax();
-        if ((i & 63) == 0 && mproc__now_ns() - start > ch->spin_ns) {
-            break;
+        if ((i & 63) == 0) {
+            if (mproc__now_ns() - start > ch->spin_ns) {
+                break;
+            }
+            /* Polite: a thread that needs this CPU (perhaps the one we
+             * wait for) gets it; alone, we are back at once. */
+            sched_yield();
         }
     }
     for (;;) {
