@@ -362,6 +362,8 @@ static void store_ids(const mproc__frame *f)
 static void *rx_main(void *arg)
 {
     (void)arg;
+    mproc__spin spin;
+    mproc__spin_init(&spin);
     for (;;) {
         mproc__frame f;
         int r;
@@ -419,7 +421,16 @@ static void *rx_main(void *arg)
         if (r < 0) {
             break;
         }
-        if (mproc__chan_fill(&C.ch) <= 0) {
+        /* Spin-then-sleep (spin_wait.h): the answer to what a handler just
+         * sent often comes back within microseconds. */
+        if (mproc__spin_begin(&spin)) {
+            struct pollfd p = {.fd = C.ch.fd, .events = POLLIN};
+            while (poll(&p, 1, 0) == 0 && mproc__spin_more(&spin)) {
+            }
+        }
+        long n = mproc__chan_fill(&C.ch); /* blocks if nothing came */
+        mproc__spin_end(&spin, 1);        /* a long gap turns spinning off */
+        if (n <= 0) {
             break;
         }
     }
