@@ -57,12 +57,16 @@ static inline void mproc__spin_init(mproc__spin *sp)
     sp->start = 0;
 }
 
-/* A wait begins: 1 if the caller should poll first (then poll, and call
- * mproc__spin_more between polls until it returns 0). */
-static inline int mproc__spin_begin(mproc__spin *sp)
+/* A wait that must end by `deadline` (mproc__now_ns() time; UINT64_MAX:
+ * none) begins: 1 if the caller should poll first (then poll, and call
+ * mproc__spin_more between polls until it returns 0).  Never when the
+ * deadline comes before the spin would end: a timeout is kept to the
+ * microsecond it was before. */
+static inline int mproc__spin_begin(mproc__spin *sp, uint64_t deadline)
 {
     sp->start = mproc__now_ns();
-    return sp->enabled && sp->gap <= MPROC__SPIN_GAP_NS;
+    return sp->enabled && sp->gap <= MPROC__SPIN_GAP_NS &&
+           deadline > sp->start && deadline - sp->start > MPROC__SPIN_NS;
 }
 
 /* Between two polls that found nothing: yields the CPU, then 1 while the

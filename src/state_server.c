@@ -1067,7 +1067,10 @@ int mproc__state_server_step(int timeout_ms)
     /* Spin-then-sleep (spin_wait.h): a client that was just answered
      * often asks again within microseconds (a set, then the next). */
     int n = 0;
-    if (timeout_ms != 0 && mproc__spin_begin(&S.spin)) {
+    uint64_t deadline = timeout_ms < 0
+                            ? UINT64_MAX
+                            : mproc__now_ns() + (uint64_t)timeout_ms * 1000000u;
+    if (mproc__spin_begin(&S.spin, deadline)) {
         do {
             n = epoll_wait(S.ep, evs, 64, 0);
         } while (n == 0 && mproc__spin_more(&S.spin));

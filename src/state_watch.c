@@ -339,7 +339,7 @@ int mproc_watch_next(mproc_watch *w, int timeout_ms)
         }
         /* Nothing buffered.  Updates often come in quick succession: poll
          * a little first (spin_wait.h), which spares a sleeping wake-up. */
-        if (timeout_ms != 0 && mproc__spin_begin(&w->spin)) {
+        if (mproc__spin_begin(&w->spin, deadline)) {
             struct pollfd p = {.fd = w->ch.fd, .events = POLLIN};
             while (poll(&p, 1, 0) == 0 && mproc__spin_more(&w->spin)) {
             }

@@ -1401,10 +1401,11 @@ static int prepare(mproc_super *s)
  * ago is often answered within microseconds, and catching the answer
  * without sleeping saves the supervisor's wake-up on the way back. */
 static int wait_events(mproc_super *s, struct epoll_event *evs, int cap,
-                       int timeout_ms)
+                       uint64_t deadline)
 {
     int n = 0;
-    if (timeout_ms != 0 && mproc__spin_begin(&s->spin)) {
+    int timeout_ms = mproc__ms_left(deadline);
+    if (timeout_ms != 0 && mproc__spin_begin(&s->spin, deadline)) {
         do {
             n = epoll_wait(s->ep, evs, cap, 0);
         } while (n == 0 && mproc__spin_more(&s->spin));
@@ -1462,7 +1463,7 @@ int mproc_super_supervise(mproc_super *s, int timeout_ms)
         if (!s->shutting_down && deadline < t) {
             t = deadline;
         }
-        int n = wait_events(s, evs, 64, mproc__ms_left(t));
+        int n = wait_events(s, evs, 64, t);
         for (int i = 0; i < n; i++) {
             uint64_t tg = evs[i].data.u64;
             if (tg == TAG_STOP) {

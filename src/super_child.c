@@ -423,7 +423,7 @@ static void *rx_main(void *arg)
         }
         /* Spin-then-sleep (spin_wait.h): the answer to what a handler just
          * sent often comes back within microseconds. */
-        if (mproc__spin_begin(&spin)) {
+        if (mproc__spin_begin(&spin, UINT64_MAX)) {
             struct pollfd p = {.fd = C.ch.fd, .events = POLLIN};
             while (poll(&p, 1, 0) == 0 && mproc__spin_more(&spin)) {
             }
