@@ -36,11 +36,20 @@
  * spin stops spinning after one wasted try. */
 #define MPROC__SPIN_NS 50000u      /* longest poll before sleeping */
 #define MPROC__SPIN_GAP_NS 100000u /* spin only after a wait this short */
+/* A sched_yield that took this long gave the CPU to a busy thread: the
+ * CPUs are contended, and a spinner that yields there can wait for the
+ * other's whole time slice, where a sleeper would be woken at once.  Then
+ * the next MPROC__SPIN_BACKOFF waits sleep at once (twice as many after
+ * each contended spin, up to 64 times as many). */
+#define MPROC__SPIN_CONTENDED_NS 20000u
+#define MPROC__SPIN_BACKOFF 16u
 
 typedef struct mproc__spin {
-    int enabled;    /* this thread may run on 2+ CPUs */
-    uint64_t gap;   /* ns the last wait took */
-    uint64_t start; /* when the current wait began */
+    int enabled;      /* this thread may run on 2+ CPUs */
+    uint64_t gap;     /* ns the last wait took */
+    uint64_t start;   /* when the current wait began */
+    unsigned skip;    /* waits left that sleep at once (contention) */
+    unsigned backoff; /* the next contention's skip */
 } mproc__spin;
 
 /* Sets `sp` up for the calling thread (its CPU affinity decides). */
@@ -55,6 +64,8 @@ static inline void mproc__spin_init(mproc__spin *sp)
     sp->enabled = n > 1 && online > 1;
     sp->gap = UINT64_MAX; /* the first wait sleeps */
     sp->start = 0;
+    sp->skip = 0;
+    sp->backoff = MPROC__SPIN_BACKOFF;
 }
 
 /* A wait that must end by `deadline` (mproc__now_ns() time; UINT64_MAX:
@@ -65,6 +76,10 @@ static inline void mproc__spin_init(mproc__spin *sp)
 static inline int mproc__spin_begin(mproc__spin *sp, uint64_t deadline)
 {
     sp->start = mproc__now_ns();
+    if (sp->skip > 0) {
+        sp->skip--;
+        return 0;
+    }
     return sp->enabled && sp->gap <= MPROC__SPIN_GAP_NS &&
            deadline > sp->start && deadline - sp->start > MPROC__SPIN_NS;
 }
@@ -73,14 +88,27 @@ static inline int mproc__spin_begin(mproc__spin *sp, uint64_t deadline)
  * spin may go on. */
 static inline int mproc__spin_more(mproc__spin *sp)
 {
+    uint64_t t = mproc__now_ns();
     sched_yield();
-    return mproc__now_ns() - sp->start < MPROC__SPIN_NS;
+    uint64_t now = mproc__now_ns();
+    if (now - t >= MPROC__SPIN_CONTENDED_NS) {
+        sp->skip = sp->backoff;
+        if (sp->backoff < 64u * MPROC__SPIN_BACKOFF) {
+            sp->backoff *= 2;
+        }
+        return 0;
+    }
+    return now - sp->start < MPROC__SPIN_NS;
 }
 
 /* The wait ended: `woke` is 1 if something arrived, 0 on a timeout. */
 static inline void mproc__spin_end(mproc__spin *sp, int woke)
 {
     sp->gap = woke ? mproc__now_ns() - sp->start : UINT64_MAX;
+    if (sp->skip == 0 && sp->backoff > MPROC__SPIN_BACKOFF &&
+        sp->gap <= MPROC__SPIN_NS) {
+        sp->backoff /= 2; /* a quick answer without contention */
+    }
 }
 
 #endif
