@@ -85,6 +85,7 @@ struct mproc_child {
     uint64_t nhandled;         /* message thread only: X_MSG frames done */
     _Atomic uint64_t *handled; /* the shared count */
     pid_t pid;                 /* this process (not a fork of it) */
+    int spin_ep; /* epoll on the channel, for the message thread's spin */
 };
 
 /* The one child of this process (a supervised process is a fresh fork). */
@@ -365,21 +366,7 @@ static void *rx_main(void *arg)
     (void)arg;
     mproc__spin spin;
     mproc__spin_init(&spin);
-    /* The spin polls with epoll_wait(.., 0): a fifth of poll()'s cost
-     * here, which is most of what a caught message costs.  Without an
-     * epoll fd, poll() does it. */
-    int ep = -1;
-    if (spin.enabled) {
-        ep = mproc__fd_lift(epoll_create1(EPOLL_CLOEXEC));
-        struct epoll_event ev = {.events = EPOLLIN};
-        if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, C.ch.fd, &ev) != 0) {
-            close(ep);
-            ep = -1;
-        }
-        if (ep >= 0) {
-            mproc__fd_track(ep);
-        }
-    }
+    int ep = C.spin_ep;
     for (;;) {
         mproc__frame f;
         int r;
@@ -485,6 +472,20 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
      * server. */
     mproc__fd_track(fd);
     atexit(at_exit);
+    /* The message thread's spin polls with epoll_wait(.., 0): a fifth of
+     * poll()'s cost here, which is most of what a caught message costs
+     * (without the epoll fd, poll() does it).  Made here, before any
+     * other thread runs. */
+    C.spin_ep = mproc__fd_lift(epoll_create1(EPOLL_CLOEXEC));
+    if (C.spin_ep >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN};
+        if (epoll_ctl(C.spin_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            close(C.spin_ep);
+            C.spin_ep = -1;
+        } else {
+            mproc__fd_track(C.spin_ep);
+        }
+    }
     int rc = -pthread_create(&C.rx, NULL, rx_main, NULL);
     if (rc != 0) {
         finish(rc, "could not start the message thread");
