@@ -1,6 +1,5 @@
 /* Spin-then-sleep for a thread that waits on fds (the supervisor's loop, a
- * supervised process's message thread, the state server and its clients'
- * watch threads).
+ * supervised process's message thread, mproc_watch_next).
  *
  * Why: a sleeping wake-up on this kind of machine (2 vCPUs under KVM)
  * costs 10-20 us when the sleeper's CPU has gone idle, and a routed

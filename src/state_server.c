@@ -33,7 +33,6 @@
 #include "core/dict.h"
 #include "core/platform.h"
 #include "mproc/error.h"
-#include "spin_wait.h"
 #include "state_internal.h"
 #include "state_proto.h"
 
@@ -95,7 +94,6 @@ static struct {
     conn *dead;
     conn *all;
     update u;
-    mproc__spin spin; /* the loop's spin-then-sleep (spin_wait.h) */
 } S;
 
 /* epoll tags for the two fds that are not connections. */
@@ -1027,7 +1025,6 @@ int mproc__state_server_init(int listen_fd, int owner_fd)
     S.owner_fd = owner_fd;
     S.uid = geteuid();
     mproc__dict_init(&S.undo);
-    mproc__spin_init(&S.spin);
     S.ep = mproc__fd_lift(epoll_create1(EPOLL_CLOEXEC));
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &listen_tag};
     struct epoll_event oev = {.events = EPOLLIN, .data.ptr = &owner_tag};
@@ -1064,21 +1061,7 @@ int mproc__state_server_step(int timeout_ms)
             timeout_ms = left;
         }
     }
-    /* Spin-then-sleep (spin_wait.h): a client that was just answered
-     * often asks again within microseconds (a set, then the next). */
-    int n = 0;
-    uint64_t deadline = timeout_ms < 0
-                            ? UINT64_MAX
-                            : mproc__now_ns() + (uint64_t)timeout_ms * 1000000u;
-    if (mproc__spin_begin(&S.spin, deadline)) {
-        do {
-            n = epoll_wait(S.ep, evs, 64, 0);
-        } while (n == 0 && mproc__spin_more(&S.spin));
-    }
-    if (n == 0) {
-        n = epoll_wait(S.ep, evs, 64, timeout_ms);
-    }
-    mproc__spin_end(&S.spin, n > 0);
+    int n = epoll_wait(S.ep, evs, 64, timeout_ms);
     if (n < 0 && errno != EINTR) {
         return -1;
     }

@@ -3292,9 +3292,9 @@ static void test_owner_killed_cleans_dir(void)
     tu_close_pipe(pp);
 }
 
-/* After a burst of sets and watch wake-ups (after which the server and
- * the watch may spin, each for a bounded time), an idle wait burns no CPU
- * in this process nor in the server. */
+/* After a burst of sets and watch wake-ups (after which the watch may
+ * spin, for a bounded time), an idle wait burns no CPU in this process nor
+ * in the server. */
 static void test_idle_after_burst_no_cpu(void)
 {
     mproc_ctx *ctx = ctx_start();
