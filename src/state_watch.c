@@ -13,6 +13,7 @@
 
 #include "core/platform.h"
 #include "mproc/error.h"
+#include "spin_wait.h"
 #include "state_conn.h"
 
 struct mproc_watch {
@@ -24,6 +25,7 @@ struct mproc_watch {
     size_t nents;
     size_t capents;
     mproc_snapshot snap; /* MPROC_WATCH_SNAPSHOT only */
+    mproc__spin spin;    /* mproc_watch_next's spin-then-sleep */
 };
 
 /* ---- snapshots ---------------------------------------------------------- */
@@ -234,6 +236,7 @@ static int watch_open(mproc_state *s, const char *const *keys, size_t count,
     }
     w->ch.fd = -1;
     w->flags = flags;
+    mproc__spin_init(&w->spin);
     mproc__dict_init(&w->snap.d);
     w->snap.borrowed = 1;
     int rc = subscribe(w, s, keys, count, deadline);
@@ -334,8 +337,15 @@ int mproc_watch_next(mproc_watch *w, int timeout_ms)
             w->err = r == -ENOMEM ? r : MPROC_EPROTO;
             return w->err;
         }
-        /* Nothing buffered: sleep until the server writes -- in the read
-         * itself when there is no deadline (one syscall a wake-up). */
+        /* Nothing buffered.  Updates often come in quick succession: poll
+         * a little first (spin_wait.h), which spares a sleeping wake-up. */
+        if (mproc__spin_begin(&w->spin, deadline)) {
+            struct pollfd p = {.fd = w->ch.fd, .events = POLLIN};
+            while (poll(&p, 1, 0) == 0 && mproc__spin_more(&w->spin)) {
+            }
+        }
+        /* Then sleep until the server writes -- in the read itself when
+         * there is no deadline (one syscall a wake-up). */
         if (deadline != UINT64_MAX) {
             struct pollfd p = {.fd = w->ch.fd, .events = POLLIN};
             int pr = poll(&p, 1, mproc__ms_left(deadline));
@@ -344,12 +354,14 @@ int mproc_watch_next(mproc_watch *w, int timeout_ms)
             }
             if (pr == 0) {
                 if (mproc__now_ns() >= deadline) {
+                    mproc__spin_end(&w->spin, 0);
                     return MPROC_ETIMEDOUT;
                 }
                 continue;
             }
         }
         long n = mproc__chan_fill(&w->ch);
+        mproc__spin_end(&w->spin, 1); /* a long gap turns spinning off */
         if (n == 0 || (n < 0 && n != -EINTR && n != -EAGAIN)) {
             w->err = MPROC_ECLOSED;
             return w->err;

@@ -1397,6 +1397,26 @@ static int prepare(mproc_super *s)
     return mproc__zygote_start(&s->zyg, &s->spec);
 }
 
+/* epoll_wait with spin-then-sleep (spin_wait.h): a message routed a moment
+ * ago is often answered within microseconds, and catching the answer
+ * without sleeping saves the supervisor's wake-up on the way back. */
+static int wait_events(mproc_super *s, struct epoll_event *evs, int cap,
+                       uint64_t deadline)
+{
+    int n = 0;
+    int timeout_ms = mproc__ms_left(deadline);
+    if (timeout_ms != 0 && mproc__spin_begin(&s->spin, deadline)) {
+        do {
+            n = epoll_wait(s->ep, evs, cap, 0);
+        } while (n == 0 && mproc__spin_more(&s->spin));
+    }
+    if (n == 0) {
+        n = epoll_wait(s->ep, evs, cap, timeout_ms);
+    }
+    mproc__spin_end(&s->spin, n > 0);
+    return n;
+}
+
 int mproc_super_supervise(mproc_super *s, int timeout_ms)
 {
     if (s == NULL) {
@@ -1406,6 +1426,7 @@ int mproc_super_supervise(mproc_super *s, int timeout_ms)
         return MPROC_ESTARTED;
     }
     s->started = 1;
+    mproc__spin_init(&s->spin);
     uint64_t deadline = mproc__deadline(timeout_ms);
     int rc = prepare(s);
     for (int i = 0; rc == 0 && i < s->nkids; i++) {
@@ -1442,7 +1463,7 @@ int mproc_super_supervise(mproc_super *s, int timeout_ms)
         if (!s->shutting_down && deadline < t) {
             t = deadline;
         }
-        int n = epoll_wait(s->ep, evs, 64, mproc__ms_left(t));
+        int n = wait_events(s, evs, 64, t);
         for (int i = 0; i < n; i++) {
             uint64_t tg = evs[i].data.u64;
             if (tg == TAG_STOP) {

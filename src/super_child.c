@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -84,6 +85,7 @@ struct mproc_child {
     uint64_t nhandled;         /* message thread only: X_MSG frames done */
     _Atomic uint64_t *handled; /* the shared count */
     pid_t pid;                 /* this process (not a fork of it) */
+    int spin_ep; /* epoll on the channel, for the message thread's spin */
 };
 
 /* The one child of this process (a supervised process is a fresh fork). */
@@ -362,6 +364,9 @@ static void store_ids(const mproc__frame *f)
 static void *rx_main(void *arg)
 {
     (void)arg;
+    mproc__spin spin;
+    mproc__spin_init(&spin);
+    int ep = C.spin_ep;
     for (;;) {
         mproc__frame f;
         int r;
@@ -419,7 +424,19 @@ static void *rx_main(void *arg)
         if (r < 0) {
             break;
         }
-        if (mproc__chan_fill(&C.ch) <= 0) {
+        /* Spin-then-sleep (spin_wait.h): the answer to what a handler just
+         * sent often comes back within microseconds. */
+        if (mproc__spin_begin(&spin, UINT64_MAX)) {
+            struct pollfd p = {.fd = C.ch.fd, .events = POLLIN};
+            struct epoll_event ev;
+            while ((ep >= 0 ? epoll_wait(ep, &ev, 1, 0) : poll(&p, 1, 0)) ==
+                       0 &&
+                   mproc__spin_more(&spin)) {
+            }
+        }
+        long n = mproc__chan_fill(&C.ch); /* blocks if nothing came */
+        mproc__spin_end(&spin, 1);        /* a long gap turns spinning off */
+        if (n <= 0) {
             break;
         }
     }
@@ -455,6 +472,20 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
      * server. */
     mproc__fd_track(fd);
     atexit(at_exit);
+    /* The message thread's spin polls with epoll_wait(.., 0): a fifth of
+     * poll()'s cost here, which is most of what a caught message costs
+     * (without the epoll fd, poll() does it).  Made here, before any
+     * other thread runs. */
+    C.spin_ep = mproc__fd_lift(epoll_create1(EPOLL_CLOEXEC));
+    if (C.spin_ep >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN};
+        if (epoll_ctl(C.spin_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            close(C.spin_ep);
+            C.spin_ep = -1;
+        } else {
+            mproc__fd_track(C.spin_ep);
+        }
+    }
     int rc = -pthread_create(&C.rx, NULL, rx_main, NULL);
     if (rc != 0) {
         finish(rc, "could not start the message thread");

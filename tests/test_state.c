@@ -3292,7 +3292,43 @@ static void test_owner_killed_cleans_dir(void)
     tu_close_pipe(pp);
 }
 
+/* After a burst of sets and watch wake-ups (after which the watch may
+ * spin, for a bounded time), an idle wait burns no CPU in this process nor
+ * in the server. */
+static void test_idle_after_burst_no_cpu(void)
+{
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    pid_t srv = (pid_t)mproc_state_ping(st);
+    mproc_watch *w = NULL;
+    const char *keys[1] = {"n"};
+
+    CHECK(srv > 0);
+    CHECK_OK(mproc_state_watch(st, keys, 1, 0, &w));
+    for (int i = 0; i < 300; i++) {
+        CHECK_OK(mproc_state_set_i64(st, "n", i));
+        CHECK_OK(mproc_watch_next(w, 10000));
+    }
+    long s0 = proc_cpu_ticks(srv);
+    int64_t c0 = cpu_us();
+    int64_t t0 = harness_now_ms();
+    CHECK_ERR(mproc_watch_next(w, 1500), MPROC_ETIMEDOUT);
+    int64_t wall = harness_now_ms() - t0;
+    int64_t cpu = cpu_us() - c0;
+    long s1 = proc_cpu_ticks(srv);
+    CHECK(wall >= 1495);
+    CHECK_MSG(cpu < 100000, "%lld us of CPU in %lld idle ms", (long long)cpu,
+              (long long)wall);
+    CHECK(s0 >= 0 && s1 >= 0);
+    CHECK_MSG((s1 - s0) * 1000 / sysconf(_SC_CLK_TCK) <= 100,
+              "the server used %ld ticks in %lld idle ms", s1 - s0,
+              (long long)wall);
+    mproc_watch_free(w);
+    mproc_ctx_free(ctx);
+}
+
 TEST_LIST = {
+    {"idle_after_burst_no_cpu", test_idle_after_burst_no_cpu, 0},
     {"parity", test_parity, 0},
     {"bulk", test_bulk, 0},
     {"typed", test_typed, 0},

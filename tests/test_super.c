@@ -3861,8 +3861,84 @@ static void test_too_big_names_limit(void)
     sfree(s);
 }
 
+/* ---- an idle supervisor burns no CPU --------------------------------------
+ */
+
+enum {
+    IDLE_BURST = 300,
+    IDLE_MS = 1500,
+    IDLE_CPU_MAX_MS = 100 /* of IDLE_MS; a spinner that never stops: all */
+};
+
+static pid_t g_test_pid; /* the supervisor's process (set before supervise) */
+
+static int h_idle_count(mproc_child *self, const mproc_msg *m)
+{
+    (void)m;
+    int me = mproc_child_id(self);
+    atomic_store(&g_shm->pid[me], (int)getpid());
+    atomic_fetch_add(&g_shm->runs[me], 1);
+    return MPROC_CONTINUE;
+}
+
+/* A burst of traffic (after it the supervisor and both message threads
+ * may spin, each for a bounded time), then IDLE_MS of silence: the CPU
+ * the supervisor, this process and the resident used in the silence goes
+ * to start_ms[0][0..2], the silence's length to [0][3]. */
+static int op_burst_then_idle(mproc_child *self)
+{
+    mproc_id b = 2;
+    tmsg t = {.tag = TAG_NONE};
+    for (int i = 0; i < IDLE_BURST; i++) {
+        CCHECK_ERR(self,
+                   mproc_child_send_sync(self, b, MPROC_MSG_EMPTY, &t, sizeof t,
+                                         T_LONG),
+                   0);
+    }
+    for (int i = 0; i < 10000 && atomic_load(&g_shm->runs[b]) < IDLE_BURST;
+         i++) {
+        usleep(1000);
+    }
+    CCHECK(self, atomic_load(&g_shm->runs[b]) == IDLE_BURST);
+    usleep(20000); /* past any spin */
+    pid_t pb = (pid_t)atomic_load(&g_shm->pid[b]);
+    long s0 = tu_proc_cpu_ms(g_test_pid), a0 = tu_proc_cpu_ms(getpid()),
+         b0 = tu_proc_cpu_ms(pb);
+    int64_t t0 = harness_now_ms();
+    usleep(IDLE_MS * 1000);
+    atomic_store(&g_shm->start_ms[0][0], tu_proc_cpu_ms(g_test_pid) - s0);
+    atomic_store(&g_shm->start_ms[0][1], tu_proc_cpu_ms(getpid()) - a0);
+    atomic_store(&g_shm->start_ms[0][2], tu_proc_cpu_ms(pb) - b0);
+    atomic_store(&g_shm->start_ms[0][3], harness_now_ms() - t0);
+    return 0;
+}
+
+static void test_idle_burns_no_cpu(void)
+{
+    sync_open();
+    g_test_pid = getpid();
+    mproc_super *s = snew(NULL);
+    sadd(s, (mproc_child_spec){.name = "a", .op = op_burst_then_idle}, NOARGS);
+    sadd(s,
+         (mproc_child_spec){
+             .name = "b", .handle_message = h_idle_count, .resident = 1},
+         NOARGS);
+    CHECK_SUPERVISE(s, T_LONG, 0);
+    long long idle = atomic_load(&g_shm->start_ms[0][3]);
+    CHECK(idle >= IDLE_MS);
+    const char *who[3] = {"the supervisor", "the sender", "the resident"};
+    for (int i = 0; i < 3; i++) {
+        long long ms = atomic_load(&g_shm->start_ms[0][i]);
+        CHECK_MSG(ms >= 0 && ms <= IDLE_CPU_MAX_MS,
+                  "%s used %lld ms of CPU in %lld idle ms", who[i], ms, idle);
+    }
+    sfree(s);
+    sync_close();
+}
+
 TEST_LIST = {
     {"fork_server_killed", test_fork_server_killed, 0},
+    {"idle_burns_no_cpu", test_idle_burns_no_cpu, 0},
     {"too_big_names_limit", test_too_big_names_limit, 0},
     {"ids_in_add_order", test_ids_in_add_order, 0},
     {"get_ids", test_get_ids, 0},
