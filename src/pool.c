@@ -108,6 +108,7 @@ int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts)
         memcpy(p->static_copy, opts->static_args, opts->static_len);
     }
     p->spec.fn = opts->fn;
+    p->spec.timed = opts->task_timeout_ms > 0;
     if (opts->worker != NULL) {
         p->spec.ops = *opts->worker;
     }

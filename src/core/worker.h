@@ -69,6 +69,7 @@ typedef struct mproc__worker_spec {
     int capture_output;
     mproc__slot *rings; /* MAP_SHARED: MPROC__DEPTH slots per worker slot */
     int no_link; /* workers run on the socket alone (no shared-memory link) */
+    int timed;   /* tasks have a time limit: every item's start is stamped */
     /* NULL: children run mproc__worker_main.  Else what a child of the
      * fork server runs instead (its own protocol on fd; must not return),
      * with `user` for its use. */
