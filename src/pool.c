@@ -743,7 +743,7 @@ int mproc_pool_get(mproc_pool *p, mproc_result *out, int timeout_ms)
     if (p->state == P_NEW) {
         rc = MPROC_ENOTSTARTED;
     }
-    uint64_t polled = 0; /* when polling began */
+    int polled = 0;
     while (rc == 0 && (o = take_next(p)) == NULL) {
         if (p->outstanding == 0 && !p->feeder_running) {
             rc = MPROC_ENOTASK;
@@ -752,17 +752,17 @@ int mproc_pool_get(mproc_pool *p, mproc_result *out, int timeout_ms)
         } else if (polled == 0 && mproc__pool_should_poll(p)) {
             /* Before sleeping, take the outcome from the workers' links
              * ourselves if it comes within a few microseconds. */
-            polled = mproc__now_ns();
+            polled = 1;
             pthread_mutex_unlock(&p->mu);
-            mproc__pool_poll(p, result_ready);
+            mproc__pool_poll(p, result_ready, deadline);
             pthread_mutex_lock(&p->mu);
         } else if (mproc__cond_wait(&p->result_cv, &p->mu, deadline) != 0) {
             rc = MPROC_ETIMEDOUT;
         }
     }
     pthread_mutex_unlock(&p->mu);
-    if (polled != 0 && o != NULL) {
-        mproc__pool_poll_learn(p, mproc__now_ns() - polled);
+    if (polled) {
+        mproc__pool_poll_end(o != NULL);
     }
     if (o != NULL) {
         *out = o->r;

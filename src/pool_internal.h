@@ -131,7 +131,6 @@ struct mproc_pool {
     int pollers;          /* [mu] threads polling the links now: while any
                              does, the I/O thread does not ask workers to
                              ring its doorbell */
-    _Atomic uint32_t poll_spin_ns; /* how long a waiting get polls */
     _Atomic int linked;   /* a worker ever ran on a shared-memory link */
     int ncpu;             /* online CPUs, at new */
     pthread_cond_t space_cv;  /* room for put */
@@ -203,13 +202,14 @@ void mproc__pool_flush(mproc_pool *p);
  * flight), else the I/O thread is woken to do it.  [mu held] */
 void mproc__pool_kick(mproc_pool *p, int idle);
 /* For a thread about to wait for `ready` (called with mu held, returns
- * nonzero when what it waits for is there): polls the workers' links for a
- * short adaptive while, taking their outcomes itself.  Returns ready's
- * last answer.  [no lock held] */
-int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p));
-/* After a wait that polled first ended `waited_ns` after it began: adapts
- * how long the next one polls. */
-void mproc__pool_poll_learn(mproc_pool *p, uint64_t waited_ns);
+ * nonzero when what it waits for is there) until `deadline`: polls the
+ * workers' links for a short while (core/spin.h decides whether and how
+ * long), taking their outcomes itself.  Returns ready's last answer.
+ * [no lock held] */
+int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p),
+                     uint64_t deadline);
+/* The wait that polled first ended: 1 when what it waited for came. */
+void mproc__pool_poll_end(int woke);
 /* 1 when a thread about to wait should poll first: the workers run on
  * links, and fewer of them are busy than there are CPUs.  [mu held] */
 int mproc__pool_should_poll(mproc_pool *p);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/platform.h"
+#include "core/spin.h"
 #include "mproc/error.h"
 #include "pool_internal.h"
 
@@ -28,10 +29,8 @@
  * and doubles up to the bound: never given up, never a busy loop. */
 #define OOM_RETRY_MIN_NS 1000000u
 #define OOM_RETRY_MAX_NS 100000000u
-/* How long a waiting get polls the workers' links before it sleeps:
- * adaptive between these. */
-#define POLL_SPIN_MIN_NS 1000u
-#define POLL_SPIN_MAX_NS 50000u
+/* Looks at the links between two of a polling get's yields. */
+#define POLL_LOOKS 8
 
 enum ev_kind { EV_CHAN = 1, EV_PIDFD, EV_OUT, EV_ERR };
 #define EV_WAKE UINT64_MAX
@@ -752,8 +751,21 @@ static void announce_links(mproc_pool *p)
     }
 }
 
-int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p))
+/* A waiting thread's spin-then-sleep state (core/spin.h): per thread, as
+ * it learns from that thread's own waits. */
+static _Thread_local mproc__spin tls_spin;
+static _Thread_local int tls_spin_ready;
+
+int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p),
+                     uint64_t deadline)
 {
+    if (!tls_spin_ready) {
+        mproc__spin_init(&tls_spin);
+        tls_spin_ready = 1;
+    }
+    if (!mproc__spin_begin(&tls_spin, deadline)) {
+        return 0;
+    }
     pthread_mutex_lock(&p->mu);
     p->pollers++;
     pthread_mutex_unlock(&p->mu);
@@ -767,27 +779,17 @@ int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p))
         }
     }
     pthread_mutex_unlock(&p->read_mu);
-    uint32_t budget = atomic_load_explicit(&p->poll_spin_ns,
-                                           memory_order_relaxed);
-    uint64_t start = mproc__now_ns();
     int found = 0;
-    for (unsigned i = 1;; i++) {
-        if (poll_links(p) == 1) {
-            pthread_mutex_lock(&p->mu);
-            found = ready(p);
-            pthread_mutex_unlock(&p->mu);
-            if (found) {
-                break;
+    do {
+        for (int i = 0; i < POLL_LOOKS && !found; i++) {
+            if (poll_links(p) == 1) {
+                pthread_mutex_lock(&p->mu);
+                found = ready(p);
+                pthread_mutex_unlock(&p->mu);
             }
+            mproc__cpu_relax();
         }
-        mproc__cpu_relax();
-        if ((i & 15) == 0) {
-            if (mproc__now_ns() - start > budget) {
-                break;
-            }
-            sched_yield(); /* as a worker's spin: see core/chan.c */
-        }
-    }
+    } while (!found && mproc__spin_more(&tls_spin));
     pthread_mutex_lock(&p->mu);
     int last = --p->pollers == 0;
     pthread_mutex_unlock(&p->mu);
@@ -797,13 +799,11 @@ int mproc__pool_poll(mproc_pool *p, int (*ready)(mproc_pool *p))
     return found;
 }
 
-void mproc__pool_poll_learn(mproc_pool *p, uint64_t waited_ns)
+void mproc__pool_poll_end(int woke)
 {
-    uint32_t b = atomic_load_explicit(&p->poll_spin_ns, memory_order_relaxed);
-    atomic_store_explicit(&p->poll_spin_ns,
-                          mproc__spin_learn(b, waited_ns, POLL_SPIN_MIN_NS,
-                                            POLL_SPIN_MAX_NS),
-                          memory_order_relaxed);
+    if (tls_spin_ready) {
+        mproc__spin_end(&tls_spin, woke);
+    }
 }
 
 int mproc__pool_should_poll(mproc_pool *p)

@@ -13,7 +13,7 @@
 
 #include "core/platform.h"
 #include "mproc/error.h"
-#include "spin_wait.h"
+#include "core/spin.h"
 #include "state_conn.h"
 
 struct mproc_watch {
@@ -338,7 +338,7 @@ int mproc_watch_next(mproc_watch *w, int timeout_ms)
             return w->err;
         }
         /* Nothing buffered.  Updates often come in quick succession: poll
-         * a little first (spin_wait.h), which spares a sleeping wake-up. */
+         * a little first (core/spin.h), which spares a sleeping wake-up. */
         if (mproc__spin_begin(&w->spin, deadline)) {
             struct pollfd p = {.fd = w->ch.fd, .events = POLLIN};
             while (poll(&p, 1, 0) == 0 && mproc__spin_more(&w->spin)) {

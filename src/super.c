@@ -1397,7 +1397,7 @@ static int prepare(mproc_super *s)
     return mproc__zygote_start(&s->zyg, &s->spec);
 }
 
-/* epoll_wait with spin-then-sleep (spin_wait.h): a message routed a moment
+/* epoll_wait with spin-then-sleep (core/spin.h): a message routed a moment
  * ago is often answered within microseconds, and catching the answer
  * without sleeping saves the supervisor's wake-up on the way back. */
 static int wait_events(mproc_super *s, struct epoll_event *evs, int cap,

@@ -424,7 +424,7 @@ static void *rx_main(void *arg)
         if (r < 0) {
             break;
         }
-        /* Spin-then-sleep (spin_wait.h): the answer to what a handler just
+        /* Spin-then-sleep (core/spin.h): the answer to what a handler just
          * sent often comes back within microseconds. */
         if (mproc__spin_begin(&spin, UINT64_MAX)) {
             struct pollfd p = {.fd = C.ch.fd, .events = POLLIN};

@@ -42,7 +42,7 @@
 #include "core/worker.h"
 #include "core/zygote.h"
 #include "mproc/super.h"
-#include "spin_wait.h"
+#include "core/spin.h"
 
 enum {
     X_SEND = 1,
@@ -185,7 +185,7 @@ struct mproc_super {
     int shutting_down;
     int result;
     uint64_t route_stamp;
-    mproc__spin spin;          /* the loop's spin-then-sleep (spin_wait.h) */
+    mproc__spin spin;          /* the loop's spin-then-sleep (core/spin.h) */
     _Atomic uint64_t *handled; /* MAP_SHARED, one slot per process */
     size_t handled_size;
     int nfull;               /* processes with `full` set */

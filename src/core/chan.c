@@ -11,17 +11,15 @@
 #include <unistd.h>
 
 #include "core/platform.h"
+#include "core/spin.h"
 #include "mproc/common.h"
 #include "mproc/error.h"
 
 /* A frame body may hold a whole map chunk of payloads plus item headers. */
 #define FRAME_MAX (MPROC_PAYLOAD_MAX + (64u << 20))
 #define READ_CHUNK 65536u
-/* A blocking end spins this long at most before it sleeps, and at least
- * SPIN_MIN_NS: the spin doubles after a wait it ended, halves after one it
- * did not, so an idle peer costs a couple of microseconds per wait. */
-#define SPIN_MAX_NS 50000u
-#define SPIN_MIN_NS 2000u
+/* Looks at the ring between two of the spin's yields (core/spin.h). */
+#define SPIN_LOOKS 64
 /* A sleeping blocking end looks at the fd for the peer's death this often. */
 #define SLEEP_CHECK_MS 1000
 
@@ -120,7 +118,7 @@ void mproc__chan_use_link(mproc__chan *ch, const mproc__link *l)
 {
     ch->link = *l;
     ch->has_link = 1;
-    ch->spin_ns = SPIN_MIN_NS;
+    mproc__spin_init(&ch->spin);
     struct stat st;
     if (!ch->nonblock && fstat(ch->fd, &st) == 0) {
         ch->check_fd = 1;
@@ -187,26 +185,27 @@ static int peer_gone(const mproc__chan *ch)
 
 /* Blocking end: waits until `ready` holds, spinning first.  Returns 0, or
  * 0 with *gone set when the peer died meanwhile. */
+/* 1 when what the blocking end waits for is there. */
+static int link_ready(const mproc__link *l, int reading)
+{
+    return reading ? mproc__link_readable(l) > 0 : mproc__link_room(l) > 0;
+}
+
 static void link_wait(mproc__chan *ch, int reading, int *gone)
 {
     mproc__link *l = &ch->link;
-    uint64_t start = mproc__now_ns();
-    for (unsigned i = 1;; i++) {
-        if (reading ? mproc__link_readable(l) : mproc__link_room(l)) {
-            ch->spin_ns = mproc__spin_learn(ch->spin_ns,
-                                            mproc__now_ns() - start,
-                                            SPIN_MIN_NS, SPIN_MAX_NS);
-            return;
-        }
-        mproc__cpu_relax();
-        if ((i & 63) == 0) {
-            if (mproc__now_ns() - start > ch->spin_ns) {
-                break;
+    if (mproc__spin_begin(&ch->spin, UINT64_MAX)) {
+        do {
+            /* A look at the ring is one load: several between the
+             * spin's yields. */
+            for (int i = 0; i < SPIN_LOOKS; i++) {
+                if (link_ready(l, reading)) {
+                    mproc__spin_end(&ch->spin, 1);
+                    return;
+                }
+                mproc__cpu_relax();
             }
-            /* Polite: a thread that needs this CPU (perhaps the one we
-             * wait for) gets it; alone, we are back at once. */
-            sched_yield();
-        }
+        } while (mproc__spin_more(&ch->spin));
     }
     for (;;) {
         if (reading) {
@@ -214,29 +213,26 @@ static void link_wait(mproc__chan *ch, int reading, int *gone)
         } else {
             mproc__link_sleep_writing(l);
         }
-        int ready = reading ? mproc__link_readable(l) > 0
-                            : mproc__link_room(l) > 0;
-        if (ready) {
+        if (link_ready(l, reading)) {
             if (reading) {
                 mproc__link_cancel_reading(l);
             } else {
                 mproc__link_cancel_writing(l);
             }
-        } else {
-            int rc = reading ? mproc__link_wait_reading(l, SLEEP_CHECK_MS)
-                             : mproc__link_wait_writing(l, SLEEP_CHECK_MS);
-            if (rc == -ETIMEDOUT) {
-                ch->spin_ns = SPIN_MIN_NS; /* idle: spin the least */
-                if (peer_gone(ch)) {
-                    *gone = 1;
-                    return;
-                }
-                continue;
-            }
+            mproc__spin_end(&ch->spin, 1);
+            return;
         }
-        /* Woken: would a longer spin have caught it? */
-        ch->spin_ns = mproc__spin_learn(ch->spin_ns, mproc__now_ns() - start,
-                                        SPIN_MIN_NS, SPIN_MAX_NS);
+        int rc = reading ? mproc__link_wait_reading(l, SLEEP_CHECK_MS)
+                         : mproc__link_wait_writing(l, SLEEP_CHECK_MS);
+        if (rc == -ETIMEDOUT) {
+            mproc__spin_end(&ch->spin, 0); /* idle: no spin next time */
+            if (peer_gone(ch)) {
+                *gone = 1;
+                return;
+            }
+            continue;
+        }
+        mproc__spin_end(&ch->spin, 1);
         return;
     }
 }

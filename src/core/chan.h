@@ -9,8 +9,8 @@
  *
  * With a link, flush copies committed bytes into the tx ring and fill copies
  * the rx ring into the input buffer: no system call while the other side is
- * awake.  A blocking end (the worker's) waits spin-then-sleep: a short
- * adaptive spin, then a futex sleep on the ring; the non-blocking end (the
+ * awake.  A blocking end (the worker's) waits spin-then-sleep (core/spin.h):
+ * a short bounded spin, then a futex sleep on the ring; the non-blocking end (the
  * owner's I/O thread) sleeps in epoll on the fd, which the worker writes a
  * byte to only when the owner announced it sleeps (see ring.h).
  *
@@ -24,6 +24,7 @@
 #include <sys/types.h>
 
 #include "core/ring.h"
+#include "core/spin.h"
 
 enum mproc__frame_type {
     MPROC__F_TASK = 1,  /* owner -> worker: u32 count, count x {u32 len, bytes} */
@@ -69,7 +70,7 @@ typedef struct mproc__chan {
     int dontwait;     /* flush never blocks, even on a blocking fd */
     int has_link;     /* data moves through `link`; fd is the doorbell */
     mproc__link link;
-    uint32_t spin_ns; /* blocking end: how long to spin before sleeping */
+    mproc__spin spin; /* blocking end: spin-then-sleep (core/spin.h) */
     /* Blocking end: the fd must still be this file before a doorbell is
      * written to it (task code may close or replace fds it did not open):
      * else flush returns -EBADF and writes nothing into someone's file. */

@@ -143,16 +143,6 @@ void mproc__link_arena_release(mproc__link *l);
 void mproc__link_wake_reader(mproc__link *l);
 void mproc__link_wake_writer(mproc__link *l);
 
-/* Adapts a spin budget to a wait that just ended after `waited` ns: had
- * spinning twice as long as the wait caught it within `max`, spin that
- * long next time; otherwise halve it.  Never below `min`. */
-static inline uint32_t mproc__spin_learn(uint32_t budget, uint64_t waited,
-                                         uint32_t min, uint32_t max)
-{
-    uint64_t b = waited * 2 <= max ? waited * 2 : budget / 2;
-    return b < min ? min : (uint32_t)b;
-}
-
 /* One pause of a spin loop (the CPU's hint that we are spinning). */
 static inline void mproc__cpu_relax(void)
 {

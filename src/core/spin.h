@@ -1,5 +1,8 @@
-/* Spin-then-sleep for a thread that waits on fds (the supervisor's loop, a
- * supervised process's message thread, mproc_watch_next).
+/* Spin-then-sleep: the one policy for every thread that is about to sleep
+ * waiting for another process or thread -- a pool worker waiting on its
+ * shared-memory ring (core/chan.c), a pool get polling the workers' rings
+ * (pool_io.c), the supervisor's loop, a supervised process's message
+ * thread, mproc_watch_next.
  *
  * Why: a sleeping wake-up on this kind of machine (2 vCPUs under KVM)
  * costs 10-20 us when the sleeper's CPU has gone idle, and a routed
@@ -19,8 +22,8 @@
  *     there the peer needs this very CPU, and spinning only delays it.
  * Each waiter keeps its own state (no sharing, no locks).
  */
-#ifndef MPROC_SPIN_WAIT_H
-#define MPROC_SPIN_WAIT_H
+#ifndef MPROC_CORE_SPIN_H
+#define MPROC_CORE_SPIN_H
 
 #include <sched.h> /* CPU_COUNT: _GNU_SOURCE comes from the build */
 #include <stdint.h>
