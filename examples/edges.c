@@ -1,7 +1,10 @@
 /* edges.c - what mproc promises when things go wrong, shown and checked.
  *
- *   1. A task that daemonises (closes every fd above 2) fails alone with
- *      MPROC_EWORKER and a message that says why; the other tasks succeed.
+ *   1. A task that daemonises (closes every fd above 2) harms nothing but
+ *      its own worker: on the shared-memory transport it still has its
+ *      result (its worker, which can no longer wake the owner, is
+ *      replaced); on the socket fallback it fails alone with MPROC_EWORKER
+ *      and a message that says why.  The other tasks succeed.
  *   2. A worker whose init hangs cannot hold mproc_pool_start for ever:
  *      with init_timeout_ms, start fails with MPROC_ETIMEDOUT on time.
  *   3. A supervised temporary process that crashes under a restart strategy
