@@ -9,7 +9,8 @@
  *     putget   put_iter feeder + get loop in the main thread  -> tasks_per_s
  *     map      mproc_pool_map over an array                   -> tasks_per_s
  *     latency  one put then one get, repeated                 -> median_us,
- *                                                                p99_us
+ *                                                                p99_us; and
+ *              a pipe ping-pong with a child, the same rounds  -> pipe_median_us
  *     stream   a long put_iter + get run                      -> tasks_per_s,
  *                                                                RSS figures
  *     big      64 MiB payloads echoed by a worker, one at a
@@ -26,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <mproc.h>
 
@@ -404,6 +407,53 @@ static int round_trip(mproc_pool *pool, uint64_t i)
     return bad;
 }
 
+/* The machine's floor for a round trip between two processes that sleep
+ * while they wait: a one-byte pipe ping-pong with a forked child, `rounds`
+ * times after `warmup`.  Fills *lat; returns 0, or 1 on failure. */
+static int pipe_floor(uint64_t rounds, uint64_t warmup, bench_latency *lat)
+{
+    int ab[2], ba[2];
+    int64_t *samples = malloc(rounds * sizeof *samples);
+    if (samples == NULL || pipe(ab) != 0 || pipe(ba) != 0) {
+        free(samples);
+        return bench_fail("making the ping-pong pipes", -errno);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        free(samples);
+        return bench_fail("fork", -errno);
+    }
+    if (pid == 0) {
+        char c;
+        close(ab[1]);
+        close(ba[0]);
+        while (bench_read_full(ab[0], &c, 1) == 0 &&
+               bench_write_full(ba[1], &c, 1) == 0) {
+        }
+        _exit(0);
+    }
+    close(ab[0]);
+    close(ba[1]);
+    int bad = 0;
+    char c = 'p';
+    for (uint64_t i = 0; i < warmup + rounds && !bad; i++) {
+        int64_t t0 = bench_now_ns();
+        bad = bench_write_full(ab[1], &c, 1) != 0 ||
+              bench_read_full(ba[0], &c, 1) != 0;
+        if (i >= warmup) {
+            samples[i - warmup] = bench_now_ns() - t0;
+        }
+    }
+    close(ab[1]);
+    close(ba[0]);
+    waitpid(pid, NULL, 0);
+    if (!bad) {
+        *lat = bench_latency_of(samples, rounds);
+    }
+    free(samples);
+    return bad ? bench_fail("the pipe ping-pong", -EIO) : 0;
+}
+
 static int run_latency(uint64_t rounds, uint64_t warmup, int workers)
 {
     mproc_pool *pool;
@@ -435,9 +485,15 @@ static int run_latency(uint64_t rounds, uint64_t warmup, int workers)
         return 1;
     }
     lat = bench_latency_of(samples, rounds);
+    bench_latency floor;
+    if (pipe_floor(rounds, warmup, &floor) != 0) {
+        free(samples);
+        return 1;
+    }
     printf("latency rounds=%" PRIu64 " workers=%d median_us=%.1f p99_us=%.1f "
-           "mean_us=%.1f max_us=%.1f\n",
-           rounds, workers, lat.p50_us, lat.p99_us, lat.mean_us, lat.max_us);
+           "mean_us=%.1f max_us=%.1f pipe_median_us=%.1f pipe_p99_us=%.1f\n",
+           rounds, workers, lat.p50_us, lat.p99_us, lat.mean_us, lat.max_us,
+           floor.p50_us, floor.p99_us);
     fflush(stdout);
     free(samples);
     return 0;

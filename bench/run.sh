@@ -75,11 +75,13 @@ row "put/get per item, default queue (tasks/s)" \
 row "put/get per item, queue 4096 (tasks/s)" \
     "$(mp putget tasks_per_s queue=4096)" "$py_putget" 10 ge
 row "map vs Pool.map (tasks/s)" "$(mp map tasks_per_s)" \
-    "$(py map tasks_per_s)" 1 ge
+    "$(py map tasks_per_s)" 3 ge
 row "round trip vs Pool.apply, median (us)" "$(mp latency median_us)" \
-    "$(py latency median_us)" 0.5 le
+    "$(py latency median_us)" 0.15 le
 row "round trip vs Pool.apply, p99 (us)" "$(mp latency p99_us)" \
-    "$(py latency p99_us)" report -
+    "$(py latency p99_us)" 0.1 le
+row "round trip vs pipe ping-pong, median (us)" "$(mp latency median_us)" \
+    "$(mp latency pipe_median_us)" 2 le
 row "stream, $(mp stream items) items (tasks/s)" \
     "$(mp stream tasks_per_s)" "" report -
 row "stream RSS at 1M items (kB)" "$(mp stream rss_1m_kb)" "" report -
