@@ -61,7 +61,7 @@ struct linebuf {
  * that a worker finds its next tiny task already there instead of waiting
  * for a wake-up of the owner), and at most MPROC__QUEUE_BYTES of task bytes
  * unfinished, so large tasks stay bounded in memory. */
-#define MPROC__QUEUE_PER_WORKER 16
+#define MPROC__QUEUE_PER_WORKER 32
 #define MPROC__QUEUE_BYTES ((size_t)64 << 20)
 
 enum worker_state { W_EMPTY, W_STARTING, W_READY, W_STOPPING };

@@ -677,7 +677,7 @@ static void test_queue_bytes(void)
     free(payload);
 }
 
-/* The default bound is 16 * size waiting tasks (and 64 MiB of task bytes:
+/* The default bound is 32 * size waiting tasks (and 64 MiB of task bytes:
  * test_queue_bytes); MPROC_UNBOUNDED has none. */
 static void test_queue_bounds(void)
 {
@@ -690,13 +690,13 @@ static void test_queue_bounds(void)
     CHECK_NONNEG(mproc_pool_put_i64(p, 0, T_LONG));
     CHECK_NONNEG(mproc_pool_put_i64(p, 1, T_LONG));
     CHECK_EQ(tu_read_n(g_gate.started[0], buf, 2, T_LONG), 2); /* both running */
-    for (int64_t i = 2; i < 34; i++) {
-        CHECK_EQ(mproc_pool_put_i64(p, i, 0), i); /* 32 may wait */
+    for (int64_t i = 2; i < 66; i++) {
+        CHECK_EQ(mproc_pool_put_i64(p, i, 0), i); /* 64 may wait */
     }
-    CHECK_ERR(mproc_pool_put_i64(p, 34, 0), MPROC_EFULL);
-    tu_release(g_gate.release[1], 34);
+    CHECK_ERR(mproc_pool_put_i64(p, 66, 0), MPROC_EFULL);
+    tu_release(g_gate.release[1], 66);
     CHECK_OK(mproc_pool_get_all(p, &res, &n, T_LONG));
-    CHECK_EQ(n, 34);
+    CHECK_EQ(n, 66);
     mproc_results_free(res, n);
     mproc_pool_free(p);
     sync_close();
@@ -994,11 +994,11 @@ static void test_put_iter_still_bounded(void)
     counted_iter ci = {{vals, DRAIN_N, 0, 0, 0}, 0};
     mproc_pool *p = tu_pool_start(&(mproc_pool_opts){.fn = sq_fn, .size = 2});
     CHECK_OK(mproc_pool_put_iter(p, counted_next, &ci));
-    /* The feeder fills the bound (34 unclaimed) and waits there: it has
+    /* The feeder fills the bound (66 unclaimed) and waits there: it has
      * taken at most one more item from the iterator. */
     usleep(300 * 1000);
     size_t fed = atomic_load(&ci.taken);
-    CHECK_MSG(fed <= 35, "fed %zu items with nobody taking outcomes", fed);
+    CHECK_MSG(fed <= 67, "fed %zu items with nobody taking outcomes", fed);
     usleep(200 * 1000);
     CHECK_EQ(atomic_load(&ci.taken), fed);
     mproc_result *res = NULL;

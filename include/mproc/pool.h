@@ -124,15 +124,16 @@ typedef struct mproc_pool_opts {
     /* How many accepted put tasks may wait beyond one running per worker:
      * put blocks while queue_size + size of them are unfinished (put_iter's
      * feeder also while that many outcomes are unclaimed; see put_iter).
-     * Default 16 * size, and then put also blocks while the unfinished put
+     * Default 32 * size, and then put also blocks while the unfinished put
      * tasks hold 64 MiB of task bytes (the task that crosses that is still
      * taken), so large tasks stay bounded in memory; an explicit queue_size
      * bounds the count alone.  MPROC_UNBOUNDED for no bound.  (Python's
      * queue_size=0 meant "unbounded"; in mproc 0 means "default", as for
      * every option, and unbounded is spelled MPROC_UNBOUNDED.)  Tasks are
      * pipelined to workers, so for tiny tasks a deeper queue is faster:
-     * per-item put/get of f(x)=x+1 on 2 workers moves ~190k tasks/s with
-     * the default and ~0.6-1.5M/s with queue_size 4096 (bench/README.md). */
+     * per-item put/get of f(x)=x+1 on 2 workers moves ~0.3-0.5M tasks/s
+     * with the default and ~0.75-1.1M/s with queue_size 4096
+     * (bench/README.md). */
     int queue_size;
     /* Nonzero: get returns results in put order (map always does). */
     int ordered;
