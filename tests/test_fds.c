@@ -99,21 +99,6 @@ static int closer_fn(const void *task, size_t len, const void *sa, size_t sl,
     return mproc_reply_i64(reply, x == 0 ? 10 : x);
 }
 
-/* 1 when pool workers run on a shared-memory link (memfd_create works):
- * their outcomes and logs then do not go through any fd, so a task that
- * takes the worker's fd still gets its own result and its records arrive;
- * on the socket (tests run under tests/tools/no_memfd) it fails with
- * MPROC_EWORKER naming the channel, and its records go to stderr. */
-static int links(void)
-{
-    int fd = memfd_create("mproc-test-probe", MFD_CLOEXEC);
-    if (fd < 0) {
-        return 0;
-    }
-    close(fd);
-    return 1;
-}
-
 static void check_lost(const mproc_result *r)
 {
     CHECK_ERR(r->err, MPROC_EWORKER);
@@ -123,10 +108,13 @@ static void check_lost(const mproc_result *r)
 }
 
 /* The outcome of a task that took the worker's fd and then returned
- * `value`: its own result on a link, MPROC_EWORKER on the socket. */
+ * `value`.  On a shared-memory link (tu_links()) outcomes and logs go
+ * through no fd, so the task keeps its own result and its records arrive;
+ * on the socket (the tests run under tests/tools/no_memfd) it fails with
+ * MPROC_EWORKER naming the channel, and its records go to stderr. */
 static void check_closer(const mproc_result *r, int64_t value)
 {
-    if (!links()) {
+    if (!tu_links()) {
         check_lost(r);
         return;
     }
@@ -186,7 +174,7 @@ static void run_closer(int64_t how, int capture, int lost)
     CHECK(tu_no_children());
     /* A record after the channel was taken: on the socket it goes to
      * stderr; on a link it arrives as any other. */
-    CHECK_EQ(records, links() && how == 7 ? 1 : 0);
+    CHECK_EQ(records, tu_links() && how == 7 ? 1 : 0);
 }
 
 static void test_task_closes_fds(void)

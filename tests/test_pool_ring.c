@@ -135,15 +135,6 @@ static int damage_fn(const void *task, size_t len, const void *sa, size_t sl,
 
 /* ---- owner side ---------------------------------------------------------- */
 
-static int links(void)
-{
-    int fd = memfd_create("mproc-test-probe", MFD_CLOEXEC);
-    if (fd < 0) {
-        return 0;
-    }
-    close(fd);
-    return 1;
-}
 
 static int64_t put_damage(mproc_pool *p, int64_t mode, int64_t seed)
 {
@@ -161,7 +152,7 @@ static int has_link_fn(const void *task, size_t len, const void *sa,
 
 static void test_workers_on_link(void)
 {
-    if (!links()) {
+    if (!tu_links()) {
         printf("    memfd_create refused: skipped\n");
         return;
     }
@@ -222,21 +213,21 @@ static void run_certain(int64_t mode)
 
 static void test_bad_head(void)
 {
-    if (links()) {
+    if (tu_links()) {
         run_certain(DAMAGE_HEAD);
     }
 }
 
 static void test_bad_length(void)
 {
-    if (links()) {
+    if (tu_links()) {
         run_certain(DAMAGE_LENGTH);
     }
 }
 
 static void test_bad_tail(void)
 {
-    if (links()) {
+    if (tu_links()) {
         run_certain(DAMAGE_TAIL);
     }
 }
@@ -245,7 +236,7 @@ static void test_bad_tail(void)
  * says DONE; the owner, having read everything, finds no outcome. */
 static void test_lying_length(void)
 {
-    if (links()) {
+    if (tu_links()) {
         run_certain(DAMAGE_LIE);
     }
 }
@@ -255,7 +246,7 @@ static void test_lying_length(void)
  * the pool still computes right afterwards. */
 static void test_random_damage(void)
 {
-    if (!links()) {
+    if (!tu_links()) {
         printf("    memfd_create refused: skipped\n");
         return;
     }
@@ -407,7 +398,7 @@ static int fake_arena_fn(const void *task, size_t len, const void *sa,
 
 static void test_fake_arena(void)
 {
-    if (!links()) {
+    if (!tu_links()) {
         return;
     }
     mproc_pool *p =

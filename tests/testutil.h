@@ -307,6 +307,18 @@ static inline char *tu_redirect_end(tu_redirect *r)
 
 /* ---- pool helpers ------------------------------------------------------ */
 
+/* 1 when memfd_create works here, so pool workers run on shared-memory
+ * links; 0 under tests/tools/no_memfd (the socket fallback). */
+static inline int tu_links(void)
+{
+    int fd = memfd_create("mproc-test-probe", MFD_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    close(fd);
+    return 1;
+}
+
 static inline mproc_pool *tu_pool_start(const mproc_pool_opts *o)
 {
     mproc_pool *p = NULL;

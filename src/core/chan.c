@@ -237,17 +237,20 @@ static void link_wait(mproc__chan *ch, int reading, int *gone)
     }
 }
 
-static int link_flush(mproc__chan *ch)
+/* Publishes len bytes from p into the tx ring, waking the reader when it
+ * sleeps; *done counts what went.  Returns 0 when all went, 1 when the
+ * ring is full on a non-blocking end (the reader rings the doorbell when
+ * it reads), or -errno; a blocking end waits for room. */
+static int link_put(mproc__chan *ch, const char *p, size_t len, size_t *done)
 {
-    mproc__buf *b = &ch->out;
-    while (ch->committed > b->off) {
-        long n = mproc__link_write(&ch->link, b->data + b->off,
-                                   ch->committed - b->off);
+    *done = 0;
+    while (*done < len) {
+        long n = mproc__link_write(&ch->link, p + *done, len - *done);
         if (n < 0) {
             return (int)n;
         }
         if (n > 0) {
-            b->off += (size_t)n;
+            *done += (size_t)n;
             int rc = wake_reader(ch);
             if (rc != 0) {
                 return rc;
@@ -257,7 +260,7 @@ static int link_flush(mproc__chan *ch)
         if (ch->nonblock) {
             mproc__link_sleep_writing(&ch->link);
             if (mproc__link_room(&ch->link) == 0) {
-                return 1; /* the reader rings the doorbell when it reads */
+                return 1;
             }
             mproc__link_cancel_writing(&ch->link);
             continue;
@@ -273,6 +276,18 @@ static int link_flush(mproc__chan *ch)
         if (gone) {
             return -EPIPE;
         }
+    }
+    return 0;
+}
+
+static int link_flush(mproc__chan *ch)
+{
+    mproc__buf *b = &ch->out;
+    size_t done;
+    int rc = link_put(ch, b->data + b->off, ch->committed - b->off, &done);
+    b->off += done;
+    if (rc != 0) {
+        return rc;
     }
     if (b->len == b->off) {
         b->len = b->off = 0;
@@ -345,32 +360,8 @@ int mproc__chan_write_raw(mproc__chan *ch, const void *buf, size_t len)
     if (!ch->has_link) {
         return mproc__write_all(ch->fd, buf, len);
     }
-    const char *p = buf;
-    while (len > 0) {
-        long n = mproc__link_write(&ch->link, p, len);
-        if (n < 0) {
-            return (int)n;
-        }
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            int rc = wake_reader(ch);
-            if (rc != 0) {
-                return rc;
-            }
-            continue;
-        }
-        int rc = wake_reader(ch);
-        if (rc != 0) {
-            return rc;
-        }
-        int gone = 0;
-        link_wait(ch, 0, &gone);
-        if (gone) {
-            return -EPIPE;
-        }
-    }
-    return 0;
+    size_t done;
+    return link_put(ch, buf, len, &done);
 }
 
 int mproc__chan_publish(mproc__chan *ch)
