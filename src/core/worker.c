@@ -18,12 +18,14 @@
 #include "mproc/error.h"
 #include "mproc/log.h"
 
-/* Unflushed outcomes older than this are written before the next task
- * starts, so a slow task never holds back an earlier result, while tiny
- * tasks still share one write. */
+/* Each outcome leaves the worker as its task or map item finishes (that is
+ * what makes delivery exactly-once).  On a link, the items of a chunk are
+ * published without waking the owner, which is woken once this much time
+ * or this many bytes went by since it last was (and at the chunk's end):
+ * a slow chunk never holds back its finished items, tiny ones cost the
+ * owner no wake-up each. */
 #define FLUSH_AFTER_NS 100000u
 #define FLUSH_AFTER_BYTES (256u << 10)
-
 #define ERRMSG_MAX 4000
 /* An item that ran this long has the channel checked right after it, which
  * then costs next to nothing; quicker items are covered by the check before
