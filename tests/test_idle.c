@@ -110,23 +110,8 @@ typedef struct snap {
 /* utime + stime (ms) from a stat file, or -1 when it is gone. */
 static long stat_cpu_ms(const char *path)
 {
-    char buf[1024];
-    unsigned long ut = 0, st = 0;
-    FILE *f = fopen(path, "re");
-    if (f == NULL) {
-        return -1;
-    }
-    size_t k = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[k] = '\0';
-    const char *p = strrchr(buf, ')'); /* the name may hold anything */
-    if (p == NULL || sscanf(p + 1,
-                            " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
-                            "%*u %lu %lu",
-                            &ut, &st) != 2) {
-        return -1;
-    }
-    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+    long t = tu_stat_cpu_ticks(path);
+    return t < 0 ? -1 : (long)(t * 1000 / sysconf(_SC_CLK_TCK));
 }
 
 /* The object a process belongs to: that of its ancestor among the test's

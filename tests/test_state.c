@@ -126,30 +126,6 @@ static int64_t cpu_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* utime + stime of `pid` in clock ticks, or -1. */
-static long proc_cpu_ticks(pid_t pid)
-{
-    char path[64];
-    char buf[1024];
-    unsigned long ut = 0;
-    unsigned long stt = 0;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL) {
-        return -1;
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (p == NULL ||
-        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-               &ut, &stt) != 2) {
-        return -1;
-    }
-    return (long)(ut + stt);
-}
-
 /* `expr` must fail MPROC_ETIMEDOUT after about `ms` milliseconds. */
 #define CHECK_TIMED_OUT(expr, ms)                                              \
     do {                                                                       \
@@ -1350,7 +1326,7 @@ static void test_wait_no_cpu(void)
     set_raw(st, "k", "v");
     CHECK_OK(mproc_state_watch(st, NULL, 0, 0, &w));
     for (int which = 0; which < 4; which++) {
-        long s0 = proc_cpu_ticks(srv);
+        long s0 = tu_proc_cpu_ticks(srv);
         int64_t c0 = cpu_us();
         int64_t t0 = harness_now_ms();
         int rc;
@@ -1370,7 +1346,7 @@ static void test_wait_no_cpu(void)
         }
         int64_t wall = harness_now_ms() - t0;
         int64_t cpu = cpu_us() - c0;
-        long s1 = proc_cpu_ticks(srv);
+        long s1 = tu_proc_cpu_ticks(srv);
         CHECK_ERR(rc, MPROC_ETIMEDOUT);
         CHECK_MSG(wall >= 295 && wall < 5000, "wait %d: %lld ms", which,
                   (long long)wall);
@@ -3210,14 +3186,14 @@ static void test_server_fd_limit(void)
     CHECK(mproc_state_ping(h[0]) > 0); /* accepted: there was room */
     CHECK(mproc_state_ping(st) > 0);
 
-    long t0 = proc_cpu_ticks(srv);
+    long t0 = tu_proc_cpu_ticks(srv);
     int64_t ms0 = harness_now_ms();
     /* meanwhile the old client is served normally */
     for (int i = 0; i < 100; i++) {
         CHECK_OK(mproc_state_set_i64(st, "alive", i));
         usleep(10000);
     }
-    long t1 = proc_cpu_ticks(srv);
+    long t1 = tu_proc_cpu_ticks(srv);
     int64_t ms = harness_now_ms() - ms0;
     CHECK(t0 >= 0 && t1 >= 0);
     long hz = sysconf(_SC_CLK_TCK);
@@ -3309,13 +3285,13 @@ static void test_idle_after_burst_no_cpu(void)
         CHECK_OK(mproc_state_set_i64(st, "n", i));
         CHECK_OK(mproc_watch_next(w, 10000));
     }
-    long s0 = proc_cpu_ticks(srv);
+    long s0 = tu_proc_cpu_ticks(srv);
     int64_t c0 = cpu_us();
     int64_t t0 = harness_now_ms();
     CHECK_ERR(mproc_watch_next(w, 1500), MPROC_ETIMEDOUT);
     int64_t wall = harness_now_ms() - t0;
     int64_t cpu = cpu_us() - c0;
-    long s1 = proc_cpu_ticks(srv);
+    long s1 = tu_proc_cpu_ticks(srv);
     CHECK(wall >= 1495);
     CHECK_MSG(cpu < 100000, "%lld us of CPU in %lld idle ms", (long long)cpu,
               (long long)wall);

@@ -152,13 +152,13 @@ static inline int tu_count_fds(void)
     return n - 1; /* the directory's own fd */
 }
 
-/* Reads /proc/<pid>/stat into buf and returns the fields after the
- * command name (from the state letter on), or NULL when there is no such
- * process.  The name may hold spaces and parentheses: the last ')' ends it. */
-static inline const char *tu_proc_stat(pid_t pid, char *buf, size_t size)
+/* Reads a stat file (/proc/<pid>/stat, /proc/self/task/<tid>/stat) into
+ * buf and returns the fields after the command name (from the state letter
+ * on), or NULL when there is no such process or thread.  The name may hold
+ * spaces and parentheses: the last ')' ends it. */
+static inline const char *tu_stat_file(const char *path, char *buf,
+                                       size_t size)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "re");
     if (f == NULL) {
         return NULL;
@@ -168,6 +168,40 @@ static inline const char *tu_proc_stat(pid_t pid, char *buf, size_t size)
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
     return p != NULL && p[1] == ' ' && p[2] != '\0' ? p + 2 : NULL;
+}
+
+/* tu_stat_file of /proc/<pid>/stat. */
+static inline const char *tu_proc_stat(pid_t pid, char *buf, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    return tu_stat_file(path, buf, size);
+}
+
+/* CPU time (utime + stime, in clock ticks) in a stat file, or -1 when the
+ * process or thread is gone. */
+static inline long tu_stat_cpu_ticks(const char *path)
+{
+    char buf[1024];
+    unsigned long ut = 0, st = 0;
+    const char *f = tu_stat_file(path, buf, sizeof buf);
+    /* state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+     * utime stime */
+    if (f == NULL || sscanf(f,
+                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+                            "%*u %lu %lu",
+                            &ut, &st) != 2) {
+        return -1;
+    }
+    return (long)(ut + st);
+}
+
+/* tu_stat_cpu_ticks of /proc/<pid>/stat. */
+static inline long tu_proc_cpu_ticks(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    return tu_stat_cpu_ticks(path);
 }
 
 /* The state letter of process `pid` ('R', 'S', 'Z' ...), or 0 when there
@@ -194,18 +228,8 @@ static inline pid_t tu_proc_ppid(pid_t pid)
 /* CPU time (user + system, in ms) `pid` has used so far, or 0. */
 static inline long tu_proc_cpu_ms(pid_t pid)
 {
-    char buf[1024];
-    unsigned long ut = 0, st = 0;
-    const char *f = tu_proc_stat(pid, buf, sizeof buf);
-    /* state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-     * utime stime */
-    if (f == NULL || sscanf(f,
-                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
-                            "%*u %lu %lu",
-                            &ut, &st) != 2) {
-        return 0;
-    }
-    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+    long t = tu_proc_cpu_ticks(pid);
+    return t < 0 ? 0 : (long)(t * 1000 / sysconf(_SC_CLK_TCK));
 }
 
 /* Fills `out` with the pids whose parent is `ppid`; returns how many. */

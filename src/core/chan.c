@@ -150,28 +150,33 @@ static int ring_doorbell(mproc__chan *ch)
     return 0;
 }
 
-static int wake_reader(mproc__chan *ch)
+/* Wakes the peer when `needed` (it announced its sleep): the worker by a
+ * futex wake on its flag, the owner's epoll by the doorbell. */
+static int wake_peer(mproc__chan *ch, int needed,
+                     void (*futex_wake)(mproc__link *l))
 {
-    if (!mproc__link_reader_needs_wake(&ch->link)) {
+    if (!needed) {
         return 0;
     }
     if (ch->link.owner_side) {
-        mproc__link_wake_reader(&ch->link);
+        futex_wake(&ch->link);
         return 0;
     }
     return ring_doorbell(ch);
 }
 
+/* After writing: the reader may sleep on the other side. */
+static int wake_reader(mproc__chan *ch)
+{
+    return wake_peer(ch, mproc__link_reader_needs_wake(&ch->link),
+                     mproc__link_wake_reader);
+}
+
+/* After reading: the writer may wait for room on the other side. */
 static int wake_writer(mproc__chan *ch)
 {
-    if (!mproc__link_writer_needs_wake(&ch->link)) {
-        return 0;
-    }
-    if (ch->link.owner_side) {
-        mproc__link_wake_writer(&ch->link);
-        return 0;
-    }
-    return ring_doorbell(ch);
+    return wake_peer(ch, mproc__link_writer_needs_wake(&ch->link),
+                     mproc__link_wake_writer);
 }
 
 /* 1 when the peer closed its end of the fd: it is gone. */
