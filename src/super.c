@@ -367,13 +367,17 @@ static int put_msg(mproc_super *s, mproc__kid *k, const mproc__kid *src,
     return 1;
 }
 
-/* Sets k's epoll events: input unless paused, output while some waits. */
+/* Sets k's epoll events: input unless paused, output while some waits.
+ * On a link the fd carries only doorbells, which ring for either
+ * direction (core/ring.h): always watched for input. */
 static void watch(mproc_super *s, mproc__kid *k)
 {
     if (k->ch.fd < 0 || k->unwatched) {
         return;
     }
-    unsigned want = (k->paused ? 0 : EPOLLIN) | (k->want_out ? EPOLLOUT : 0);
+    unsigned want = k->ch.has_link ? EPOLLIN
+                                   : (k->paused ? 0 : EPOLLIN) |
+                                         (k->want_out ? EPOLLOUT : 0);
     if (want != k->events) {
         struct epoll_event ev = {.events = want,
                                  .data.u64 = tag((int)(k - s->kids), TAG_CHAN)};
@@ -857,6 +861,13 @@ static void on_chan(mproc_super *s, mproc__kid *k, unsigned events, int force)
     if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
         return;
     }
+    if (k->ch.has_link && k->want_out) {
+        mark_dirty(s, k); /* the doorbell may say k made room */
+    }
+    if (k->paused && !force && k->ch.has_link &&
+        mproc__chan_drain_doorbell(&k->ch) != 0) {
+        return; /* rang for room, or stale: k's ring stays unread */
+    }
     if (k->paused && !force) {
         /* Hung up while paused: stop watching (a hang-up is reported
          * whatever the events); its pidfd comes next and reads the rest. */
@@ -870,6 +881,13 @@ static void on_chan(mproc_super *s, mproc__kid *k, unsigned events, int force)
         long r = mproc__chan_fill(&k->ch);
         if (take_frames(s, k, force) || k->ch.fd < 0) {
             return;
+        }
+        if (r == MPROC_EPROTO && k->ch.has_link && !k->broken) {
+            /* It wrote impossible indices into its link. */
+            if (k->done_msg == NULL) {
+                k->done_msg = strdup("broke its shared-memory link");
+            }
+            fail_kid(k, MPROC_EPROTO);
         }
         if (r == 0 || (r < 0 && r != -EAGAIN && r != -ENOMEM)) {
             /* End of stream: stop reading; the pidfd tells the rest. */
@@ -926,15 +944,26 @@ static int spawn_kid(mproc_super *s, mproc__kid *k)
     mproc__chan_init(&k->ch, sp.chan_fd, 1);
     k->ch.max_frame = MPROC_MSG_MAX + 4096;
     mproc__set_nonblock(sp.chan_fd);
+    if (sp.link_fd >= 0) {
+        /* Its messages move through shared memory (core/ring.h). */
+        mproc__link link;
+        rc = mproc__link_map(&link, sp.link_fd);
+        mproc__fd_untrack(sp.link_fd);
+        close(sp.link_fd);
+        if (rc == 0) {
+            mproc__chan_use_link(&k->ch, &link);
+        }
+    }
     k->events = EPOLLIN;
     struct epoll_event ev = {.events = EPOLLIN,
                              .data.u64 = tag((int)(k - s->kids), TAG_CHAN)};
     struct epoll_event pev = {.events = EPOLLIN,
                               .data.u64 = tag((int)(k - s->kids), TAG_PIDFD)};
-    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, sp.chan_fd, &ev) != 0 ||
+    if (rc != 0 || epoll_ctl(s->ep, EPOLL_CTL_ADD, sp.chan_fd, &ev) != 0 ||
         epoll_ctl(s->ep, EPOLL_CTL_ADD, sp.pidfd, &pev) != 0) {
-        /* Not watched: take it down and reap it here. */
-        rc = -errno;
+        /* Not watched (or waiting on a link we cannot see): take it down
+         * and reap it here. */
+        rc = rc != 0 ? rc : -errno;
         int status;
         epoll_ctl(s->ep, EPOLL_CTL_DEL, sp.chan_fd, NULL);
         mproc__pidfd_kill(sp.pidfd, SIGKILL);
@@ -1397,23 +1426,99 @@ static int prepare(mproc_super *s)
     return mproc__zygote_start(&s->zyg, &s->spec);
 }
 
+/* ---- the loop's waits on links and fds ------------------------------ */
+
+/* k's fd is readable.  On a link that is its doorbell: its bytes are read
+ * here (they only mean "look"), so that on_chan reads the ring once and the
+ * fd stops being reported; the events on_chan should act on are returned
+ * (a hang-up when the fd is at its end). */
+static unsigned doorbell(mproc__kid *k, unsigned events)
+{
+    if (!k->ch.has_link || !(events & EPOLLIN)) {
+        return events;
+    }
+    return mproc__chan_drain_doorbell(&k->ch) == 0 ? events | EPOLLHUP : events;
+}
+
+/* The processes whose messages move through a link (and are still read). */
+static int linked(const mproc__kid *k)
+{
+    return k->ch.has_link && k->ch.fd >= 0 && !k->unwatched;
+}
+
+/* 1 when some link has work for the loop: messages to read (from a process
+ * not paused), or room for output that waits.  A look is a few loads. */
+static int links_ready(const mproc_super *s)
+{
+    for (int i = 0; i < s->nkids; i++) {
+        const mproc__kid *k = &s->kids[i];
+        if (linked(k) &&
+            ((!k->paused && mproc__link_readable(&k->ch.link) > 0) ||
+             (k->want_out && mproc__link_room(&k->ch.link) > 0))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Before sleeping in epoll: asks every linked process to ring its doorbell
+ * when it writes (or makes room for what waits).  Returns 1 when some link
+ * has work already (do not sleep). */
+static int links_announce(mproc_super *s)
+{
+    int ready = 0;
+    for (int i = 0; i < s->nkids; i++) {
+        mproc__kid *k = &s->kids[i];
+        if (linked(k)) {
+            ready |= !k->paused && mproc__chan_prepare_sleep_reading(&k->ch);
+            ready |= mproc__chan_prepare_sleep_writing(&k->ch);
+        }
+    }
+    return ready;
+}
+
+/* Awake again: withdraws the requests (a process need not ring while the
+ * loop runs; it looks here after every wait) and serves every link. */
+static void links_serve(mproc_super *s)
+{
+    for (int i = 0; i < s->nkids; i++) {
+        mproc__kid *k = &s->kids[i];
+        if (!linked(k)) {
+            continue;
+        }
+        mproc__link_cancel_reading(&k->ch.link);
+        mproc__link_cancel_writing(&k->ch.link);
+        if (k->want_out && mproc__link_room(&k->ch.link) > 0) {
+            mark_dirty(s, k);
+        }
+        if (!k->paused && mproc__link_readable(&k->ch.link) > 0) {
+            on_chan(s, k, EPOLLIN, 0);
+        }
+    }
+}
+
 /* epoll_wait with spin-then-sleep (core/spin.h): a message routed a moment
  * ago is often answered within microseconds, and catching the answer
- * without sleeping saves the supervisor's wake-up on the way back. */
+ * without sleeping saves the supervisor's wake-up on the way back.  Links
+ * are looked at between the polls; links_serve then reads them. */
 static int wait_events(mproc_super *s, struct epoll_event *evs, int cap,
                        uint64_t deadline)
 {
-    int n = 0;
+    int n = 0, ready = 0;
     int timeout_ms = mproc__ms_left(deadline);
     if (timeout_ms != 0 && mproc__spin_begin(&s->spin, deadline)) {
         do {
-            n = epoll_wait(s->ep, evs, cap, 0);
-        } while (n == 0 && mproc__spin_more(&s->spin));
+            ready = links_ready(s);
+            if (!ready) {
+                n = epoll_wait(s->ep, evs, cap, 0);
+            }
+        } while (n == 0 && !ready && mproc__spin_more(&s->spin));
     }
-    if (n == 0) {
-        n = epoll_wait(s->ep, evs, cap, timeout_ms);
+    if (n == 0 && !ready) {
+        ready = links_announce(s);
+        n = epoll_wait(s->ep, evs, cap, ready ? 0 : timeout_ms);
     }
-    mproc__spin_end(&s->spin, n > 0);
+    mproc__spin_end(&s->spin, n > 0 || ready);
     return n;
 }
 
@@ -1482,9 +1587,10 @@ int mproc_super_supervise(mproc_super *s, int timeout_ms)
                     on_pidfd(s, k);
                 }
             } else if (k->ch.fd >= 0) {
-                on_chan(s, k, evs[i].events, 0);
+                on_chan(s, k, doorbell(k, evs[i].events), 0);
             }
         }
+        links_serve(s);
     }
     mproc__zygote_stop(&s->zyg);
     if (s->in_polled) {

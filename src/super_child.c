@@ -125,23 +125,22 @@ static void leave_handler(void)
  * (the supervisor reads on; when it goes away the write fails). */
 static void drain_out(void)
 {
-    struct pollfd p = {.fd = C.ch.fd, .events = POLLOUT};
     int r;
     while (!C.out_closed && (r = mproc__chan_flush(&C.ch)) != 0) {
-        if (r < 0) {
+        if (r < 0 || mproc__chan_wait_room(&C.ch, -1) == -EPIPE) {
             C.out_closed = 1;
             break;
         }
-        poll(&p, 1, 1000);
     }
 }
 
-/* Output.  Writes never block (MSG_DONTWAIT).  A sender writes its frame itself
- * while the socket has room -- one syscall, no thread hop, the lowest
- * latency.  When the socket is full the writer thread takes over: it waits
- * for room and flushes everything queued meanwhile in large writes, and
- * senders only append, so a flood costs no syscall per message.  A sender
- * waits when more than OUT_MAX bytes are queued (back-pressure). */
+/* Output.  Writes never block (the channel's dontwait).  A sender writes
+ * its frame itself while the ring (or socket) has room -- no thread hop,
+ * the lowest latency.  When it is full the writer thread takes over: it
+ * waits for room and flushes everything queued meanwhile in large writes,
+ * and senders only append, so a flood costs nothing per message but the
+ * copy.  A sender waits when more than OUT_MAX bytes are queued
+ * (back-pressure). */
 #define OUT_MAX ((size_t)4 << 20)
 
 static size_t out_queued(void)
@@ -158,11 +157,9 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&C.wcv, &C.wmu);
         }
         pthread_mutex_unlock(&C.wmu);
-        struct pollfd p = {.fd = C.ch.fd, .events = POLLOUT};
-        while (poll(&p, 1, -1) < 0 && errno == EINTR) {
-        }
+        int gone = mproc__chan_wait_room(&C.ch, -1) == -EPIPE;
         pthread_mutex_lock(&C.wmu);
-        int r = mproc__chan_flush(&C.ch);
+        int r = gone ? -EPIPE : mproc__chan_flush(&C.ch);
         if (r < 0) {
             C.out_closed = 1;
         }
@@ -425,8 +422,9 @@ static void *rx_main(void *arg)
             break;
         }
         /* Spin-then-sleep (core/spin.h): the answer to what a handler just
-         * sent often comes back within microseconds. */
-        if (mproc__spin_begin(&spin, UINT64_MAX)) {
+         * sent often comes back within microseconds.  (On a link, fill
+         * does the same on the ring.) */
+        if (!C.ch.has_link && mproc__spin_begin(&spin, UINT64_MAX)) {
             struct pollfd p = {.fd = C.ch.fd, .events = POLLIN};
             struct epoll_event ev;
             while ((ep >= 0 ? epoll_wait(ep, &ev, 1, 0) : poll(&p, 1, 0)) ==
@@ -435,7 +433,9 @@ static void *rx_main(void *arg)
             }
         }
         long n = mproc__chan_fill(&C.ch); /* blocks if nothing came */
-        mproc__spin_end(&spin, 1);        /* a long gap turns spinning off */
+        if (!C.ch.has_link) {
+            mproc__spin_end(&spin, 1); /* a long gap turns spinning off */
+        }
         if (n <= 0) {
             break;
         }
@@ -448,7 +448,7 @@ static void *rx_main(void *arg)
 /* ---- the process's main thread ------------------------------------------- */
 
 void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
-                             pid_t parent)
+                             pid_t parent, void *link_map)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) {
@@ -468,15 +468,21 @@ void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
      * writes that never block (the writer thread takes over instead). */
     mproc__chan_init(&C.ch, fd, 0);
     C.ch.dontwait = 1;
+    if (link_map != NULL) {
+        mproc__link link;
+        mproc__link_attach(&link, link_map, 0);
+        mproc__chan_use_link(&C.ch, &link);
+    }
     /* Tracked, so a pool this process starts closes it in its fork
      * server. */
     mproc__fd_track(fd);
     atexit(at_exit);
-    /* The message thread's spin polls with epoll_wait(.., 0): a fifth of
-     * poll()'s cost here, which is most of what a caught message costs
-     * (without the epoll fd, poll() does it).  Made here, before any
-     * other thread runs. */
-    C.spin_ep = mproc__fd_lift(epoll_create1(EPOLL_CLOEXEC));
+    /* On the socket, the message thread's spin polls with epoll_wait(..,
+     * 0): a fifth of poll()'s cost here, which is most of what a caught
+     * message costs (without the epoll fd, poll() does it).  Made here,
+     * before any other thread runs. */
+    C.spin_ep =
+        C.ch.has_link ? -1 : mproc__fd_lift(epoll_create1(EPOLL_CLOEXEC));
     if (C.spin_ep >= 0) {
         struct epoll_event ev = {.events = EPOLLIN};
         if (epoll_ctl(C.spin_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {

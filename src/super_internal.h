@@ -218,6 +218,6 @@ int mproc__super_on_frame(mproc_super *s, int slot, const mproc__frame *f);
 
 /* super_child.c: what a forked child runs (spec.child_main). */
 void mproc__super_child_main(const mproc__worker_spec *spec, int slot, int fd,
-                             pid_t parent);
+                             pid_t parent, void *link_map);
 
 #endif

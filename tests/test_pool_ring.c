@@ -16,47 +16,13 @@
 
 /* ---- in the worker: find and damage its own link ---------------------- */
 
-/* The worker's link mapping, found by name in /proc/self/maps. */
-static char *find_link(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (f == NULL) {
-        return NULL;
-    }
-    char line[512];
-    char *base = NULL;
-    while (base == NULL && fgets(line, sizeof line, f) != NULL) {
-        unsigned long lo, hi;
-        if (strstr(line, "memfd:mproc-link") != NULL &&
-            sscanf(line, "%lx-%lx", &lo, &hi) == 2 &&
-            hi - lo >= MPROC__LINK_SIZE) {
-            base = (char *)lo;
-        }
-    }
-    fclose(f);
-    return base;
-}
-
-/* Wakes the owner as the worker's own doorbell would: one byte on the
- * worker's socket (kept at a high fd number). */
-static void ring_doorbell(void)
-{
-    for (int fd = 3; fd < 4096; fd++) {
-        struct stat st;
-        if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
-            char c = 0;
-            send(fd, &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-        }
-    }
-}
-
 enum {
     DAMAGE_NONE = 0,
-    DAMAGE_HEAD,       /* outcome ring head far past its tail */
-    DAMAGE_LENGTH,     /* a frame longer than any frame may be */
-    DAMAGE_LIE,        /* a plausible length, bytes that never come */
-    DAMAGE_TAIL,       /* task ring tail ahead of what the owner wrote */
-    DAMAGE_RANDOM      /* random bytes over the outcome ring; value: seed */
+    DAMAGE_HEAD,   /* outcome ring head far past its tail */
+    DAMAGE_LENGTH, /* a frame longer than any frame may be */
+    DAMAGE_LIE,    /* a plausible length, bytes that never come */
+    DAMAGE_TAIL,   /* task ring tail ahead of what the owner wrote */
+    DAMAGE_RANDOM  /* random bytes over the outcome ring; value: seed */
 };
 
 /* Task {i64 mode, i64 seed}: does the damage, then (except for LIE and
@@ -74,7 +40,7 @@ static int damage_fn(const void *task, size_t len, const void *sa, size_t sl,
         memcpy(v, task, 8);
         return mproc_reply_i64(reply, v[0] + 1);
     }
-    char *base = find_link();
+    char *base = tu_find_link();
     if (base == NULL) {
         return mproc_reply_error(reply, "no link mapping found");
     }
@@ -119,7 +85,7 @@ static int damage_fn(const void *task, size_t len, const void *sa, size_t sl,
     default:
         break;
     }
-    ring_doorbell();
+    tu_ring_doorbell();
     if (v[0] == DAMAGE_LIE) {
         /* Let the owner take the lie before the worker writes on. */
         for (int i = 0; i < 5000 && atomic_load(&up->tail) != head + 8; i++) {
@@ -135,7 +101,6 @@ static int damage_fn(const void *task, size_t len, const void *sa, size_t sl,
 
 /* ---- owner side ---------------------------------------------------------- */
 
-
 static int64_t put_damage(mproc_pool *p, int64_t mode, int64_t seed)
 {
     int64_t v[2] = {mode, seed};
@@ -143,11 +108,11 @@ static int64_t put_damage(mproc_pool *p, int64_t mode, int64_t seed)
 }
 
 /* The workers run on a link: the mapping exists in them. */
-static int has_link_fn(const void *task, size_t len, const void *sa,
-                       size_t sl, mproc_reply *reply)
+static int has_link_fn(const void *task, size_t len, const void *sa, size_t sl,
+                       mproc_reply *reply)
 {
     (void)task, (void)len, (void)sa, (void)sl;
-    return mproc_reply_i64(reply, find_link() != NULL);
+    return mproc_reply_i64(reply, tu_find_link() != NULL);
 }
 
 static void test_workers_on_link(void)
@@ -317,11 +282,13 @@ static void fill_pattern(unsigned char *b, size_t n, unsigned seed)
  * several large items: every byte comes back as it went. */
 static void test_large_payloads(void)
 {
-    const size_t sizes[] = {
-        MPROC__ARENA_MIN - 1, MPROC__ARENA_MIN,    3 * MPROC__ARENA_MIN + 7,
-        64u << 20,            MPROC__ARENA_CAP,    MPROC__ARENA_CAP + 1,
-        MPROC__ARENA_MIN,     2 * MPROC__ARENA_MIN};
-    enum { NS = sizeof sizes / sizeof sizes[0] };
+    const size_t sizes[] = {MPROC__ARENA_MIN - 1,     MPROC__ARENA_MIN,
+                            3 * MPROC__ARENA_MIN + 7, 64u << 20,
+                            MPROC__ARENA_CAP,         MPROC__ARENA_CAP + 1,
+                            MPROC__ARENA_MIN,         2 * MPROC__ARENA_MIN};
+    enum {
+        NS = sizeof sizes / sizeof sizes[0]
+    };
     unsigned char *in[NS];
     for (int i = 0; i < NS; i++) {
         in[i] = malloc(sizes[i]);
@@ -343,7 +310,9 @@ static void test_large_payloads(void)
         mproc_result_clear(&r);
     }
     /* A map whose chunks hold several large items. */
-    enum { NM = 12 };
+    enum {
+        NM = 12
+    };
     mproc_bytes items[NM];
     mproc_result out[NM];
     for (int i = 0; i < NM; i++) {
@@ -371,7 +340,7 @@ static int fake_arena_fn(const void *task, size_t len, const void *sa,
                          size_t sl, mproc_reply *reply)
 {
     (void)task, (void)len, (void)sa, (void)sl;
-    char *base = find_link();
+    char *base = tu_find_link();
     if (base == NULL) {
         return mproc_reply_error(reply, "no link mapping found");
     }
@@ -391,7 +360,7 @@ static int fake_arena_fn(const void *task, size_t len, const void *sa,
         up_data[(head + i) & (MPROC__RING_CAP - 1)] = frame[i];
     }
     atomic_store(&up->head, head + sizeof frame);
-    ring_doorbell();
+    tu_ring_doorbell();
     sleep(30); /* killed as the frame answers our task with garbage */
     return mproc_reply_i64(reply, 0);
 }
@@ -420,7 +389,9 @@ static void test_backlog_polled(void)
     for (int round = 0; round < 5; round++) {
         mproc_pool *p = tu_pool_start(&(mproc_pool_opts){
             .fn = damage_fn, .size = 1, .queue_size = MPROC_UNBOUNDED});
-        enum { N = 3000 };
+        enum {
+            N = 3000
+        };
         for (int64_t i = 0; i < N; i++) {
             CHECK_EQ(mproc_pool_put_i64(p, i, T_LONG), i);
         }

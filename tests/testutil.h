@@ -11,8 +11,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+
+#include "core/ring.h"
 
 /* A generous bound for waits that must succeed. */
 #define T_LONG 20000
@@ -156,8 +160,7 @@ static inline int tu_count_fds(void)
  * buf and returns the fields after the command name (from the state letter
  * on), or NULL when there is no such process or thread.  The name may hold
  * spaces and parentheses: the last ')' ends it. */
-static inline const char *tu_stat_file(const char *path, char *buf,
-                                       size_t size)
+static inline const char *tu_stat_file(const char *path, char *buf, size_t size)
 {
     FILE *f = fopen(path, "re");
     if (f == NULL) {
@@ -327,6 +330,77 @@ static inline char *tu_redirect_end(tu_redirect *r)
     buf[n] = '\0';
     close(r->mem);
     return buf;
+}
+
+/* ---- a child's own link (core/ring.h), for tests that damage it -------- */
+
+/* In a pool worker or supervised process: its link mapping, found by name
+ * in /proc/self/maps; NULL when it runs on its socket alone. */
+static inline char *tu_find_link(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (f == NULL) {
+        return NULL;
+    }
+    char line[512];
+    char *base = NULL;
+    while (base == NULL && fgets(line, sizeof line, f) != NULL) {
+        unsigned long lo, hi;
+        if (strstr(line, "memfd:mproc-link") != NULL &&
+            sscanf(line, "%lx-%lx", &lo, &hi) == 2 &&
+            hi - lo >= MPROC__LINK_SIZE) {
+            base = (char *)lo;
+        }
+    }
+    fclose(f);
+    return base;
+}
+
+/* Wakes the owner as the child's own doorbell would: one byte on each of
+ * the child's stream sockets. */
+static inline void tu_ring_doorbell(void)
+{
+    for (int fd = 3; fd < 4096; fd++) {
+        struct stat st;
+        int type = 0;
+        socklen_t tl = sizeof type;
+        if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+            type == SOCK_STREAM) {
+            char c = 0;
+            send(fd, &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+    }
+}
+
+/* In a child: writes n raw bytes (e.g. a broken frame) into what its owner
+ * reads -- the link's up ring, past what the library published, or else
+ * each stream socket -- as a child with a bug could.  (On a link, the
+ * library's own next write then finds its index moved and stops.) */
+static inline void tu_child_write_raw(const void *bytes, size_t n)
+{
+    char *base = tu_find_link();
+    if (base == NULL) {
+        for (int fd = 3; fd < 256; fd++) {
+            struct stat st;
+            int type = 0;
+            socklen_t tl = sizeof type;
+            if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+                getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+                type == SOCK_STREAM) {
+                (void)!write(fd, bytes, n);
+            }
+        }
+        return;
+    }
+    mproc__ring_ctl *up = (mproc__ring_ctl *)base + 1;
+    char *data = base + 2 * sizeof(mproc__ring_ctl) + MPROC__RING_CAP;
+    uint64_t head = atomic_load(&up->head);
+    for (size_t i = 0; i < n; i++) {
+        data[(head + i) & (MPROC__RING_CAP - 1)] = ((const char *)bytes)[i];
+    }
+    atomic_store(&up->head, head + n);
+    tu_ring_doorbell();
 }
 
 /* ---- pool helpers ------------------------------------------------------ */

@@ -3,6 +3,7 @@
 #include "core/chan.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,8 +185,8 @@ static int peer_gone(const mproc__chan *ch)
 {
     char c;
     ssize_t n = recv(ch->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-                      errno != EINTR);
+    return n == 0 ||
+           (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 /* Blocking end: waits until `ready` holds, spinning first.  Returns 0, or
@@ -262,7 +263,7 @@ static int link_put(mproc__chan *ch, const char *p, size_t len, size_t *done)
             }
             continue;
         }
-        if (ch->nonblock) {
+        if (ch->nonblock || ch->dontwait) {
             mproc__link_sleep_writing(&ch->link);
             if (mproc__link_room(&ch->link) == 0) {
                 return 1;
@@ -301,16 +302,15 @@ static int link_flush(mproc__chan *ch)
     return 0;
 }
 
-/* Drains the doorbell bytes; 0 at end of stream, -EAGAIN otherwise. */
-static long drain_doorbell(mproc__chan *ch)
+long mproc__chan_drain_doorbell(mproc__chan *ch)
 {
     char junk[256];
     for (;;) {
         ssize_t n = read(ch->fd, junk, sizeof(junk));
-        if (n > 0) {
-            continue;
+        if (n > 0 && (size_t)n < sizeof(junk)) {
+            return -EAGAIN; /* a short read: nothing more was there */
         }
-        if (n < 0 && errno == EINTR) {
+        if (n > 0 || (n < 0 && errno == EINTR)) {
             continue;
         }
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -346,7 +346,7 @@ static long link_fill(mproc__chan *ch)
         if (ch->nonblock) {
             /* Nothing in the ring: the fd tells whether the peer is gone
              * (its end of stream comes only after everything it wrote). */
-            long rc = drain_doorbell(ch);
+            long rc = mproc__chan_drain_doorbell(ch);
             if (rc == 0 && mproc__link_readable(&ch->link)) {
                 continue; /* written just before it went */
             }
@@ -356,6 +356,32 @@ static long link_fill(mproc__chan *ch)
         link_wait(ch, 1, &gone);
         if (gone && mproc__link_readable(&ch->link) == 0) {
             return 0;
+        }
+    }
+}
+
+int mproc__chan_wait_room(mproc__chan *ch, int timeout_ms)
+{
+    if (!ch->has_link) {
+        struct pollfd p = {.fd = ch->fd, .events = POLLOUT};
+        int n = poll(&p, 1, timeout_ms);
+        if (n < 0 && errno != EINTR) {
+            return -errno;
+        }
+        return n == 0 ? -ETIMEDOUT : 0; /* flush says what the event was */
+    }
+    uint64_t deadline = mproc__deadline(timeout_ms);
+    for (;;) {
+        int left = mproc__ms_left(deadline);
+        int slice = left < 0 || left > SLEEP_CHECK_MS ? SLEEP_CHECK_MS : left;
+        if (mproc__link_wait_writing(&ch->link, slice) == 0) {
+            return 0;
+        }
+        if (peer_gone(ch)) {
+            return -EPIPE;
+        }
+        if (left >= 0 && left <= SLEEP_CHECK_MS) {
+            return -ETIMEDOUT;
         }
     }
 }
@@ -375,8 +401,8 @@ int mproc__chan_publish(mproc__chan *ch)
         return mproc__chan_flush(ch);
     }
     mproc__buf *b = &ch->out;
-    long n = mproc__link_write(&ch->link, b->data + b->off,
-                               ch->committed - b->off);
+    long n =
+        mproc__link_write(&ch->link, b->data + b->off, ch->committed - b->off);
     if (n < 0) {
         return (int)n;
     }
@@ -417,7 +443,9 @@ long mproc__chan_discard(mproc__chan *ch, size_t n)
             wake_writer(ch);
             return got;
         }
-        return got < 0 ? got : ch->nonblock ? drain_doorbell(ch) : -EAGAIN;
+        return got < 0        ? got
+               : ch->nonblock ? mproc__chan_drain_doorbell(ch)
+                              : -EAGAIN;
     }
     char buf[16384];
     for (;;) {

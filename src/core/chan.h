@@ -10,8 +10,8 @@
  * With a link, flush copies committed bytes into the tx ring and fill copies
  * the rx ring into the input buffer: no system call while the other side is
  * awake.  A blocking end (the worker's) waits spin-then-sleep (core/spin.h):
- * a short bounded spin, then a futex sleep on the ring; the non-blocking end (the
- * owner's I/O thread) sleeps in epoll on the fd, which the worker writes a
+ * a short bounded spin, then a futex sleep on the ring; the non-blocking end
+ * (the owner's I/O thread) sleeps in epoll on the fd, which the worker writes a
  * byte to only when the owner announced it sleeps (see ring.h).
  *
  * Not thread-safe: each end is used by one thread at a time.
@@ -27,14 +27,15 @@
 #include "core/spin.h"
 
 enum mproc__frame_type {
-    MPROC__F_TASK = 1,  /* owner -> worker: u32 count, count x {u32 len, bytes} */
-    MPROC__F_STOP,      /* owner -> worker: finish and exit */
-    MPROC__F_READY,     /* worker -> owner: init done */
+    MPROC__F_TASK =
+        1,          /* owner -> worker: u32 count, count x {u32 len, bytes} */
+    MPROC__F_STOP,  /* owner -> worker: finish and exit */
+    MPROC__F_READY, /* worker -> owner: init done */
     MPROC__F_INIT_FAIL, /* worker -> owner: i32 code, message */
     MPROC__F_OUTCOME,   /* worker -> owner: u32 count, count x {i32 code, u32
                            len, bytes}; flags SKIPPED when cancelled, PARTIAL
                            when more outcomes of the same task frame follow */
-    MPROC__F_LOG        /* worker -> owner: i32 level, u16 name len, name, msg */
+    MPROC__F_LOG /* worker -> owner: i32 level, u16 name len, name, msg */
 };
 
 #define MPROC__FRAME_SKIPPED 1u
@@ -67,7 +68,9 @@ typedef struct mproc__chan {
     size_t committed; /* out bytes [0, committed) are whole frames */
     int nonblock;     /* fill reads until EAGAIN instead of once */
     size_t max_frame; /* longest body next accepts; 0: the payload default */
-    int dontwait;     /* flush never blocks, even on a blocking fd */
+    int dontwait;     /* flush never blocks, even on a blocking end: it
+                         returns 1 when the socket or ring is full (then
+                         wait with mproc__chan_wait_room) */
     int has_link;     /* data moves through `link`; fd is the doorbell */
     mproc__link link;
     mproc__spin spin; /* blocking end: spin-then-sleep (core/spin.h) */
@@ -96,6 +99,11 @@ void mproc__chan_use_link(mproc__chan *ch, const mproc__link *l);
 int mproc__chan_prepare_sleep_reading(mproc__chan *ch);
 int mproc__chan_prepare_sleep_writing(mproc__chan *ch);
 
+/* Non-blocking end with a link: reads the bytes rung on the doorbell, not
+ * the ring (for a reader holding a peer's input back).  Returns 0 at end
+ * of stream (the peer is gone), else -EAGAIN (or -errno). */
+long mproc__chan_drain_doorbell(mproc__chan *ch);
+
 /* Consumes up to n bytes of input without keeping them (the input buffer
  * must be empty).  Returns as mproc__chan_fill. */
 long mproc__chan_discard(mproc__chan *ch, size_t n);
@@ -120,6 +128,13 @@ int mproc__chan_flush(mproc__chan *ch);
  * this publishes (the next flush wakes it; so does a full ring).  Without a
  * link, flush. */
 int mproc__chan_publish(mproc__chan *ch);
+
+/* Blocking end with dontwait, after flush returned 1: waits until the
+ * peer has made room, at most timeout_ms (-1: no limit).  Touches only
+ * the fd and the link's shared flag, so a thread may call it without the
+ * lock that guards the output.  Returns 0 (flush again), -ETIMEDOUT, or
+ * -EPIPE when the peer is gone (a link only: a socket's flush says so). */
+int mproc__chan_wait_room(mproc__chan *ch, int timeout_ms);
 
 /* Blocking end: writes len bytes straight to the peer, after what was
  * flushed before (the caller serialises it with flush).  Returns 0 or as

@@ -3,6 +3,7 @@
 #include "core/ring.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <string.h>
@@ -38,13 +39,14 @@ int mproc__link_create(int *memfd, void **map)
     /* Sealed at its size: were a worker to shrink it (reopening it through
      * /proc), the owner's next access past the end would be a SIGBUS. */
     if (ftruncate(fd, (off_t)MPROC__LINK_SIZE) != 0 ||
-        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) !=
+            0) {
         int e = -errno;
         close(fd);
         return e;
     }
-    void *m = mmap(NULL, MPROC__LINK_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
-                   fd, 0);
+    void *m =
+        mmap(NULL, MPROC__LINK_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) {
         int e = -errno;
         close(fd);
@@ -121,10 +123,28 @@ static uint64_t rx_avail(const mproc__link *l)
     return head - l->rx_tail;
 }
 
+/* 1 while the shared copy of our own index in the tx (rx) ring is what we
+ * stored.  Only we write it, so anything else means the mapping was
+ * written over (by a broken peer, or by task code in this process): we
+ * stop using the link rather than go on from positions the peer no longer
+ * agrees with.  Each looks at one direction only: the owner's two
+ * directions are guarded by different locks. */
+static int tx_intact(const mproc__link *l)
+{
+    return atomic_load_explicit(&l->tx->head, memory_order_relaxed) ==
+           l->tx_head;
+}
+
+static int rx_intact(const mproc__link *l)
+{
+    return atomic_load_explicit(&l->rx->tail, memory_order_relaxed) ==
+           l->rx_tail;
+}
+
 long mproc__link_write(mproc__link *l, const void *buf, size_t len)
 {
     uint64_t used = tx_used(l);
-    if (used > MPROC__RING_CAP) {
+    if (used > MPROC__RING_CAP || !tx_intact(l)) {
         return MPROC_EPROTO;
     }
     size_t n = MPROC__RING_CAP - used;
@@ -144,7 +164,7 @@ long mproc__link_write(mproc__link *l, const void *buf, size_t len)
 long mproc__link_read(mproc__link *l, void *buf, size_t len)
 {
     uint64_t avail = rx_avail(l);
-    if (avail > MPROC__RING_CAP) {
+    if (avail > MPROC__RING_CAP || !rx_intact(l)) {
         return MPROC_EPROTO;
     }
     size_t n = avail < len ? (size_t)avail : len;
@@ -164,7 +184,8 @@ long mproc__link_read(mproc__link *l, void *buf, size_t len)
 
 int mproc__link_broken(const mproc__link *l)
 {
-    return tx_used(l) > MPROC__RING_CAP || rx_avail(l) > MPROC__RING_CAP;
+    return tx_used(l) > MPROC__RING_CAP || rx_avail(l) > MPROC__RING_CAP ||
+           !tx_intact(l) || !rx_intact(l);
 }
 
 size_t mproc__link_readable(const mproc__link *l)
@@ -240,14 +261,23 @@ void mproc__link_sleep_writing(mproc__link *l)
     atomic_thread_fence(memory_order_seq_cst);
 }
 
+/* A load first: a loop that withdraws every announcement after each wait
+ * (the supervisor's) writes only the lines it had announced on. */
+static void clear_flag(_Atomic uint32_t *flag)
+{
+    if (atomic_load_explicit(flag, memory_order_relaxed) != 0) {
+        atomic_store_explicit(flag, 0, memory_order_relaxed);
+    }
+}
+
 void mproc__link_cancel_reading(mproc__link *l)
 {
-    atomic_store_explicit(&l->rx->reader_asleep, 0, memory_order_relaxed);
+    clear_flag(&l->rx->reader_asleep);
 }
 
 void mproc__link_cancel_writing(mproc__link *l)
 {
-    atomic_store_explicit(&l->tx->writer_asleep, 0, memory_order_relaxed);
+    clear_flag(&l->tx->writer_asleep);
 }
 
 /* Shared (not private) futexes: the word lives in a MAP_SHARED mapping
@@ -256,14 +286,18 @@ static int futex_wait(_Atomic uint32_t *word, int timeout_ms)
 {
     struct timespec ts = {.tv_sec = timeout_ms / 1000,
                           .tv_nsec = (long)(timeout_ms % 1000) * 1000000L};
-    long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, 1u, &ts, NULL,
-                      0);
+    long rc =
+        syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, 1u, &ts, NULL, 0);
     return rc != 0 && errno == ETIMEDOUT ? -ETIMEDOUT : 0;
 }
 
+/* Wakes every waiter: a side may have more than one thread waiting on the
+ * same flag (a supervised process's writer thread and a thread ending the
+ * process both wait for room); waking one could leave the other asleep
+ * for its whole timeout behind a lock the first needs. */
 static void futex_wake(_Atomic uint32_t *word)
 {
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, 1, NULL, NULL, 0);
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
 int mproc__link_wait_reading(mproc__link *l, int timeout_ms)

@@ -25,8 +25,10 @@
  * Each side keeps its own index privately (tx_head, rx_tail) and only ever
  * reads the other side's: the peer may be hostile or broken, so what it
  * wrote is checked (0 <= head - tail <= MPROC__RING_CAP) and bytes are copied
- * out before anything parses them.  A violation is MPROC_EPROTO; nothing is
- * read or written outside the mapping whatever the peer wrote.
+ * out before anything parses them.  The shared copies of a side's own
+ * indices must read back as it stored them (nobody else writes them).  A
+ * violation is MPROC_EPROTO; nothing is read or written outside the
+ * mapping whatever the peer wrote.
  *
  * Memory ordering: the producer copies bytes, then stores head with release;
  * the consumer loads head with acquire, copies, then stores tail with
@@ -50,7 +52,7 @@
 #define MPROC__RING_CAP (256u << 10) /* bytes per direction; a power of 2 */
 #define MPROC__ARENA_CAP ((size_t)128 << 20) /* per direction */
 #define MPROC__ARENA_MIN ((size_t)1 << 20)   /* smaller payloads: the ring */
-#define MPROC__ARENA_BIT 0x80000000u /* in an item's u32 length */
+#define MPROC__ARENA_BIT 0x80000000u         /* in an item's u32 length */
 
 typedef struct mproc__ring_ctl {
     _Alignas(64) _Atomic uint64_t head;
@@ -99,7 +101,7 @@ long mproc__link_write(mproc__link *l, const void *buf, size_t len);
  * (0: empty) or MPROC_EPROTO when the peer's head is impossible. */
 long mproc__link_read(mproc__link *l, void *buf, size_t len);
 
-/* 1 when the peer's index in either ring is impossible. */
+/* 1 when the link's indices are impossible or not as this side stored them. */
 int mproc__link_broken(const mproc__link *l);
 
 /* Bytes waiting to be read (0 when empty or broken). */

@@ -71,10 +71,11 @@ typedef struct mproc__worker_spec {
     int no_link; /* workers run on the socket alone (no shared-memory link) */
     int timed;   /* tasks have a time limit: every item's start is stamped */
     /* NULL: children run mproc__worker_main.  Else what a child of the
-     * fork server runs instead (its own protocol on fd; must not return),
-     * with `user` for its use. */
-    void (*child_main)(const struct mproc__worker_spec *spec, int slot,
-                       int fd, pid_t parent);
+     * fork server runs instead (its own protocol on fd, and on the link
+     * mapped at link_map unless NULL; must not return), with `user` for
+     * its use. */
+    void (*child_main)(const struct mproc__worker_spec *spec, int slot, int fd,
+                       pid_t parent, void *link_map);
     void *user;
 } mproc__worker_spec;
 

@@ -17,7 +17,11 @@
 #include "core/ring.h"
 #include "mproc/error.h"
 
-enum { Z_SPAWN = 1, Z_REAP, Z_EXIT };
+enum {
+    Z_SPAWN = 1,
+    Z_REAP,
+    Z_EXIT
+};
 
 struct zreq {
     int32_t op;
@@ -136,8 +140,7 @@ static void forget_kid(struct zstate *zs, pid_t pid)
     }
 }
 
-static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
-                        int *fds)
+static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep, int *fds)
 {
     int sv[2], outp[2] = {-1, -1}, errp[2] = {-1, -1};
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -172,13 +175,12 @@ static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
         zs->kids = k;
         zs->capkids = cap;
     }
-    /* A pool worker's data path: shared-memory rings, mapped here so the
-     * worker inherits them.  Where memfd_create is refused the worker runs
+    /* The child's data path: shared-memory rings, mapped here so the
+     * child inherits them.  Where memfd_create is refused the child runs
      * on the socket alone (link_fd stays -1). */
     int link_fd = -1;
     void *link_map = NULL;
-    if (zs->spec->child_main == NULL && !zs->spec->no_link &&
-        mproc__link_create(&link_fd, &link_map) != 0) {
+    if (!zs->spec->no_link && mproc__link_create(&link_fd, &link_map) != 0) {
         link_fd = -1;
         link_map = NULL;
     }
@@ -210,7 +212,7 @@ static int spawn_worker(struct zstate *zs, int slot, struct zrep *rep,
             close(errp[1]);
         }
         if (zs->spec->child_main != NULL) {
-            zs->spec->child_main(zs->spec, slot, sv[1], me);
+            zs->spec->child_main(zs->spec, slot, sv[1], me, link_map);
             _exit(1);
         }
         mproc__worker_main(zs->spec, slot, sv[1], me, link_map);
@@ -402,7 +404,7 @@ static void set_broken(mproc__zygote *z, const char *what)
 static int wait_readable(int fd)
 {
     uint64_t deadline = mproc__deadline(MPROC__ZYGOTE_TIMEOUT_MS);
-    for (int last = 0;; ) {
+    for (int last = 0;;) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int rc = poll(&pfd, 1, mproc__ms_left(deadline));
         if (rc > 0) {
@@ -424,8 +426,8 @@ static int wait_readable(int fd)
     }
 }
 
-static int request(mproc__zygote *z, const struct zreq *req,
-                   struct zrep *rep, int *fds, int *nfds)
+static int request(mproc__zygote *z, const struct zreq *req, struct zrep *rep,
+                   int *fds, int *nfds)
 {
     if (z->ctl < 0) {
         return -EPIPE;
