@@ -927,7 +927,7 @@ static void spawn_worker(mproc_pool *p, struct worker *w)
     mproc__set_nonblock(s.chan_fd);
     if (s.link_fd >= 0) {
         mproc__link link;
-        int lrc = mproc__link_map(&link, s.link_fd);
+        int lrc = mproc__link_map(&link, s.link_fd, 1);
         mproc__fd_untrack(s.link_fd);
         close(s.link_fd);
         if (lrc == 0) {

@@ -219,21 +219,30 @@ static int wait_fd(int fd, short events, uint64_t deadline)
     }
 }
 
-int mproc__state_roundtrip(mproc__chan *ch, mproc__frame *f, uint64_t deadline)
+int mproc__state_send(mproc__chan *ch, uint64_t deadline)
 {
-    int timed = deadline != UINT64_MAX;
-    ch->dontwait = timed; /* a full socket must not block past the deadline */
+    ch->dontwait = deadline != UINT64_MAX; /* a full socket must not block
+                                              past the deadline */
     for (;;) {
         int r = mproc__chan_flush(ch);
         if (r < 0) {
             return MPROC_ECLOSED;
         }
         if (r == 0) {
-            break;
+            return 0;
         }
         if (wait_fd(ch->fd, POLLOUT, deadline) != 0) {
             return MPROC_ETIMEDOUT;
         }
+    }
+}
+
+int mproc__state_roundtrip(mproc__chan *ch, mproc__frame *f, uint64_t deadline)
+{
+    int timed = deadline != UINT64_MAX;
+    int rc = mproc__state_send(ch, deadline);
+    if (rc != 0) {
+        return rc;
     }
     for (;;) {
         int r = mproc__chan_next(ch, f);

@@ -78,6 +78,9 @@ int mproc__state_in_atomic(void);
  * MPROC_EPROTO, MPROC_ETIMEDOUT (the channel is then mid-request: close
  * it), -ENOMEM. */
 int mproc__state_roundtrip(mproc__chan *ch, mproc__frame *f, uint64_t deadline);
+/* Its first half: sends the frames built in ch's output.  Returns 0,
+ * MPROC_ECLOSED or MPROC_ETIMEDOUT. */
+int mproc__state_send(mproc__chan *ch, uint64_t deadline);
 
 /* Parses an R_REPLY.  Returns its code, or MPROC_EPROTO. */
 int mproc__state_parse_reply(const mproc__frame *f, mproc__sreply *r);

@@ -13,13 +13,18 @@
  *                                       value}
  *   S_LEN, S_CLEAR, S_SNAPSHOT, S_LOCK, S_PING    (empty)
  *   S_UNLOCK    u8 commit
- *   S_WATCH     u8 flags (W_SNAPSHOT), u32 n, n x {u32 klen, key}: the keys
- *               to report (n 0: all)
+ *   S_WATCH     u8 flags (W_SNAPSHOT, W_LINK), u32 n, n x {u32 klen, key}:
+ *               the keys to report (n 0: all).  W_LINK: the client can
+ *               take a shared-memory link (core/ring.h) for the pushes
  * Replies:
  *   R_REPLY     i32 code, u64 update number, i64 number, value bytes
  *   R_SNAP      u64 update number, u32 n, n x ENTRY   (snapshot; and the
  *               first frame of a watch with W_SNAPSHOT)
  *   R_UPDATE    u64 update number, u32 n, n x ENTRY   (pushed to watches)
+ *   R_LINK      (empty) with the link's memfd (SCM_RIGHTS): the answer to
+ *               S_WATCH with W_LINK when the server made a link; the last
+ *               frame on the socket -- the reply and every update come
+ *               through the link's ring from then on
  * ENTRY = u32 klen, key, NUL, u8 flags (E_PRESENT, E_CHANGED), u32 vlen,
  * value.  The NUL lets a reader hand out keys as C strings in place.
  * A watch cut off for falling behind receives R_REPLY MPROC_EPROTO last.
@@ -51,11 +56,13 @@ enum mproc__state_op {
     S_PING,
     R_REPLY = 64,
     R_SNAP,
-    R_UPDATE
+    R_UPDATE,
+    R_LINK
 };
 
 enum {
-    W_SNAPSHOT = 1
+    W_SNAPSHOT = 1,
+    W_LINK = 2
 };
 enum {
     E_PRESENT = 1,

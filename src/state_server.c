@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -745,6 +746,38 @@ static int apply_pairs(ns *n, mproc__rd r, int replace)
     return rc;
 }
 
+/* Moves a new watch onto a shared-memory link (core/ring.h): the server
+ * makes the link, sends its memfd with an R_LINK frame, the last on the
+ * socket, and from then on writes the reply and every update into the
+ * ring -- a copy, and a futex wake only while the watcher sleeps -- where
+ * the socket cost a send and the watcher's wake-up from poll and read.
+ * Returns 0 (on the link, or on the socket where no link could be made),
+ * or -1 when the connection cannot go on (its socket is full). */
+static int offer_link(conn *c)
+{
+    mproc__chan *ch = &c->ch;
+    int memfd;
+    void *map;
+    if (mproc__chan_flush(ch) != 0 || mproc__link_create(&memfd, &map) != 0) {
+        return 0; /* (output still queued: it goes first, on the socket) */
+    }
+    long h = mproc__chan_open_frame(ch, R_LINK, 0);
+    int r = h < 0 ? -ENOMEM : 0;
+    if (r == 0) {
+        mproc__chan_close_frame(ch, h);
+        r = mproc__chan_flush_fd(ch, memfd);
+    }
+    mproc__close(memfd);
+    if (r != 0) {
+        munmap(map, MPROC__LINK_SIZE);
+        return h < 0 ? 0 : -1;
+    }
+    mproc__link l;
+    mproc__link_attach(&l, map, 1);
+    mproc__chan_use_link(ch, &l);
+    return 0;
+}
+
 static int start_watch(conn *c, mproc__rd r)
 {
     const char *f = mproc__rd_take(&r, 1);
@@ -767,7 +800,8 @@ static int start_watch(conn *c, mproc__rd r)
             }
         }
     }
-    if (r.left != 0 || add_watcher(c->ns, c) != 0) {
+    if (r.left != 0 || ((*f & W_LINK) && offer_link(c) != 0) ||
+        add_watcher(c->ns, c) != 0) {
         return -1;
     }
     c->watch = 1;
@@ -947,6 +981,9 @@ static void on_readable(conn *c, unsigned events)
         drop(c);
         return;
     }
+    if (c->ch.has_link && mproc__chan_pending(&c->ch)) {
+        mark_dirty(c); /* the doorbell: the watcher made room */
+    }
     serve_buffered(c);
 }
 
@@ -983,11 +1020,13 @@ static void flush_dirty(void)
         int r = mproc__chan_flush(&c->ch);
         if (r < 0) {
             drop(c);
-        } else {
+        } else if (!c->ch.has_link) {
             unsigned want =
                 r == 1 ? c->events | EPOLLOUT : c->events & ~(unsigned)EPOLLOUT;
             set_events(c, want);
         }
+        /* On a link a full ring is announced (core/ring.h): the watcher
+         * rings the doorbell once it has read, and on_readable flushes. */
     }
 }
 

@@ -1,9 +1,10 @@
 /* Watches, the wait calls built on them, and snapshots.
  *
  * A watch is its own connection on which the server pushes every update of
- * the namespace (filtered by key on the server's side).  Waiting is a
- * poll() on that socket: the thread sleeps in the kernel until the server
- * writes.  A watch with MPROC_WATCH_SNAPSHOT keeps a local copy of the
+ * the namespace (filtered by key on the server's side), through a
+ * shared-memory link the server makes for it (state_proto.h, R_LINK), or
+ * on the socket where it cannot.  Waiting sleeps in the kernel until the
+ * server writes: on the ring's futex, or in poll() on the socket.  A watch with MPROC_WATCH_SNAPSHOT keeps a local copy of the
  * (filtered) namespace, loaded when it opens and patched by each update, so
  * predicates run locally and never ask the server. */
 #include <errno.h>
@@ -25,7 +26,8 @@ struct mproc_watch {
     size_t nents;
     size_t capents;
     mproc_snapshot snap; /* MPROC_WATCH_SNAPSHOT only */
-    mproc__spin spin;    /* mproc_watch_next's spin-then-sleep */
+    mproc__spin spin;    /* mproc_watch_next's spin-then-sleep (socket) */
+    int link_fd;         /* the memfd that came with R_LINK, until mapped */
 };
 
 /* ---- snapshots ---------------------------------------------------------- */
@@ -141,6 +143,75 @@ void mproc_snapshot_free(mproc_snapshot *snap)
 
 /* ---- watches ------------------------------------------------------------- */
 
+/* Reads more of the watch's stream, waiting at most until `deadline`: from
+ * the link's ring once the watch has one, else from the socket (taking an
+ * fd sent with the bytes: R_LINK's memfd).  Returns as mproc__chan_fill,
+ * or MPROC_ETIMEDOUT. */
+static long watch_read(mproc_watch *w, uint64_t deadline)
+{
+    mproc__chan *ch = &w->ch;
+    if (ch->has_link) {
+        int r = mproc__chan_wait_readable(ch, deadline);
+        return r > 0 ? mproc__chan_fill(ch) : r == 0 ? MPROC_ETIMEDOUT : 0;
+    }
+    if (deadline != UINT64_MAX) {
+        struct pollfd p = {.fd = ch->fd, .events = POLLIN};
+        int pr = poll(&p, 1, mproc__ms_left(deadline));
+        if (pr == 0 && mproc__now_ns() >= deadline) {
+            return MPROC_ETIMEDOUT;
+        }
+        if (pr <= 0) {
+            return -EINTR; /* (or woken early): look again */
+        }
+    }
+    int fd;
+    long n = mproc__chan_fill_fd(ch, &fd);
+    if (fd >= 0 && w->link_fd >= 0) {
+        close(fd); /* one link per watch */
+    } else if (fd >= 0) {
+        w->link_fd = fd;
+    }
+    return n;
+}
+
+/* Takes the reply to S_WATCH.  The server may first move the watch onto a
+ * shared-memory link (state_proto.h, R_LINK): then the link is mapped and
+ * the reply, like every update after it, comes through the ring. */
+static int watch_reply(mproc_watch *w, mproc__frame *f, uint64_t deadline)
+{
+    mproc__chan *ch = &w->ch;
+    for (;;) {
+        int r = mproc__chan_next(ch, f);
+        if (r < 0) {
+            return MPROC_EPROTO;
+        }
+        if (r == 1 && f->type != R_LINK) {
+            return 0;
+        }
+        if (r == 1) {
+            if (ch->has_link || w->link_fd < 0) {
+                return MPROC_EPROTO;
+            }
+            mproc__link l;
+            int lrc = mproc__link_map(&l, w->link_fd, 0);
+            mproc__close(w->link_fd);
+            w->link_fd = -1;
+            if (lrc != 0) {
+                return lrc;
+            }
+            mproc__chan_use_link(ch, &l);
+            continue;
+        }
+        long n = watch_read(w, deadline);
+        if (n == -ENOMEM || n == -EMFILE || n == MPROC_ETIMEDOUT) {
+            return (int)n;
+        }
+        if (n <= 0 && n != -EINTR && n != -EAGAIN) {
+            return MPROC_ECLOSED;
+        }
+    }
+}
+
 /* Builds the S_NS (if needed) and S_WATCH requests and reads the replies,
  * by `deadline`.  Takes only the handle's namespace lock, to copy the
  * namespace: a call on the handle that is waiting for the server (another
@@ -180,7 +251,7 @@ static int subscribe(mproc_watch *w, mproc_state *s, const char *const *keys,
         return rc;
     }
     long h = mproc__chan_open_frame(ch, S_WATCH, 0);
-    char wf = (w->flags & MPROC_WATCH_SNAPSHOT) ? W_SNAPSHOT : 0;
+    char wf = W_LINK | ((w->flags & MPROC_WATCH_SNAPSHOT) ? W_SNAPSHOT : 0);
     uint32_t n32 = (uint32_t)count;
     rc = h < 0 ? -ENOMEM : 0;
     rc = rc ? rc : mproc__chan_append(ch, &wf, 1);
@@ -194,10 +265,11 @@ static int subscribe(mproc_watch *w, mproc_state *s, const char *const *keys,
         return rc;
     }
     mproc__chan_close_frame(ch, h);
-    if ((rc = mproc__state_roundtrip(ch, &f, deadline)) != 0) {
+    if ((rc = mproc__state_send(ch, deadline)) != 0 ||
+        (rc = watch_reply(w, &f, deadline)) != 0) {
         return rc;
     }
-    if (wf) {
+    if (wf & W_SNAPSHOT) {
         return mproc__snapshot_load(&w->snap, &f);
     }
     return mproc__state_parse_reply(&f, &r);
@@ -235,6 +307,7 @@ static int watch_open(mproc_state *s, const char *const *keys, size_t count,
         return -ENOMEM;
     }
     w->ch.fd = -1;
+    w->link_fd = -1;
     w->flags = flags;
     mproc__spin_init(&w->spin);
     mproc__dict_init(&w->snap.d);
@@ -337,6 +410,18 @@ int mproc_watch_next(mproc_watch *w, int timeout_ms)
             w->err = r == -ENOMEM ? r : MPROC_EPROTO;
             return w->err;
         }
+        if (w->ch.has_link) {
+            /* The ring: spin-then-sleep inside (core/chan.h). */
+            long n = watch_read(w, deadline);
+            if (n == MPROC_ETIMEDOUT) {
+                return MPROC_ETIMEDOUT;
+            }
+            if (n <= 0 && n != -EAGAIN) {
+                w->err = n == MPROC_EPROTO ? MPROC_EPROTO : MPROC_ECLOSED;
+                return w->err;
+            }
+            continue;
+        }
         /* Nothing buffered.  Updates often come in quick succession: poll
          * a little first (core/spin.h), which spares a sleeping wake-up. */
         if (mproc__spin_begin(&w->spin, deadline)) {
@@ -406,6 +491,7 @@ void mproc_watch_free(mproc_watch *w)
     if (w->ch.fd >= 0) {
         mproc__state_close_chan(&w->ch);
     }
+    mproc__close(w->link_fd);
     mproc__dict_free(&w->snap.d);
     free(w->ents);
     free(w);

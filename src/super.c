@@ -947,7 +947,7 @@ static int spawn_kid(mproc_super *s, mproc__kid *k)
     if (sp.link_fd >= 0) {
         /* Its messages move through shared memory (core/ring.h). */
         mproc__link link;
-        rc = mproc__link_map(&link, sp.link_fd);
+        rc = mproc__link_map(&link, sp.link_fd, 1);
         mproc__fd_untrack(sp.link_fd);
         close(sp.link_fd);
         if (rc == 0) {

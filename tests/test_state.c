@@ -1057,6 +1057,51 @@ static void test_watch_backlog(void)
     mproc_ctx_free(ctx);
 }
 
+/* Where memfd_create works, a watch's updates come through a
+ * shared-memory link: one more link mapping in the watching process while
+ * the watch is open, none after it is freed.  A watcher that breaks the
+ * ring (its index moved past what the server wrote) loses that watch
+ * alone, with an error, not a hang; the state and new watches go on. */
+static void test_watch_link(void)
+{
+    if (!tu_links()) {
+        printf("    memfd_create refused: skipped\n");
+        return;
+    }
+    mproc_ctx *ctx = ctx_start();
+    mproc_state *st = mproc_ctx_state(ctx);
+    const char *keys[] = {"k"};
+    int before = tu_count_links();
+    CHECK_EQ(before, 0);
+    mproc_watch *w = NULL, *ws = NULL;
+    CHECK_OK(mproc_state_watch(st, keys, 1, 0, &w));
+    CHECK_EQ(tu_count_links(), 1);
+    set_raw(st, "k", "1");
+    expect_update(w, mproc_state_last_update(st), "k", "1", 1);
+    CHECK_OK(mproc_state_watch(st, NULL, 0, MPROC_WATCH_SNAPSHOT, &ws));
+    CHECK_EQ(tu_count_links(), 2);
+    mproc_watch_free(ws);
+    CHECK_EQ(tu_count_links(), 1);
+
+    /* The watcher's own index into the server's ring, moved far ahead. */
+    char *base = tu_find_link();
+    CHECK(base != NULL);
+    mproc__ring_ctl *down = (mproc__ring_ctl *)base;
+    atomic_store(&down->tail, atomic_load(&down->head) + 64);
+    set_raw(st, "k", "2");
+    int rc = mproc_watch_next(w, T_LONG);
+    CHECK_MSG(rc == MPROC_EPROTO || rc == MPROC_ECLOSED, "next: %s",
+              mproc_err_name(rc));
+    mproc_watch_free(w);
+    CHECK_EQ(tu_count_links(), 0);
+
+    CHECK_OK(mproc_state_watch(st, keys, 1, 0, &w));
+    set_raw(st, "k", "3");
+    expect_update(w, mproc_state_last_update(st), "k", "3", 1);
+    mproc_watch_free(w);
+    mproc_ctx_free(ctx);
+}
+
 /* ---- waits ------------------------------------------------------------------
  */
 
@@ -3313,6 +3358,7 @@ TEST_LIST = {
     {"watch_snapshot", test_watch_snapshot, 0},
     {"watch_two_writers", test_watch_two_writers, 0},
     {"watch_backlog", test_watch_backlog, 120},
+    {"watch_link", test_watch_link, 0},
     {"wait_until", test_wait_until, 0},
     {"wait_calls", test_wait_calls, 0},
     {"wait_no_cpu", test_wait_no_cpu, 0},

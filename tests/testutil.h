@@ -356,6 +356,26 @@ static inline char *tu_find_link(void)
     return base;
 }
 
+/* How many link mappings this process has (one per pool worker it owns,
+ * per supervised process, per state watch on a link). */
+static inline int tu_count_links(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (f == NULL) {
+        return -1;
+    }
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        unsigned long lo, hi;
+        n += strstr(line, "memfd:mproc-link") != NULL &&
+             sscanf(line, "%lx-%lx", &lo, &hi) == 2 &&
+             hi - lo >= MPROC__LINK_SIZE;
+    }
+    fclose(f);
+    return n;
+}
+
 /* Wakes the owner as the child's own doorbell would: one byte on each of
  * the child's stream sockets. */
 static inline void tu_ring_doorbell(void)

@@ -26,8 +26,10 @@
  * in order, none dropped however fast the writers (a watch that stops
  * reading while more than MPROC_STATE_BACKLOG_MAX bytes pile up for it is
  * cut off and its next call fails MPROC_EPROTO, rather than losing updates
- * silently).  The wait_* calls are one-shot watches.  Waiting blocks in the
- * kernel: no polling, no CPU.
+ * silently).  The wait_* calls are one-shot watches.  Updates reach a watch
+ * through shared memory (a link the server makes for it; its socket where
+ * memfd_create is refused).  Waiting blocks in the kernel, after at most a
+ * brief bounded spin right after a short wait: an idle watch uses no CPU.
  *
  * Limits.  Keys are non-empty C strings of at most MPROC_STATE_KEY_MAX
  * bytes, namespaces likewise; values at most MPROC_STATE_VALUE_MAX bytes; a

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/platform.h"
@@ -53,12 +54,15 @@ void mproc__chan_free(mproc__chan *ch)
 {
     free(ch->in.data);
     free(ch->out.data);
-    if (ch->has_link) {
-        mproc__link_unmap(&ch->link);
-    }
     if (ch->fd >= 0) {
         mproc__fd_untrack(ch->fd);
         mproc__close(ch->fd);
+    }
+    if (ch->has_link) {
+        if (ch->link.owner_side) {
+            mproc__link_close(&ch->link); /* after the fd: see ring.h */
+        }
+        mproc__link_unmap(&ch->link);
     }
     memset(ch, 0, sizeof(*ch));
     ch->fd = -1;
@@ -219,20 +223,25 @@ static void link_wait(mproc__chan *ch, int reading, int *gone)
         } else {
             mproc__link_sleep_writing(l);
         }
-        if (link_ready(l, reading)) {
+        /* (closed: looked at after announcing, see mproc__link_close) */
+        int closed = mproc__link_closed(l);
+        if (link_ready(l, reading) || closed) {
             if (reading) {
                 mproc__link_cancel_reading(l);
             } else {
                 mproc__link_cancel_writing(l);
             }
             mproc__spin_end(&ch->spin, 1);
+            *gone = !link_ready(l, reading);
             return;
         }
         int rc = reading ? mproc__link_wait_reading(l, SLEEP_CHECK_MS)
                          : mproc__link_wait_writing(l, SLEEP_CHECK_MS);
-        if (rc == -ETIMEDOUT) {
-            mproc__spin_end(&ch->spin, 0); /* idle: no spin next time */
-            if (peer_gone(ch)) {
+        if (rc == -ETIMEDOUT || !link_ready(l, reading)) {
+            /* A timeout, or a wake with nothing to show (the owner's last
+             * act when it lets go: mproc__link_close). */
+            mproc__spin_end(&ch->spin, rc != -ETIMEDOUT);
+            if (mproc__link_closed(l) || peer_gone(ch)) {
                 *gone = 1;
                 return;
             }
@@ -384,6 +393,148 @@ int mproc__chan_wait_room(mproc__chan *ch, int timeout_ms)
             return -ETIMEDOUT;
         }
     }
+}
+
+int mproc__chan_wait_readable(mproc__chan *ch, uint64_t deadline)
+{
+    mproc__link *l = &ch->link;
+    if (mproc__link_readable(l) > 0) {
+        return 1;
+    }
+    if (mproc__spin_begin(&ch->spin, deadline)) {
+        do {
+            for (int i = 0; i < SPIN_LOOKS; i++) {
+                if (mproc__link_readable(l) > 0) {
+                    mproc__spin_end(&ch->spin, 1);
+                    return 1;
+                }
+                mproc__cpu_relax();
+            }
+        } while (mproc__spin_more(&ch->spin));
+    }
+    for (;;) {
+        mproc__link_sleep_reading(l);
+        int closed = mproc__link_closed(l); /* see mproc__link_close */
+        if (mproc__link_readable(l) > 0 || closed) {
+            mproc__link_cancel_reading(l);
+            mproc__spin_end(&ch->spin, 1);
+            return mproc__link_readable(l) > 0 ? 1 : -EPIPE;
+        }
+        int left = mproc__ms_left(deadline);
+        int slice = left < 0 || left > SLEEP_CHECK_MS ? SLEEP_CHECK_MS : left;
+        if (mproc__link_wait_reading(l, slice) == 0 &&
+            mproc__link_readable(l) > 0) {
+            mproc__spin_end(&ch->spin, 1);
+            return 1;
+        }
+        mproc__link_cancel_reading(l);
+        mproc__spin_end(&ch->spin, 0);
+        if (mproc__link_readable(l) > 0) {
+            return 1;
+        }
+        if (mproc__link_closed(l) || peer_gone(ch)) {
+            return mproc__link_readable(l) > 0 ? 1 : -EPIPE;
+        }
+        if (mproc__now_ns() >= deadline) {
+            return 0;
+        }
+    }
+}
+
+int mproc__chan_flush_fd(mproc__chan *ch, int fd)
+{
+    mproc__buf *b = &ch->out;
+    struct iovec iov = {.iov_base = b->data + b->off,
+                        .iov_len = ch->committed - b->off};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof(u));
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = u.buf,
+                        .msg_controllen = sizeof(u.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    if (iov.iov_len == 0) {
+        return -EINVAL; /* the fd must travel with some byte */
+    }
+    ssize_t n;
+    do {
+        n = sendmsg(ch->fd, &mh,
+                    MSG_NOSIGNAL |
+                        (ch->nonblock || ch->dontwait ? MSG_DONTWAIT : 0));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    b->off += (size_t)n;
+    return mproc__chan_flush(ch);
+}
+
+long mproc__chan_fill_fd(mproc__chan *ch, int *fd)
+{
+    *fd = -1;
+    mproc__buf *b = &ch->in;
+    if (b->off > 0) {
+        memmove(b->data, b->data + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (buf_grow(b, READ_CHUNK) != 0) {
+        return -ENOMEM;
+    }
+    struct iovec iov = {.iov_base = b->data + b->len,
+                        .iov_len = b->cap - b->len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = u.buf,
+                        .msg_controllen = sizeof(u.buf)};
+    ssize_t n;
+    do {
+        n = recvmsg(ch->fd, &mh, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    long rc = n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+            continue;
+        }
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (*fd < 0 && rc >= 0) {
+                *fd = mproc__fd_lift(got);
+                if (*fd < 0) {
+                    rc = *fd; /* no fd left above the low numbers */
+                }
+            } else {
+                close(got); /* only one is expected */
+            }
+        }
+    }
+    if (rc >= 0 && (mh.msg_flags & MSG_CTRUNC)) {
+        rc = -EMFILE; /* the kernel dropped an fd: we are at our limit */
+    }
+    if (rc < 0 && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    if (rc >= 0) {
+        b->len += (size_t)n;
+    }
+    return rc;
 }
 
 int mproc__chan_write_raw(mproc__chan *ch, const void *buf, size_t len)

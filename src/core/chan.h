@@ -136,6 +136,23 @@ int mproc__chan_publish(mproc__chan *ch);
  * -EPIPE when the peer is gone (a link only: a socket's flush says so). */
 int mproc__chan_wait_room(mproc__chan *ch, int timeout_ms);
 
+/* Blocking end with a link: waits until the ring holds something to read
+ * (spin-then-sleep) or `deadline` (mproc__now_ns; UINT64_MAX: none).
+ * Returns 1 (readable), 0 (the deadline passed), or -EPIPE (the peer is
+ * gone and the ring is empty). */
+int mproc__chan_wait_readable(mproc__chan *ch, uint64_t deadline);
+
+/* On the socket: writes committed output with `fd` attached (SCM_RIGHTS)
+ * to its first byte, then as flush.  The caller keeps its copy of fd.
+ * Returns as flush; -EAGAIN when nothing (and so no fd) could be sent. */
+int mproc__chan_flush_fd(mproc__chan *ch, int fd);
+
+/* On the socket: as fill (one read), but takes an fd sent with the bytes:
+ * *fd is it (close-on-exec, above the low numbers; the caller owns it) or
+ * -1.  Returns as fill; -EMFILE when an fd came but could not be taken
+ * (this process is at its fd limit). */
+long mproc__chan_fill_fd(mproc__chan *ch, int *fd);
+
 /* Blocking end: writes len bytes straight to the peer, after what was
  * flushed before (the caller serialises it with flush).  Returns 0 or as
  * flush. */

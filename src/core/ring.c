@@ -79,7 +79,7 @@ void mproc__link_attach(mproc__link *l, void *map, int owner_side)
     l->rx_tail = atomic_load(&l->rx->tail);
 }
 
-int mproc__link_map(mproc__link *l, int memfd)
+int mproc__link_map(mproc__link *l, int memfd, int owner_side)
 {
     struct stat st;
     if (fstat(memfd, &st) != 0) {
@@ -95,8 +95,9 @@ int mproc__link_map(mproc__link *l, int memfd)
     if (m == MAP_FAILED) {
         return -errno;
     }
-    mproc__link_attach(l, m, 1);
-    /* The worker has already run: start from 0, never from what it left. */
+    mproc__link_attach(l, m, owner_side);
+    /* The peer may have run already: start from 0, never from what it
+     * left. */
     l->tx_head = l->rx_tail = 0;
     return 0;
 }
@@ -308,6 +309,20 @@ int mproc__link_wait_reading(mproc__link *l, int timeout_ms)
 int mproc__link_wait_writing(mproc__link *l, int timeout_ms)
 {
     return futex_wait(&l->tx->writer_asleep, timeout_ms);
+}
+
+void mproc__link_close(mproc__link *l)
+{
+    atomic_store(&l->tx->closed, 1);
+    atomic_store(&l->tx->reader_asleep, 0);
+    atomic_store(&l->rx->writer_asleep, 0);
+    futex_wake(&l->tx->reader_asleep);
+    futex_wake(&l->rx->writer_asleep);
+}
+
+int mproc__link_closed(const mproc__link *l)
+{
+    return atomic_load_explicit(&l->rx->closed, memory_order_acquire) != 0;
 }
 
 void mproc__link_wake_reader(mproc__link *l)

@@ -60,7 +60,8 @@ typedef struct mproc__ring_ctl {
     _Alignas(64) _Atomic uint32_t reader_asleep;
     _Alignas(64) _Atomic uint32_t writer_asleep;
     _Atomic uint32_t arena_busy; /* set by the writer, cleared by the reader */
-    char pad[56];
+    _Atomic uint32_t closed;     /* down ring only: the owner side let go */
+    char pad[52];
 } mproc__ring_ctl;
 
 #define MPROC__LINK_SIZE                                                       \
@@ -84,8 +85,10 @@ typedef struct mproc__link {
  * socket). */
 int mproc__link_create(int *memfd, void **map);
 
-/* Maps the link in memfd (checking its size) for the owner side. */
-int mproc__link_map(mproc__link *l, int memfd);
+/* Maps the link in memfd (checking its size and seals) for one side:
+ * owner_side 1 for the end that sleeps in epoll (woken by doorbells), 0
+ * for the end that sleeps on the futexes. */
+int mproc__link_map(mproc__link *l, int memfd, int owner_side);
 
 /* Attaches to an existing mapping (the worker's, inherited by fork). */
 void mproc__link_attach(mproc__link *l, void *map, int owner_side);
@@ -140,6 +143,13 @@ void mproc__link_arena_unclaim(mproc__link *l);
 const char *mproc__link_arena_take(mproc__link *l, size_t len);
 /* Done with the rx arena's payload: the peer may reuse it. */
 void mproc__link_arena_release(mproc__link *l);
+
+/* Owner side, letting go of the link (its fd closed first): marks the
+ * link closed and wakes the peer, so that a peer about to sleep on the
+ * ring sees the end at once rather than at its next periodic look. */
+void mproc__link_close(mproc__link *l);
+/* The other side: 1 once the owner side has let go. */
+int mproc__link_closed(const mproc__link *l);
 
 /* Futex wake of the peer sleeping on its rx (we wrote) or tx (we read). */
 void mproc__link_wake_reader(mproc__link *l);

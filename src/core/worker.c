@@ -321,16 +321,16 @@ static void run_item(const char *task, size_t len, void *state,
     }
     reply->has_errmsg = 0;
     reply->data_off = item_off + 8;
-    int rc = spec->fn ? spec->fn(task, len, spec->static_args,
-                                 spec->static_len, reply)
+    int rc = spec->fn ? spec->fn(task, len, spec->static_args, spec->static_len,
+                                 reply)
                       : spec->ops.run(state, task, len, reply);
     int32_t code = 0;
     if (rc != 0) {
         /* -1 is C's plain "failed", not -EPERM: passing it through would
          * read "Operation not permitted". */
         code = rc < -1 ? rc : MPROC_ETASK;
-        const char *msg = reply->has_errmsg ? reply->errmsg
-                                            : mproc_strerror(code);
+        const char *msg =
+            reply->has_errmsg ? reply->errmsg : mproc_strerror(code);
         mproc__chan_truncate(&W.ch, item_off + 8);
         if (mproc__chan_append(&W.ch, msg, strlen(msg)) != 0) {
             worker_exit(1);
@@ -374,13 +374,13 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
     /* The clock only where something reads it: a timed task's start, a
      * chunk's reporting cadence, the socket's checks after long items. */
     int one = f->len >= 4 && mproc__get_u32(f->body) == 1;
-    uint64_t now = W.spec->timed || !W.ch.has_link || !one ? mproc__now_ns()
-                                                           : 0;
+    uint64_t now =
+        W.spec->timed || !W.ch.has_link || !one ? mproc__now_ns() : 0;
     atomic_store_explicit(&slot->sub, 0, memory_order_relaxed);
     atomic_store_explicit(&slot->start_ns, now, memory_order_relaxed);
     uint32_t expect = MPROC__S_QUEUED;
-    int claimed = atomic_compare_exchange_strong(&slot->state, &expect,
-                                                 MPROC__S_RUNNING);
+    int claimed =
+        atomic_compare_exchange_strong(&slot->state, &expect, MPROC__S_RUNNING);
     long hdr = mproc__chan_open_frame(&W.ch, MPROC__F_OUTCOME,
                                       claimed ? 0 : MPROC__FRAME_SKIPPED);
     if (hdr < 0) {
@@ -486,8 +486,7 @@ static void run_frame(const mproc__frame *f, void *state, mproc_reply *reply)
      * skipped. */
     uint32_t running = MPROC__S_RUNNING;
     if (claimed) {
-        atomic_compare_exchange_strong(&slot->state, &running,
-                                       MPROC__S_DONE);
+        atomic_compare_exchange_strong(&slot->state, &running, MPROC__S_DONE);
     }
 }
 
