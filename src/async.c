@@ -37,6 +37,7 @@
 #include "mproc/pool.h"
 #include "mproc/tpool.h"
 #include "task_internal.h"
+#include "core/opts.h"
 
 /* What an entry holds; the first three are thread pools. */
 enum kind {
@@ -535,9 +536,20 @@ static int async_call(mproc_thread_fn fn, void *arg, mproc_thread_fn key,
     return finish_submitted(t, o, task);
 }
 
-int mproc_async_call(mproc_thread_fn fn, void *arg,
-                     const mproc_async_opts *opts, mproc_task **task)
+int mproc_async_call_sized(mproc_thread_fn fn, void *arg,
+                           const mproc_async_opts *opts, mproc_task **task,
+                           size_t opts_size)
 {
+    mproc_async_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        if (task != NULL) {
+            *task = NULL;
+        }
+        return take_rc;
+    }
     return async_call(fn, arg, fn, opts, task);
 }
 
@@ -604,14 +616,22 @@ static int relay_main(void *arg, void **result)
     return rc;
 }
 
-int mproc_async_process(mproc_task_fn fn, const void *data, size_t len,
-                        const mproc_async_opts *opts, mproc_task **task)
+int mproc_async_process_sized(mproc_task_fn fn, const void *data, size_t len,
+                              const mproc_async_opts *opts, mproc_task **task,
+                              size_t opts_size)
 {
-    static const mproc_async_opts defaults;
-    const mproc_async_opts *o = opts != NULL ? opts : &defaults;
     if (task != NULL) {
         *task = NULL;
     }
+    mproc_async_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
+    }
+    static const mproc_async_opts defaults;
+    const mproc_async_opts *o = opts != NULL ? opts : &defaults;
     if (fn == NULL || (data == NULL && len > 0)) {
         return -EINVAL;
     }

@@ -27,6 +27,7 @@
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "state_internal.h"
+#include "core/opts.h"
 
 #define DEFAULT_GRACE_MS 1000
 #define SOCK_NAME "state.sock"
@@ -52,12 +53,20 @@ void mproc__ctx_unref(mproc_ctx *c)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-int mproc_ctx_new(mproc_ctx **ctx, const mproc_ctx_opts *opts)
+int mproc_ctx_new_sized(mproc_ctx **ctx, const mproc_ctx_opts *opts,
+                        size_t opts_size)
 {
     if (ctx == NULL) {
         return -EINVAL;
     }
     *ctx = NULL;
+    mproc_ctx_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
+    }
     mproc_ctx_opts o = opts ? *opts : (mproc_ctx_opts){0};
     struct sockaddr_un sa;
     size_t room = sizeof(sa.sun_path);

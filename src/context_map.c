@@ -12,6 +12,7 @@
 #include "context_internal.h"
 #include "core/platform.h"
 #include "mproc/error.h"
+#include "core/opts.h"
 
 /* Items per mproc_pool_map call: the first batch is small, so the first
  * result comes soon even when items are slow; each next one doubles, up to
@@ -106,11 +107,20 @@ static void map_teardown(mproc_map *m)
     pthread_cond_destroy(&m->cv);
 }
 
-int mproc_ctx_map(mproc_ctx *c, mproc_task_fn fn, const mproc_bytes *items,
-                  size_t count, const mproc_map_opts *opts, mproc_map **map)
+int mproc_ctx_map_sized(mproc_ctx *c, mproc_task_fn fn,
+                        const mproc_bytes *items, size_t count,
+                        const mproc_map_opts *opts, mproc_map **map,
+                        size_t opts_size)
 {
     if (map != NULL) {
         *map = NULL;
+    }
+    mproc_map_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
     }
     mproc_map_opts o = opts ? *opts : (mproc_map_opts){0};
     if (c == NULL || fn == NULL || map == NULL ||

@@ -32,6 +32,7 @@
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "task_internal.h"
+#include "core/opts.h"
 
 #define PAYLOAD_HDR (sizeof(mproc_proc_fn) + 8)
 
@@ -708,12 +709,19 @@ static void *copy_bytes(const void *src, size_t len)
     return d;
 }
 
-int mproc_ctx_process(mproc_ctx *c, mproc_proc_fn fn, const void *args,
-                      size_t len, const mproc_proc_opts *opts,
-                      mproc_proc **proc)
+int mproc_ctx_process_sized(mproc_ctx *c, mproc_proc_fn fn, const void *args,
+                            size_t len, const mproc_proc_opts *opts,
+                            mproc_proc **proc, size_t opts_size)
 {
     if (proc != NULL) {
         *proc = NULL;
+    }
+    mproc_proc_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
     }
     mproc_proc_opts o = opts ? *opts : (mproc_proc_opts){0};
     if (c == NULL || fn == NULL || proc == NULL || (args == NULL && len > 0) ||
@@ -823,15 +831,23 @@ int mproc_ctx_process(mproc_ctx *c, mproc_proc_fn fn, const void *args,
     return rc;
 }
 
-int mproc_ctx_process_factory(mproc_ctx *c, mproc_proc_fn fn, const void *args,
-                              size_t len, const mproc_proc_opts *opts,
-                              size_t count, mproc_proc **procs)
+int mproc_ctx_process_factory_sized(mproc_ctx *c, mproc_proc_fn fn,
+                                    const void *args, size_t len,
+                                    const mproc_proc_opts *opts, size_t count,
+                                    mproc_proc **procs, size_t opts_size)
 {
     if (procs == NULL) {
         return -EINVAL;
     }
     for (size_t i = 0; i < count; i++) {
         procs[i] = NULL;
+    }
+    mproc_proc_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
     }
     for (size_t i = 0; i < count; i++) {
         int rc = mproc_ctx_process(c, fn, args, len, opts, &procs[i]);

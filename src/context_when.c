@@ -16,6 +16,7 @@
 
 #include "mproc/context.h"
 #include "mproc/error.h"
+#include "core/opts.h"
 
 #define READY_NS "mproc.when"
 /* How often call_when looks whether a process that is not ready yet has
@@ -149,14 +150,22 @@ static int wait_ready(mproc_ctx *ctx, mproc_proc *proc, const char *token)
     return rc;
 }
 
-int mproc_ctx_call_when(mproc_ctx *ctx, const char *ns, const char *const *keys,
-                        size_t count, int flags, mproc_when_fn fn,
-                        const void *args, size_t len,
-                        const mproc_proc_opts *opts, mproc_proc **proc)
+int mproc_ctx_call_when_sized(mproc_ctx *ctx, const char *ns,
+                              const char *const *keys, size_t count, int flags,
+                              mproc_when_fn fn, const void *args, size_t len,
+                              const mproc_proc_opts *opts, mproc_proc **proc,
+                              size_t opts_size)
 {
     static _Atomic unsigned long calls;
     if (proc != NULL) {
         *proc = NULL;
+    }
+    mproc_proc_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
     }
     if (ctx == NULL || fn == NULL || proc == NULL ||
         (count > 0 && keys == NULL) || (args == NULL && len > 0) ||

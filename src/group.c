@@ -20,6 +20,7 @@
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "mproc/group.h"
+#include "core/opts.h"
 
 struct gtag {
     char *name;   /* NULL for the general group, tags[0] */
@@ -293,12 +294,20 @@ static void task_done(mproc_task *t, void *arg)
 
 /* ---- lifecycle ---------------------------------------------------------------- */
 
-int mproc_group_new(mproc_group **group, const mproc_group_opts *opts)
+int mproc_group_new_sized(mproc_group **group, const mproc_group_opts *opts,
+                          size_t opts_size)
 {
     if (group == NULL) {
         return -EINVAL;
     }
     *group = NULL;
+    mproc_group_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
+    }
     if (opts == NULL || opts->general < 0 || opts->total < 0 ||
         (opts->ntags > 0 && opts->tags == NULL) ||
         opts->ntags > MPROC_GROUP_SLOTS_MAX || opts->task_timeout_ms < 0 ||

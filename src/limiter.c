@@ -12,6 +12,7 @@
 #include "mproc/error.h"
 #include "mproc/limiter.h"
 #include "task_internal.h"
+#include "core/opts.h"
 
 #define LIMIT_MAX (1 << 20)
 
@@ -150,11 +151,19 @@ static int limited_main(void *arg, void **result)
     return run_holding(c->lim, c->fn, c->arg, result);
 }
 
-int mproc_limiter_async(mproc_limiter *lim, mproc_thread_fn fn, void *arg,
-                        const mproc_async_opts *opts, mproc_task **task)
+int mproc_limiter_async_sized(mproc_limiter *lim, mproc_thread_fn fn, void *arg,
+                              const mproc_async_opts *opts, mproc_task **task,
+                              size_t opts_size)
 {
     if (task != NULL) {
         *task = NULL;
+    }
+    mproc_async_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
     }
     if (lim == NULL || fn == NULL) {
         return -EINVAL;

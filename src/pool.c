@@ -12,6 +12,7 @@
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "pool_internal.h"
+#include "core/opts.h"
 
 /* Map items travel in chunks of at most this many items or bytes. */
 #define CHUNK_ITEMS_MAX 1024u
@@ -66,12 +67,20 @@ int mproc_result_str(const mproc_result *r, const char **out)
 
 /* ---- new / loggers ----------------------------------------------------- */
 
-int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts)
+int mproc_pool_new_sized(mproc_pool **pool, const mproc_pool_opts *opts,
+                         size_t opts_size)
 {
     if (pool == NULL) {
         return -EINVAL;
     }
     *pool = NULL;
+    mproc_pool_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
+    }
     if (opts == NULL || (opts->fn == NULL) == (opts->worker == NULL) ||
         (opts->worker != NULL && opts->worker->run == NULL) ||
         opts->size < 0 || opts->queue_size < MPROC_UNBOUNDED ||

@@ -29,6 +29,7 @@
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "super_internal.h"
+#include "core/opts.h"
 
 #define DEFAULT_MAX_RESTARTS 3
 #define DEFAULT_PERIOD_MS 5000
@@ -57,12 +58,20 @@ static uint64_t tag(int i, unsigned which)
 
 /* ---- setup --------------------------------------------------------------- */
 
-int mproc_super_new(mproc_super **out, const mproc_super_opts *opts)
+int mproc_super_new_sized(mproc_super **out, const mproc_super_opts *opts,
+                          size_t opts_size)
 {
     if (out == NULL) {
         return -EINVAL;
     }
     *out = NULL;
+    mproc_super_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
+    }
     mproc_super_opts o = opts ? *opts : (mproc_super_opts){0};
     if (o.strategy < MPROC_SUPER_STOP_ALL || o.strategy > MPROC_REST_FOR_ONE ||
         o.max_restarts < 0 || o.period_ms < 0 || o.backoff_ms < 0 ||
@@ -161,9 +170,17 @@ static int add_kid(mproc_super *s, const mproc_child_spec *spec,
     return 0;
 }
 
-int mproc_super_add(mproc_super *s, const mproc_child_spec *spec,
-                    const void *args, size_t len, mproc_id *id)
+int mproc_super_add_sized(mproc_super *s, const mproc_child_spec *spec,
+                          const void *args, size_t len, mproc_id *id,
+                          size_t spec_size)
 {
+    mproc_child_spec spec_copy;
+    int take_rc;
+    spec = mproc__opts_take(&spec_copy, sizeof spec_copy, spec, spec_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
+    }
     return add_kid(s, spec, args, len, NULL, id);
 }
 

@@ -33,6 +33,7 @@
 #include "mproc/error.h"
 #include "mproc/tpool.h"
 #include "task_internal.h"
+#include "core/opts.h"
 
 #define MAX_WORKERS 4096
 #define DEFAULT_IDLE_MS 5000
@@ -571,13 +572,21 @@ int mproc_tpool_close_all(int timeout_ms)
 
 /* ---- lifecycle ------------------------------------------------------------------- */
 
-int mproc_tpool_new(mproc_tpool **pool, const mproc_tpool_opts *opts)
+int mproc_tpool_new_sized(mproc_tpool **pool, const mproc_tpool_opts *opts,
+                          size_t opts_size)
 {
     static const mproc_tpool_opts defaults;
     if (pool == NULL) {
         return -EINVAL;
     }
     *pool = NULL;
+    mproc_tpool_opts opts_copy;
+    int take_rc;
+    opts = mproc__opts_take(&opts_copy, sizeof opts_copy, opts, opts_size,
+                            &take_rc);
+    if (take_rc != 0) {
+        return take_rc;
+    }
     if (opts == NULL) {
         opts = &defaults;
     }

@@ -47,12 +47,12 @@ enum mproc_async_mode {
 /* Options; zero means the default for every field; NULL means all defaults
  * (a new thread, or a fresh process, per call). */
 typedef struct mproc_async_opts {
-    int mode;               /* an mproc_async_mode */
-    const char *pool_name;  /* MPROC_ASYNC_POOL: the registry name (copied;
-                               "" is -EINVAL) */
-    int priority;           /* thread POOL/DAEMON modes; 0 means
-                               MPROC_PRIORITY_DEFAULT */
-    mproc_task_cb on_done;  /* attached before the call can complete */
+    int mode;              /* an mproc_async_mode */
+    const char *pool_name; /* MPROC_ASYNC_POOL: the registry name (copied;
+                              "" is -EINVAL) */
+    int priority;          /* thread POOL/DAEMON modes; 0 means
+                              MPROC_PRIORITY_DEFAULT */
+    mproc_task_cb on_done; /* attached before the call can complete */
     void *ctx;
 } mproc_async_opts;
 
@@ -62,9 +62,11 @@ typedef struct mproc_async_opts {
  * mproc_async_shutdown began), MPROC_EBUSY (a named pool refusing work), a
  * thread-creation error, -ENOMEM.  On failure *task is NULL and the
  * callback never runs. */
-MPROC_EXPORT int mproc_async_call(mproc_thread_fn fn, void *arg,
-                                  const mproc_async_opts *opts,
-                                  mproc_task **task);
+MPROC_EXPORT int mproc_async_call_sized(mproc_thread_fn fn, void *arg,
+                                        const mproc_async_opts *opts,
+                                        mproc_task **task, size_t opts_size);
+#define mproc_async_call(...)                                                  \
+    mproc_async_call_sized(__VA_ARGS__, sizeof(mproc_async_opts))
 
 /* Runs fn on a copy of data/len in a worker process as `opts` says.  The
  * task's result is the reply bytes (mproc_task_result); a crash of the
@@ -82,9 +84,12 @@ MPROC_EXPORT int mproc_async_call(mproc_thread_fn fn, void *arg,
  * cannot).  THREAD mode sends one call per process.  In MPROC_ASYNC_POOL
  * mode a worker receives calls ahead of time, and one it has not begun is
  * taken back for an idle worker. */
-MPROC_EXPORT int mproc_async_process(mproc_task_fn fn, const void *data,
-                                     size_t len, const mproc_async_opts *opts,
-                                     mproc_task **task);
+MPROC_EXPORT int mproc_async_process_sized(mproc_task_fn fn, const void *data,
+                                           size_t len,
+                                           const mproc_async_opts *opts,
+                                           mproc_task **task, size_t opts_size);
+#define mproc_async_process(...)                                               \
+    mproc_async_process_sized(__VA_ARGS__, sizeof(mproc_async_opts))
 
 /* Closes and frees every pool and worker the async layer made, waiting for
  * their work with one shared deadline (work left at the deadline is

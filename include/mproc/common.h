@@ -21,6 +21,28 @@
 #define MPROC_VERSION_MINOR 1
 #define MPROC_VERSION_PATCH 0
 
+/* Options.  Every *_opts struct (and mproc_child_spec) is filled by the
+ * caller, zeroed first -- a designated initialiser does that:
+ *     mproc_pool_opts o = {.fn = square, .size = 2};
+ * -- and zero means "the default" for every field.  The structs grow in
+ * later 1.x releases, at their end only, without breaking programs built
+ * against an older header: each call that takes one (mproc_pool_new, ...)
+ * is a macro passing the struct's size as the program's header saw it to
+ * the exported function of the same name with `_sized` appended, e.g.
+ *     #define mproc_pool_new(...) \
+ *         mproc_pool_new_sized(__VA_ARGS__, sizeof(mproc_pool_opts))
+ * The library reads that many bytes; fields the caller's header did not
+ * have are zero, their default.  A struct longer than the library knows
+ * (a program built against a newer header, run on an older library) is
+ * accepted when every field the library does not know is zero, and fails
+ * with -ENOTSUP otherwise: a newer option is never silently ignored.
+ * Callers from other languages call the _sized function with the size of
+ * the struct they pass.  The other public structs -- those passed in
+ * arrays or embedded in another struct, and those the library fills
+ * (mproc_bytes, mproc_result, mproc_kv, mproc_msg, mproc_log_record,
+ * mproc_group_tag, mproc_group_handlers, mproc_worker_ops,
+ * mproc_proc_env) -- keep their layout for all of 1.x. */
+
 /* Timeouts are in milliseconds: MPROC_FOREVER (-1) waits without limit, 0
  * never blocks. */
 #define MPROC_FOREVER (-1)

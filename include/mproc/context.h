@@ -69,7 +69,11 @@ typedef struct mproc_ctx_opts {
 
 /* Allocates a context and checks `opts` (NULL: defaults).  Returns 0 and a
  * new context (free with mproc_ctx_free), -EINVAL, -ENOMEM. */
-MPROC_EXPORT int mproc_ctx_new(mproc_ctx **ctx, const mproc_ctx_opts *opts);
+MPROC_EXPORT int mproc_ctx_new_sized(mproc_ctx **ctx,
+                                     const mproc_ctx_opts *opts,
+                                     size_t opts_size);
+#define mproc_ctx_new(...)                                                     \
+    mproc_ctx_new_sized(__VA_ARGS__, sizeof(mproc_ctx_opts))
 
 /* Starts the state server (unless opts.address) and the fork server.
  * Forks from the calling thread: see mproc_pool_start for what that means
@@ -162,18 +166,23 @@ typedef struct mproc_proc_opts {
  * -ENOSYS (the kernel has no pidfd_open: Linux before 5.3; nothing is
  * started), -ENOMEM, -errno (fork).  The process's task cannot be cancelled
  * (mproc_task_cancel says MPROC_EBUSY): use mproc_proc_stop. */
-MPROC_EXPORT int mproc_ctx_process(mproc_ctx *ctx, mproc_proc_fn fn,
-                                   const void *args, size_t len,
-                                   const mproc_proc_opts *opts,
-                                   mproc_proc **proc);
+MPROC_EXPORT int mproc_ctx_process_sized(mproc_ctx *ctx, mproc_proc_fn fn,
+                                         const void *args, size_t len,
+                                         const mproc_proc_opts *opts,
+                                         mproc_proc **proc, size_t opts_size);
+#define mproc_ctx_process(...)                                                 \
+    mproc_ctx_process_sized(__VA_ARGS__, sizeof(mproc_proc_opts))
 
 /* Starts `count` processes of fn with the same arguments; procs[] receives
  * count new handles.  All or nothing: on failure the ones started are
  * stopped and freed and procs[] is all NULL.  Errors as mproc_ctx_process. */
-MPROC_EXPORT int mproc_ctx_process_factory(mproc_ctx *ctx, mproc_proc_fn fn,
-                                           const void *args, size_t len,
-                                           const mproc_proc_opts *opts,
-                                           size_t count, mproc_proc **procs);
+MPROC_EXPORT int
+mproc_ctx_process_factory_sized(mproc_ctx *ctx, mproc_proc_fn fn,
+                                const void *args, size_t len,
+                                const mproc_proc_opts *opts, size_t count,
+                                mproc_proc **procs, size_t opts_size);
+#define mproc_ctx_process_factory(...)                                         \
+    mproc_ctx_process_factory_sized(__VA_ARGS__, sizeof(mproc_proc_opts))
 
 /* ---- callback watches (zproc's call_when_*) ------------------------------ */
 
@@ -203,10 +212,12 @@ typedef int (*mproc_when_fn)(const mproc_proc_env *env, mproc_watch *watch,
  * ns, unknown flags, retry_args); MPROC_ETOOBIG (a key or ns over
  * MPROC_STATE_KEY_MAX); or, when the process ended before its watch was open,
  * its error (the handle is then freed). */
-MPROC_EXPORT int
-mproc_ctx_call_when(mproc_ctx *ctx, const char *ns, const char *const *keys,
-                    size_t count, int flags, mproc_when_fn fn, const void *args,
-                    size_t len, const mproc_proc_opts *opts, mproc_proc **proc);
+MPROC_EXPORT int mproc_ctx_call_when_sized(
+    mproc_ctx *ctx, const char *ns, const char *const *keys, size_t count,
+    int flags, mproc_when_fn fn, const void *args, size_t len,
+    const mproc_proc_opts *opts, mproc_proc **proc, size_t opts_size);
+#define mproc_ctx_call_when(...)                                               \
+    mproc_ctx_call_when_sized(__VA_ARGS__, sizeof(mproc_proc_opts))
 
 /* Waits for the process (and its retries) to end.  Returns 0 with the
  * result in *data and *len (borrowed; valid until mproc_proc_free; both may be
@@ -273,9 +284,12 @@ typedef struct mproc_map_opts {
  * function (mproc/worker.h).  Returns 0 and a new map (free with
  * mproc_map_free), -EINVAL, MPROC_ENOTSTARTED, MPROC_ECLOSED, MPROC_ETOOBIG,
  * -ENOMEM, -errno. */
-MPROC_EXPORT int mproc_ctx_map(mproc_ctx *ctx, mproc_task_fn fn,
-                               const mproc_bytes *items, size_t count,
-                               const mproc_map_opts *opts, mproc_map **map);
+MPROC_EXPORT int mproc_ctx_map_sized(mproc_ctx *ctx, mproc_task_fn fn,
+                                     const mproc_bytes *items, size_t count,
+                                     const mproc_map_opts *opts,
+                                     mproc_map **map, size_t opts_size);
+#define mproc_ctx_map(...)                                                     \
+    mproc_ctx_map_sized(__VA_ARGS__, sizeof(mproc_map_opts))
 
 /* Takes the next result in input order, waiting for it.  Returns 0 with
  * *data and *len (borrowed; valid until the next call), the item's error in

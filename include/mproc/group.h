@@ -102,8 +102,11 @@ typedef struct mproc_group_opts {
  * mproc_group_free), or -EINVAL (NULL, no slots at all, a NULL or duplicate
  * tag name, negative or overflowing counts, more than
  * MPROC_GROUP_SLOTS_MAX slots), -ENOMEM.  *group is NULL on failure. */
-MPROC_EXPORT int mproc_group_new(mproc_group **group,
-                                 const mproc_group_opts *opts);
+MPROC_EXPORT int mproc_group_new_sized(mproc_group **group,
+                                       const mproc_group_opts *opts,
+                                       size_t opts_size);
+#define mproc_group_new(...)                                                   \
+    mproc_group_new_sized(__VA_ARGS__, sizeof(mproc_group_opts))
 
 /* Starts one worker process per slot (forking them; see mproc_pool_start).
  * Returns 0, -EINVAL, MPROC_ESTARTED, or the errors of mproc_pool_start. */
@@ -123,8 +126,7 @@ MPROC_EXPORT int mproc_group_start(mproc_group *group);
  * (after stop or close; also if stop comes while waiting), -ENOMEM.  On
  * failure nothing runs and no handler is called. */
 MPROC_EXPORT int mproc_group_put(mproc_group *group, const char *tag,
-                                 mproc_task_fn fn, const void *data,
-                                 size_t len,
+                                 mproc_task_fn fn, const void *data, size_t len,
                                  const mproc_group_handlers *handlers,
                                  int timeout_ms, mproc_task **task);
 
@@ -157,8 +159,8 @@ MPROC_EXPORT long mproc_group_pending(mproc_group *group);
  * name NULL, then the tags in table order; names borrowed, valid until the
  * group is freed) and returns how many there are (may exceed max), or
  * -EINVAL. */
-MPROC_EXPORT int mproc_group_get_tags(mproc_group *group,
-                                      mproc_group_tag *out, size_t max);
+MPROC_EXPORT int mproc_group_get_tags(mproc_group *group, mproc_group_tag *out,
+                                      size_t max);
 
 /* Sets `tag`'s reserved slots to n (tag NULL: the general group's).
  * Growing is immediate (worker processes are added as needed); shrinking

@@ -45,9 +45,12 @@ MPROC_EXPORT int mproc_limiter_call(mproc_limiter *lim, mproc_thread_fn fn,
  * never wait on each other's permits (calls of the same function in DAEMON
  * mode run one after another, direct or limited).  The limiter must
  * outlive the calls.  Returns the codes of mproc_async_call, or -EINVAL. */
-MPROC_EXPORT int mproc_limiter_async(mproc_limiter *lim, mproc_thread_fn fn,
-                                     void *arg, const mproc_async_opts *opts,
-                                     mproc_task **task);
+MPROC_EXPORT int mproc_limiter_async_sized(mproc_limiter *lim,
+                                           mproc_thread_fn fn, void *arg,
+                                           const mproc_async_opts *opts,
+                                           mproc_task **task, size_t opts_size);
+#define mproc_limiter_async(...)                                               \
+    mproc_limiter_async_sized(__VA_ARGS__, sizeof(mproc_async_opts))
 
 /* Permits currently held (for monitoring), or -EINVAL. */
 MPROC_EXPORT int mproc_limiter_active(mproc_limiter *lim);

@@ -199,7 +199,11 @@ MPROC_EXPORT int mproc_result_str(const mproc_result *r, const char **out);
  * NULL static_args with static_len > 0, negative size/timeout/max_tasks,
  * queue_size below
  * MPROC_UNBOUNDED), MPROC_ETOOBIG (static args), -ENOMEM. */
-MPROC_EXPORT int mproc_pool_new(mproc_pool **pool, const mproc_pool_opts *opts);
+MPROC_EXPORT int mproc_pool_new_sized(mproc_pool **pool,
+                                      const mproc_pool_opts *opts,
+                                      size_t opts_size);
+#define mproc_pool_new(...)                                                    \
+    mproc_pool_new_sized(__VA_ARGS__, sizeof(mproc_pool_opts))
 
 /* Routes log records whose name is `name` or below it ("app" receives
  * "app.db") to `fn`; "" receives every name.  `name` is copied.  Only before

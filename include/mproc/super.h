@@ -223,8 +223,11 @@ typedef struct mproc_super_opts {
 
 /* Allocates a supervisor.  Returns 0 and a new supervisor (free with
  * mproc_super_free), -EINVAL (bad opts), -ENOMEM. */
-MPROC_EXPORT int mproc_super_new(mproc_super **super,
-                                 const mproc_super_opts *opts);
+MPROC_EXPORT int mproc_super_new_sized(mproc_super **super,
+                                       const mproc_super_opts *opts,
+                                       size_t opts_size);
+#define mproc_super_new(...)                                                   \
+    mproc_super_new_sized(__VA_ARGS__, sizeof(mproc_super_opts))
 
 /* Registers a message type `name` (copied) under `parent` (a built-in or
  * registered type) before supervise.  Returns 0 with *type set, -EINVAL,
@@ -239,9 +242,12 @@ MPROC_EXPORT const char *mproc_super_type_name(mproc_super *super, int type);
  * *id (may be NULL) set to its id, -EINVAL (NULL spec, no op and not
  * resident, unknown listen type, bad restart), MPROC_ETOOBIG,
  * MPROC_ESTARTED, -ENOMEM. */
-MPROC_EXPORT int mproc_super_add(mproc_super *super,
-                                 const mproc_child_spec *spec, const void *args,
-                                 size_t len, mproc_id *id);
+MPROC_EXPORT int mproc_super_add_sized(mproc_super *super,
+                                       const mproc_child_spec *spec,
+                                       const void *args, size_t len,
+                                       mproc_id *id, size_t spec_size);
+#define mproc_super_add(...)                                                   \
+    mproc_super_add_sized(__VA_ARGS__, sizeof(mproc_child_spec))
 
 /* Adds a logger: a resident named `name` listening to `listen` that calls
  * log(self, msg) for each message.  Returns as mproc_super_add. */

@@ -65,8 +65,11 @@ typedef struct mproc_tpool_opts {
  * a new pool (free with mproc_tpool_free), or -EINVAL (NULL pool, negative
  * fields, min above max, more than 4096 workers, an empty name), MPROC_EBUSY
  * (the name is taken), -ENOMEM.  *pool is NULL on failure. */
-MPROC_EXPORT int mproc_tpool_new(mproc_tpool **pool,
-                                 const mproc_tpool_opts *opts);
+MPROC_EXPORT int mproc_tpool_new_sized(mproc_tpool **pool,
+                                       const mproc_tpool_opts *opts,
+                                       size_t opts_size);
+#define mproc_tpool_new(...)                                                   \
+    mproc_tpool_new_sized(__VA_ARGS__, sizeof(mproc_tpool_opts))
 
 /* Starts min_workers threads.  Returns 0, -EINVAL, MPROC_ESTARTED, or a
  * thread-creation error. */
@@ -79,8 +82,7 @@ MPROC_EXPORT int mproc_tpool_start(mproc_tpool *pool);
  * MPROC_EBUSY (another thread's wait_idle is blocking new work), -ENOMEM.
  * On failure nothing is queued and *task is NULL. */
 MPROC_EXPORT int mproc_tpool_submit(mproc_tpool *pool, mproc_thread_fn fn,
-                                    void *arg, int priority,
-                                    mproc_task **task);
+                                    void *arg, int priority, mproc_task **task);
 
 /* Queues fn(args[i]) for every i at the default priority, in order, and
  * stores a new task per call in tasks[i] (free each).  Each call completes
