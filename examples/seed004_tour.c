@@ -75,9 +75,10 @@ static const char *input_line;  /* ... this line */
 static void on_print(void *ctx, mproc_id from, const char *text, size_t len)
 {
     (void)ctx;
-    printf("  [%d] %.*s\n", (int)from, (int)len, text);
-    int n = snprintf(seen_buf + seen_len, sizeof seen_buf - seen_len, "%.*s\n",
-                     (int)len, text);
+    (void)len;
+    printf("  [%d] %s\n", (int)from, text);
+    int n =
+        snprintf(seen_buf + seen_len, sizeof seen_buf - seen_len, "%s\n", text);
     if (n > 0 && (size_t)n < sizeof seen_buf - seen_len) {
         seen_len += (size_t)n;
     }
@@ -154,7 +155,7 @@ static void wait_woken(void)
 
 /* A message's payload as text (the built-in string types carry text, not
  * NUL-terminated). */
-#define TEXT(m) (int)(m)->len, (const char *)(m)->data
+#define TEXT(m) ((const char *)(m)->data) /* NUL-terminated */
 
 /* ---- 1. ProcessList ---- */
 
@@ -262,8 +263,9 @@ static int prnt_op(mproc_child *self)
 static void caught(void *ctx, mproc_id from, const char *text, size_t len)
 {
     (void)from;
-    printf("  CAUGHT %.*s\n", (int)len, text);
-    snprintf(ctx, 64, "%.*s", (int)len, text);
+    (void)len;
+    printf("  CAUGHT %s\n", text);
+    snprintf(ctx, 64, "%s", text);
 }
 
 static void section_print(void)
@@ -349,12 +351,12 @@ static int asker_op(mproc_child *self)
 static int talker_one_op(mproc_child *self)
 {
     mproc_id two = mproc_child_id(self) + 1;
-    return mproc_child_send(self, &two, 1, MPROC_MSG_STRING, "ping", 4);
+    return mproc_child_send_str(self, two, MPROC_MSG_STRING, "ping");
 }
 
 static int talker_two_msg(mproc_child *self, const mproc_msg *m)
 {
-    mproc_child_print(self, "two got '%.*s' while the asker waits", TEXT(m));
+    mproc_child_print(self, "two got '%s' while the asker waits", TEXT(m));
     return MPROC_STOP;
 }
 
@@ -409,8 +411,7 @@ static int one_op(mproc_child *self)
 
 static int one_msg(mproc_child *self, const mproc_msg *m)
 {
-    mproc_child_print(self, "StringMessage to %d: \"%.*s\"", (int)m->to,
-                      TEXT(m));
+    mproc_child_print(self, "StringMessage to %d: \"%s\"", (int)m->to, TEXT(m));
     wake();
     return MPROC_CONTINUE;
 }
@@ -418,14 +419,13 @@ static int one_msg(mproc_child *self, const mproc_msg *m)
 static int two_op(mproc_child *self)
 {
     mproc_id target = *(const mproc_id *)mproc_child_data(self);
-    int rc = mproc_child_send(self, &target, 1, MPROC_MSG_STRING,
-                              "Test message", 12);
+    int rc =
+        mproc_child_send_str(self, target, MPROC_MSG_STRING, "Test message");
     if (rc != 0) {
         return rc;
     }
     /* A message to an id nobody has: the supervisor tells the sender. */
-    mproc_id nobody = 42;
-    rc = mproc_child_send(self, &nobody, 1, MPROC_MSG_STRING, "hello?", 6);
+    rc = mproc_child_send_str(self, 42, MPROC_MSG_STRING, "hello?");
     if (rc == 0) {
         wait_woken();
     }
@@ -435,7 +435,7 @@ static int two_op(mproc_child *self)
 static int two_msg(mproc_child *self, const mproc_msg *m)
 {
     if (m->type == MPROC_MSG_ERROR) {
-        mproc_child_print(self, "error from %d: %.*s", (int)m->from, TEXT(m));
+        mproc_child_print(self, "error from %d: %s", (int)m->from, TEXT(m));
         wake();
     }
     return MPROC_CONTINUE;
@@ -481,7 +481,7 @@ static void section_ids(void)
 
 static int hi_msg(mproc_child *self, const mproc_msg *m)
 {
-    mproc_child_print(self, "Hi from MyProcessOne %d: %.*s",
+    mproc_child_print(self, "Hi from MyProcessOne %d: %s",
                       (int)mproc_child_id(self), TEXT(m));
     return MPROC_STOP; /* done: this ends the process, normally */
 }
@@ -552,7 +552,7 @@ static int relay_op(mproc_child *self)
     /* Asks the source for something; the answer comes to handle_message,
      * after the supervisor's ids reply (both go through the supervisor, in
      * order). */
-    rc = mproc_child_send(self, &source, 1, MPROC_MSG_STRING, "go", 2);
+    rc = mproc_child_send_str(self, source, MPROC_MSG_STRING, "go");
     if (rc == 0) {
         wait_woken();
     }
@@ -587,12 +587,12 @@ static int relay_msg(mproc_child *self, const mproc_msg *m)
 
 static int source_msg(mproc_child *self, const mproc_msg *m)
 {
-    return mproc_child_send(self, &m->from, 1, MPROC_MSG_STRING, "relayed", 7);
+    return mproc_child_send_str(self, m->from, MPROC_MSG_STRING, "relayed");
 }
 
 static int sink_msg(mproc_child *self, const mproc_msg *m)
 {
-    mproc_child_print(self, "Process two got '%.*s'", TEXT(m));
+    mproc_child_print(self, "Process two got '%s'", TEXT(m));
     return MPROC_CONTINUE;
 }
 
@@ -633,23 +633,23 @@ static int t_integer, t_special; /* registered before supervise */
 static int worker_op(mproc_child *self)
 {
     int section = *(const int *)mproc_child_data(self);
-    mproc_id resident = 1, listeners = MPROC_LISTENERS, all = MPROC_BROADCAST;
+    mproc_id resident = 1;
     int64_t v = 42;
     int rc = 0;
     switch (section) {
     case 9: /* IntegerMessage and SpecialStringMessage to the resident */
-        rc = mproc_child_send(self, &resident, 1, t_integer, &v, sizeof v);
+        rc = mproc_child_send_i64(self, resident, t_integer, 42);
         if (rc == 0) {
-            rc = mproc_child_send(self, &resident, 1, t_special, "special", 7);
+            rc = mproc_child_send_str(self, resident, t_special, "special");
         }
         if (rc == 0) {
-            rc = mproc_child_send(self, &resident, 1, MPROC_MSG_STRING, "plain",
-                                  5);
+            rc =
+                mproc_child_send_str(self, resident, MPROC_MSG_STRING, "plain");
         }
         break;
     case 11: /* to LISTENERS; then a type nobody listens to */
-        rc = mproc_child_send(self, &listeners, 1, t_special, "to listeners",
-                              12);
+        rc = mproc_child_send_str(self, MPROC_LISTENERS, t_special,
+                                  "to listeners");
         if (rc == 0) {
             rc = mproc_child_send_sync(self, MPROC_LISTENERS, t_integer, &v,
                                        sizeof v, 5000);
@@ -659,21 +659,22 @@ static int worker_op(mproc_child *self)
         }
         /* a string to the resident: the listener gets a copy */
         if (rc == 0) {
-            rc = mproc_child_send(self, &resident, 1, MPROC_MSG_STRING,
-                                  "to the resident", 15);
+            rc = mproc_child_send_str(self, resident, MPROC_MSG_STRING,
+                                      "to the resident");
         }
         break;
     case 12:
-        rc = mproc_child_send(self, &all, 1, MPROC_MSG_EMPTY, NULL, 0);
+        rc = mproc_child_send_to(self, MPROC_BROADCAST, MPROC_MSG_EMPTY, NULL,
+                                 0);
         if (rc == 0) {
             wait_woken(); /* our own copy: everyone's is on its way */
         }
         break;
     case 13:
-        rc = mproc_child_send(self, &resident, 1, t_integer, &v, sizeof v);
+        rc = mproc_child_send_i64(self, resident, t_integer, 42);
         if (rc == 0) {
-            rc = mproc_child_send(self, &resident, 1, MPROC_MSG_STRING,
-                                  "logged", 6);
+            rc = mproc_child_send_str(self, resident, MPROC_MSG_STRING,
+                                      "logged");
         }
         break;
     }
@@ -683,16 +684,15 @@ static int worker_op(mproc_child *self)
 /* The resident (id 1): reacts to whatever it is sent. */
 static int resident_msg(mproc_child *self, const mproc_msg *m)
 {
-    if (m->type == t_integer && m->len == sizeof(int64_t)) {
-        int64_t v;
-        memcpy(&v, m->data, sizeof v);
+    int64_t v;
+    if (m->type == t_integer && mproc_decode_i64(m->data, m->len, &v) == 0) {
         mproc_child_print(self, "resident: IntegerMessage; Value %lld",
                           (long long)v);
     } else if (m->type == t_special) {
-        mproc_child_print(self, "resident: SpecialStringMessage \"%.*s\"",
+        mproc_child_print(self, "resident: SpecialStringMessage \"%s\"",
                           TEXT(m));
     } else if (m->type == MPROC_MSG_STRING) {
-        mproc_child_print(self, "resident: StringMessage \"%.*s\"", TEXT(m));
+        mproc_child_print(self, "resident: StringMessage \"%s\"", TEXT(m));
     } else if (m->type == MPROC_MSG_EMPTY) {
         mproc_child_print(self, "resident: EmptyMessage to %d", (int)m->to);
     }
@@ -701,7 +701,7 @@ static int resident_msg(mproc_child *self, const mproc_msg *m)
 
 static int listener_msg(mproc_child *self, const mproc_msg *m)
 {
-    mproc_child_print(self, "listener: type %d to %d: \"%.*s\"", m->type,
+    mproc_child_print(self, "listener: type %d to %d: \"%s\"", m->type,
                       (int)m->to, TEXT(m));
     return MPROC_CONTINUE;
 }

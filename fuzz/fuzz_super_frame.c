@@ -55,8 +55,10 @@ static void child_decode(const mproc__frame *f)
     case X_MSG:
         if (mproc__super_parse_msg(f, &m) == 0) {
             sink += (uint64_t)m.type + (uint64_t)m.from + m.len;
-            if (m.len > 0) {
-                sink += ((const unsigned char *)m.data)[m.len - 1];
+            /* The payload's NUL is inside the frame (a handler may read
+             * the payload as a C string). */
+            if (((const unsigned char *)m.data)[m.len] != 0) {
+                __builtin_trap();
             }
         }
         break;

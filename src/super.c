@@ -307,9 +307,13 @@ static int put_frame(mproc_super *s, mproc__kid *k, int type, const void *a,
     if (k->ch.fd < 0) {
         return 0;
     }
+    /* A message's payload travels with a NUL after it (super_internal.h),
+     * so that handlers can read text payloads as C strings. */
+    size_t nul = type == X_MSG ? 1 : 0;
     long h = mproc__chan_open_frame(&k->ch, type, 0);
     if (h < 0 || mproc__chan_append(&k->ch, a, alen) != 0 ||
-        mproc__chan_append(&k->ch, b, blen) != 0) {
+        mproc__chan_append(&k->ch, b, blen) != 0 ||
+        mproc__chan_append(&k->ch, "", nul) != 0) {
         if (h >= 0) {
             mproc__chan_truncate(&k->ch, (size_t)h);
         }
@@ -700,22 +704,27 @@ static int on_frame(mproc_super *s, mproc__kid *k, const mproc__frame *f)
          * sends); a target that has ended is reported to k. */
         return route(s, k, f);
     case X_PRINT:
+        if (f->len == 0 || f->body[f->len - 1] != '\0') {
+            return MPROC_EPROTO; /* texts and objects end with a NUL */
+        }
         if (s->o.on_print != NULL) {
-            s->o.on_print(s->o.handler_ctx, k->id, f->body, f->len);
+            s->o.on_print(s->o.handler_ctx, k->id, f->body, f->len - 1);
         } else {
-            printf("[%s] %.*s\n", k->spec.name ? k->spec.name : "-",
-                   (int)f->len, f->body);
+            printf("[%s] %s\n", k->spec.name ? k->spec.name : "-", f->body);
             fflush(stdout);
         }
         return 0;
     case X_OBJECT:
+        if (f->len == 0 || f->body[f->len - 1] != '\0') {
+            return MPROC_EPROTO;
+        }
         if (s->o.on_object == NULL) {
             free(k->done_msg);
             k->done_msg = strdup("sent an object, but the supervisor has no "
                                  "object handler");
             return MPROC_EPROTO;
         }
-        s->o.on_object(s->o.handler_ctx, k->id, f->body, f->len);
+        s->o.on_object(s->o.handler_ctx, k->id, f->body, f->len - 1);
         return 0;
     case X_IDS:
         answer_ids(s, k, f);

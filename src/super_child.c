@@ -17,6 +17,7 @@
  * supervisor reads (super_internal.h).
  */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -615,6 +616,27 @@ static int wait_for(int *flag, uint64_t deadline)
     return 0;
 }
 
+int mproc_child_send_to(mproc_child *self, mproc_id to, int type,
+                        const void *data, size_t len)
+{
+    return mproc_child_send(self, &to, 1, type, data, len);
+}
+
+int mproc_child_send_str(mproc_child *self, mproc_id to, int type,
+                         const char *text)
+{
+    if (text == NULL) {
+        return -EINVAL;
+    }
+    return mproc_child_send(self, &to, 1, type, text, strlen(text));
+}
+
+int mproc_child_send_i64(mproc_child *self, mproc_id to, int type,
+                         int64_t value)
+{
+    return mproc_child_send(self, &to, 1, type, &value, sizeof(value));
+}
+
 int mproc_child_send_sync(mproc_child *self, mproc_id to, int type,
                           const void *data, size_t len, int timeout_ms)
 {
@@ -729,7 +751,7 @@ int mproc_child_print(mproc_child *self, const char *fmt, ...)
         return -EINVAL;
     }
     if ((size_t)n < sizeof(small)) {
-        return send_frame(X_PRINT, small, (size_t)n, NULL, 0);
+        return send_frame(X_PRINT, small, (size_t)n + 1, NULL, 0);
     }
     if ((size_t)n > MPROC_MSG_MAX) {
         return too_big("a print", (size_t)n);
@@ -741,7 +763,7 @@ int mproc_child_print(mproc_child *self, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    int rc = send_frame(X_PRINT, big, (size_t)n, NULL, 0);
+    int rc = send_frame(X_PRINT, big, (size_t)n + 1, NULL, 0);
     free(big);
     return rc;
 }
@@ -754,7 +776,7 @@ int mproc_child_send_object(mproc_child *self, const void *data, size_t len)
     if (len > MPROC_MSG_MAX) {
         return too_big("an object", len);
     }
-    return send_frame(X_OBJECT, data, len, NULL, 0);
+    return send_frame(X_OBJECT, data, len, "", 1); /* with its NUL */
 }
 
 int mproc_child_input(mproc_child *self, const char *prompt, char *buf,
@@ -776,11 +798,11 @@ int mproc_child_input(mproc_child *self, const char *prompt, char *buf,
         pthread_mutex_lock(&C.mu);
         rc = wait_for(&C.input_ready, deadline);
         if (rc == 0 && (rc = C.input_code) == 0) {
-            size_t n = strlen(C.input_line);
-            n = n < cap - 1 ? n : cap - 1;
+            size_t whole = strlen(C.input_line);
+            size_t n = whole < cap - 1 ? whole : cap - 1;
             memcpy(buf, C.input_line, n);
             buf[n] = '\0';
-            rc = (int)n;
+            rc = whole < INT_MAX ? (int)whole : INT_MAX; /* as snprintf */
         }
         pthread_mutex_unlock(&C.mu);
     }

@@ -5,15 +5,17 @@
  * find their spec, arguments and the types.
  *
  * Frames between a child and the supervisor (core/chan framing; ints are
- * native):
+ * native).  Texts, objects and message payloads end with a NUL that the
+ * receiver checks and does not count, so that handlers get C strings in
+ * place, with no copy:
  *   child -> supervisor
  *     X_SEND    u32 type, u32 flags (X_SYNC), u64 token, u32 n, n x i32 id,
  *               payload
- *     X_PRINT   text             X_OBJECT  bytes
+ *     X_PRINT   text, NUL        X_OBJECT  bytes, NUL
  *     X_IDS     name             X_INPUT   prompt
  *     X_DONE    i32 code, message   (op ended: 0, X_STOPPED, or a failure)
  *   supervisor -> child
- *     X_MSG     i32 type, i32 from, i32 to, payload
+ *     X_MSG     i32 type, i32 from, i32 to, payload, NUL
  *     X_VERDICT u64 token, i32 code    (X_SYNC sends)
  *     X_IDS_REPLY  u32 n, n x i32 id, name
  *     X_INPUT_REPLY i32 code, line

@@ -130,7 +130,7 @@ int mproc__super_parse_done(const mproc__frame *f, int32_t *code,
 
 int mproc__super_parse_msg(const mproc__frame *f, mproc_msg *m)
 {
-    if (f->len < X_MSG_HDR) {
+    if (f->len < X_MSG_HDR + 1 || f->body[f->len - 1] != '\0') {
         return MPROC_EPROTO;
     }
     int32_t v[3];
@@ -139,7 +139,7 @@ int mproc__super_parse_msg(const mproc__frame *f, mproc_msg *m)
     m->from = v[1];
     m->to = v[2];
     m->data = f->body + X_MSG_HDR;
-    m->len = f->len - X_MSG_HDR;
+    m->len = f->len - X_MSG_HDR - 1; /* the NUL after the payload */
     return 0;
 }
 

@@ -32,7 +32,8 @@ static void test_library_codes(void)
     CHECK_STREQ(mproc_err_name(MPROC_ECLOSED), "MPROC_ECLOSED");
     CHECK_STREQ(mproc_err_name(MPROC_EWORKER), "MPROC_EWORKER");
     CHECK_STREQ(mproc_err_name(MPROC_ECANCELED), "MPROC_ECANCELED");
-    CHECK_STREQ(mproc_strerror(MPROC_EFULL), "the queue is full");
+    CHECK_STREQ(mproc_strerror(MPROC_EFULL),
+                "no room: the queue or the slots are full");
     CHECK_STREQ(mproc_strerror(MPROC_ETIMEDOUT), "the operation timed out");
 }
 

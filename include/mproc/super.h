@@ -118,7 +118,8 @@ typedef struct mproc_msg {
     mproc_id from; /* the sender's id (0: the supervisor) */
     mproc_id to;   /* the target as sent: an id, MPROC_BROADCAST or
                       MPROC_LISTENERS */
-    const void *data;
+    const void *data; /* the payload, followed by a NUL that `len` does not
+                         count: a text payload reads as a C string */
     size_t len;
 } mproc_msg;
 
@@ -178,9 +179,10 @@ enum {
                                  down */
 };
 
-/* Receives a process's mproc_child_print text (not NUL-terminated; no
- * newline) or mproc_child_send_object bytes, on the thread running
- * supervise, in the order each process sent them. */
+/* Receives a process's mproc_child_print text (no newline) or
+ * mproc_child_send_object bytes, on the thread running supervise, in the
+ * order each process sent them.  Borrowed for the call; a NUL follows the
+ * `len` bytes (not counted), so the text is a C string. */
 typedef void (*mproc_print_fn)(void *ctx, mproc_id from, const char *text,
                                size_t len);
 typedef void (*mproc_object_fn)(void *ctx, mproc_id from, const void *data,
@@ -324,6 +326,18 @@ MPROC_EXPORT int mproc_child_send(mproc_child *self, const mproc_id *ids,
                                   size_t count, int type, const void *data,
                                   size_t len);
 
+/* Sends to one target (an id, MPROC_BROADCAST or MPROC_LISTENERS): the
+ * same as mproc_child_send with one id.  _str sends the text without its
+ * NUL (handlers get it NUL-terminated anyway: see mproc_msg); _i64 sends 8
+ * bytes, read with mproc_decode_i64(msg->data, msg->len, &v).  Returns as
+ * mproc_child_send (-EINVAL for a NULL text). */
+MPROC_EXPORT int mproc_child_send_to(mproc_child *self, mproc_id to, int type,
+                                     const void *data, size_t len);
+MPROC_EXPORT int mproc_child_send_str(mproc_child *self, mproc_id to, int type,
+                                      const char *text);
+MPROC_EXPORT int mproc_child_send_i64(mproc_child *self, mproc_id to, int type,
+                                      int64_t value);
+
 /* Sends to one target and waits for the supervisor's verdict: 0 when it
  * was queued to the target (for MPROC_BROADCAST / MPROC_LISTENERS: to at
  * least one process), MPROC_ENOTFOUND when the target is unknown or has
@@ -360,11 +374,13 @@ MPROC_EXPORT int mproc_child_send_object(mproc_child *self, const void *data,
                                          size_t len);
 
 /* The seed's inpt: has the supervisor print `prompt` (may be NULL; to
- * stdout, not the print handler) and read
- * one line from its input, while other traffic keeps flowing; the line
- * (without newline, NUL-terminated, truncated to cap - 1) goes to buf.
- * Returns the line's length, MPROC_ENOTASK at end of input,
- * MPROC_ETIMEDOUT, -EINVAL, MPROC_ECLOSED.  Not from handle_message. */
+ * stdout, not the print handler) and read one line from its input, while
+ * other traffic keeps flowing; the line (without newline, NUL-terminated,
+ * truncated to cap - 1 bytes) goes to buf.  Returns the line's whole
+ * length, as snprintf does: a value >= cap means buf holds only its first
+ * cap - 1 bytes.  MPROC_EEOF at the end of the input (the same code as
+ * MPROC_ENOTASK), MPROC_ETIMEDOUT, -EINVAL, MPROC_ECLOSED, MPROC_EBUSY
+ * from handle_message (the line would arrive on that thread). */
 MPROC_EXPORT int mproc_child_input(mproc_child *self, const char *prompt,
                                    char *buf, size_t cap, int timeout_ms);
 
