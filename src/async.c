@@ -31,13 +31,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/opts.h"
 #include "core/platform.h"
 #include "mproc/async.h"
 #include "mproc/error.h"
 #include "mproc/pool.h"
 #include "mproc/tpool.h"
 #include "task_internal.h"
-#include "core/opts.h"
 
 /* What an entry holds; the first three are thread pools. */
 enum kind {

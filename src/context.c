@@ -24,10 +24,10 @@
 #include <unistd.h>
 
 #include "context_internal.h"
+#include "core/opts.h"
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "state_internal.h"
-#include "core/opts.h"
 
 #define DEFAULT_GRACE_MS 1000
 #define SOCK_NAME "state.sock"

@@ -10,9 +10,9 @@
 #include <string.h>
 
 #include "context_internal.h"
+#include "core/opts.h"
 #include "core/platform.h"
 #include "mproc/error.h"
-#include "core/opts.h"
 
 /* Items per mproc_pool_map call: the first batch is small, so the first
  * result comes soon even when items are slow; each next one doubles, up to

@@ -29,10 +29,10 @@
 
 #include "context_internal.h"
 #include "core/chan.h"
+#include "core/opts.h"
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "task_internal.h"
-#include "core/opts.h"
 
 #define PAYLOAD_HDR (sizeof(mproc_proc_fn) + 8)
 

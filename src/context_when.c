@@ -14,9 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/opts.h"
 #include "mproc/context.h"
 #include "mproc/error.h"
-#include "core/opts.h"
 
 #define READY_NS "mproc.when"
 /* How often call_when looks whether a process that is not ready yet has

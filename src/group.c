@@ -13,14 +13,15 @@
  * no pool lock then).  Handlers run without g->mu. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/opts.h"
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "mproc/group.h"
-#include "core/opts.h"
 
 struct gtag {
     char *name;   /* NULL for the general group, tags[0] */
@@ -85,6 +86,10 @@ struct mproc_group {
     uint64_t seq;          /* [mu] */
     struct result_node *rhead, *rtail; /* [mu] outcomes for next */
     struct ingest *ingests;            /* [mu] every ingest, for joining */
+    /* [mu] Why the first ingest that stopped early stopped: its code (0:
+     * none did) and a text naming its tag and item. */
+    int ingest_err;
+    char ingest_why[256];
 };
 
 static int trampoline(const void *task, size_t len, const void *sa,
@@ -503,20 +508,37 @@ static void *ingest_main(void *arg)
 {
     struct ingest *in = arg;
     mproc_group *g = in->g;
-    for (;;) {
+    int why = 0;
+    const char *cause = NULL;
+    unsigned long long item;
+    for (item = 0;; item++) {
         const void *data = NULL;
         size_t len = 0;
-        if (in->iter(in->ctx, &data, &len) <= 0) {
-            break;
+        int r = in->iter(in->ctx, &data, &len);
+        if (r <= 0) {
+            why = r;
+            cause = "its iterator failed";
+            break; /* the end (0), or the iterator's error */
         }
-        if ((data == NULL && len > 0) ||
-            mproc_group_put(g, in->tag, in->fn, data, len,
-                            in->has_handlers ? &in->handlers : NULL,
-                            MPROC_FOREVER, NULL) != 0) {
+        why = data == NULL && len > 0
+                  ? -EINVAL
+                  : mproc_group_put(g, in->tag, in->fn, data, len,
+                                    in->has_handlers ? &in->handlers : NULL,
+                                    MPROC_FOREVER, NULL);
+        if (why != 0) {
+            cause = "put refused the item";
             break; /* closed, or a bad item: this ingest ends */
         }
     }
     pthread_mutex_lock(&g->mu);
+    if (why != 0 && g->ingest_err == 0) {
+        g->ingest_err = why;
+        snprintf(g->ingest_why, sizeof(g->ingest_why),
+                 "the ingest under %s%s%s stopped at item %llu: %s: %s",
+                 in->tag ? "tag '" : "the general group",
+                 in->tag ? in->tag : "", in->tag ? "'" : "", item, cause,
+                 mproc_strerror(why));
+    }
     g->ingesting--;
     pthread_cond_broadcast(&g->done_cv);
     pthread_mutex_unlock(&g->mu);
@@ -562,6 +584,23 @@ int mproc_group_ingest(mproc_group *g, const char *tag, mproc_task_fn fn,
         free(in->tag);
         free(in);
     }
+    return rc;
+}
+
+int mproc_group_ingest_status(mproc_group *g, const char **why)
+{
+    if (why != NULL) {
+        *why = NULL;
+    }
+    if (g == NULL) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&g->mu);
+    int rc = g->ingest_err;
+    if (why != NULL && rc != 0) {
+        *why = g->ingest_why; /* set once, never changed after */
+    }
+    pthread_mutex_unlock(&g->mu);
     return rc;
 }
 

@@ -8,11 +8,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "core/opts.h"
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "mproc/limiter.h"
 #include "task_internal.h"
-#include "core/opts.h"
 
 #define LIMIT_MAX (1 << 20)
 

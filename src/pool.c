@@ -9,10 +9,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/opts.h"
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "pool_internal.h"
-#include "core/opts.h"
 
 /* Map items travel in chunks of at most this many items or bytes. */
 #define CHUNK_ITEMS_MAX 1024u
@@ -852,6 +852,17 @@ int mproc_pool_map(mproc_pool *p, const mproc_bytes *items, size_t count,
             return MPROC_ETOOBIG;
         }
     }
+    /* A pool never started starts here (another thread may be starting it
+     * at the same time: then that start is the one). */
+    pthread_mutex_lock(&p->mu);
+    int fresh = p->state == P_NEW;
+    pthread_mutex_unlock(&p->mu);
+    if (fresh) {
+        int rc = mproc_pool_start(p);
+        if (rc != 0 && rc != MPROC_ESTARTED) {
+            return rc;
+        }
+    }
     struct map_job job = {.items = items, .out = out, .remaining = count};
     /* Chunks like Python's Pool.map: about four per worker, capped so a
      * chunk stays small enough to steal and to hold in memory. */
@@ -912,6 +923,36 @@ int mproc_pool_map(mproc_pool *p, const mproc_bytes *items, size_t count,
     rc = p->broken ? MPROC_EBROKEN : 0;
     pthread_mutex_unlock(&p->mu);
     return rc;
+}
+
+int mproc_map_sized(const mproc_pool_opts *opts, const mproc_bytes *items,
+                    size_t count, mproc_result *out, size_t opts_size)
+{
+    if (out != NULL) {
+        memset(out, 0, sizeof(*out) * count);
+    }
+    mproc_pool *p;
+    int rc = mproc_pool_new_sized(&p, opts, opts_size);
+    if (rc == 0) {
+        rc = mproc_pool_map(p, items, count, out);
+        mproc_pool_free(p);
+    }
+    return rc;
+}
+
+int mproc_array_next(void *ctx, const void **data, size_t *len)
+{
+    mproc_array_iter *it = ctx;
+    if (it == NULL || data == NULL || len == NULL) {
+        return -EINVAL;
+    }
+    if (it->next >= it->count) {
+        return 0;
+    }
+    *data = it->items[it->next].data;
+    *len = it->items[it->next].len;
+    it->next++;
+    return 1;
 }
 
 /* ---- state, clear, join, close ----------------------------------------- */

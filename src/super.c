@@ -26,10 +26,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/opts.h"
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "super_internal.h"
-#include "core/opts.h"
 
 #define DEFAULT_MAX_RESTARTS 3
 #define DEFAULT_PERIOD_MS 5000

@@ -324,6 +324,18 @@ int mproc_task_result_i64(mproc_task *t, int64_t *value)
     return rc != 0 ? rc : mproc_decode_i64(t->data, t->len, value);
 }
 
+int mproc_task_result_f64(mproc_task *t, double *value)
+{
+    int rc = mproc_task_err(t);
+    return rc != 0 ? rc : mproc_decode_f64(t->data, t->len, value);
+}
+
+int mproc_task_result_str(mproc_task *t, const char **value)
+{
+    int rc = mproc_task_err(t);
+    return rc != 0 ? rc : mproc_decode_str(t->data, t->len, value);
+}
+
 int mproc_task_value(mproc_task *t, void **value)
 {
     int rc = mproc_task_err(t);

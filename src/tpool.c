@@ -29,11 +29,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/opts.h"
 #include "core/platform.h"
 #include "mproc/error.h"
 #include "mproc/tpool.h"
 #include "task_internal.h"
-#include "core/opts.h"
 
 #define MAX_WORKERS 4096
 #define DEFAULT_IDLE_MS 5000

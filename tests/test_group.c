@@ -1912,7 +1912,90 @@ static void test_ingest_join_then_next(void)
     mproc_group_free(g);
 }
 
+/* ---- why an ingest stopped ------------------------------------------- */
+
+static int failing_next(void *ctx, const void **data, size_t *len)
+{
+    int *left = ctx;
+    static tcmd c;
+    if ((*left)-- == 0) {
+        return -ERANGE;
+    }
+    c = mk(OP_VALUE, 1, 0);
+    *data = &c;
+    *len = sizeof c;
+    return 1;
+}
+
+static void drain_next(mproc_group *g, int want)
+{
+    mproc_result r;
+    int n = 0;
+    while (mproc_group_next(g, &r, T_LONG) == 0) {
+        CHECK_EQ(r.err, 0);
+        mproc_result_clear(&r);
+        n++;
+    }
+    CHECK_EQ(n, want);
+}
+
+static void test_ingest_status(void)
+{
+    enum { N = 40 };
+    static tcmd cmds[N];
+    static mproc_bytes items[N + 1];
+    for (int i = 0; i < N; i++) {
+        cmds[i] = mk(OP_VALUE, i, 0);
+        items[i] = (mproc_bytes){&cmds[i], sizeof cmds[i]};
+    }
+    items[N] = (mproc_bytes){NULL, 8}; /* an item put refuses */
+    const char *why = (const char *)1;
+
+    /* An array fed whole: nothing to report. */
+    mproc_group *g = group_start(
+        &(mproc_group_opts){.tags = &(mproc_group_tag){.name = "t", .slots = 2},
+                            .ntags = 1});
+    mproc_array_iter it = MPROC_ARRAY_ITER(items, N);
+    CHECK_OK(mproc_group_ingest(g, "t", cmd_fn, mproc_array_next, &it, NULL));
+    CHECK_OK(mproc_group_join(g, T_LONG));
+    CHECK_OK(mproc_group_ingest_status(g, &why));
+    CHECK(why == NULL);
+    drain_next(g, N);
+
+    /* A refused item stops that ingest; the status names tag and item. */
+    mproc_array_iter bad = MPROC_ARRAY_ITER(items, N + 1);
+    CHECK_OK(mproc_group_ingest(g, "t", cmd_fn, mproc_array_next, &bad, NULL));
+    CHECK_OK(mproc_group_join(g, T_LONG));
+    CHECK_ERR(mproc_group_ingest_status(g, &why), -EINVAL);
+    CHECK(why != NULL);
+    CHECK_CONTAINS(why, "tag 't'");
+    CHECK_CONTAINS(why, "item 40");
+    drain_next(g, N);
+
+    /* The first early stop stays the one reported. */
+    int left = 5;
+    CHECK_OK(mproc_group_ingest(g, "t", cmd_fn, failing_next, &left, NULL));
+    CHECK_OK(mproc_group_join(g, T_LONG));
+    CHECK_ERR(mproc_group_ingest_status(g, NULL), -EINVAL);
+    drain_next(g, 5);
+    mproc_group_free(g);
+
+    /* An iterator's own error, under the general group. */
+    g = group_start(&(mproc_group_opts){.general = 1});
+    left = 5;
+    CHECK_OK(mproc_group_ingest(g, NULL, cmd_fn, failing_next, &left, NULL));
+    CHECK_OK(mproc_group_join(g, T_LONG));
+    CHECK_ERR(mproc_group_ingest_status(g, &why), -ERANGE);
+    CHECK_CONTAINS(why, "general group");
+    CHECK_CONTAINS(why, "item 5: its iterator failed");
+    drain_next(g, 5);
+    mproc_group_free(g);
+    CHECK_ERR(mproc_group_ingest_status(NULL, &why), -EINVAL);
+    CHECK(why == NULL);
+}
+
 TEST_LIST = {
+    {"ingest_status", test_ingest_status, 0},
     {"seed_adjust", test_seed_adjust, 120},
     {"adjust_before_start", test_adjust_before_start, 0},
     {"total_option", test_total_option, 0},

@@ -2678,10 +2678,105 @@ static void test_capture_long_line(void)
     pthread_mutex_unlock(&g_long.mu);
 }
 
+/* ---- map without start, the one-call map, the array iterator ---------- */
+
+/* The seed's PoolManager(f).map(xs): map starts a pool never started, which
+ * then stays started for puts. */
+static void test_map_starts_pool(void)
+{
+    enum { N = 100 };
+    static int64_t vals[N];
+    static mproc_bytes items[N];
+    static mproc_result out[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i;
+        items[i] = (mproc_bytes){&vals[i], sizeof vals[i]};
+    }
+    mproc_pool *p = NULL;
+    CHECK_OK(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn, .size = 2}));
+    CHECK_EQ(mproc_pool_is_alive(p), 0);
+    CHECK_OK(mproc_pool_map(p, items, N, out));
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(tu_res_i64(&out[i]), vals[i] * vals[i]);
+        mproc_result_clear(&out[i]);
+    }
+    CHECK_EQ(mproc_pool_is_alive(p), 1);
+    CHECK_ERR(mproc_pool_start(p), MPROC_ESTARTED);
+    mproc_result r;
+    CHECK_NONNEG(mproc_pool_put_i64(p, 9, T_LONG));
+    CHECK_OK(mproc_pool_get(p, &r, T_LONG));
+    CHECK_EQ(tu_res_i64(&r), 81);
+    mproc_result_clear(&r);
+    mproc_pool_free(p);
+}
+
+static void test_one_call_map(void)
+{
+    enum { N = 1000 };
+    static int64_t vals[N];
+    static mproc_bytes items[N];
+    static mproc_result out[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i - 500;
+        items[i] = (mproc_bytes){&vals[i], sizeof vals[i]};
+    }
+    CHECK_OK(mproc_map(&(mproc_pool_opts){.fn = sq_fn, .size = 2}, items, N,
+                       out));
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(out[i].index, i);
+        CHECK_EQ(tu_res_i64(&out[i]), vals[i] * vals[i]);
+        mproc_result_clear(&out[i]);
+    }
+    /* Bad options: nothing runs, out[] stays clearable. */
+    out[0].err = 12345;
+    CHECK_ERR(mproc_map(&(mproc_pool_opts){.size = 2}, items, N, out),
+              -EINVAL);
+    CHECK_EQ(out[0].err, 0);
+    CHECK(out[0].data == NULL);
+    CHECK_ERR(mproc_map(NULL, items, N, out), -EINVAL);
+}
+
+static void test_array_iter(void)
+{
+    enum { N = 500 };
+    static int64_t vals[N];
+    static mproc_bytes items[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = 3 * i;
+        items[i] = (mproc_bytes){&vals[i], sizeof vals[i]};
+    }
+    mproc_pool *p = tu_pool_start(
+        &(mproc_pool_opts){.fn = sq_fn, .size = 2, .ordered = 1});
+    mproc_array_iter it = MPROC_ARRAY_ITER(items, N);
+    CHECK_OK(mproc_pool_put_iter(p, mproc_array_next, &it));
+    mproc_result *all = NULL;
+    size_t n = 0;
+    CHECK_OK(mproc_pool_get_all(p, &all, &n, T_LONG));
+    CHECK_EQ(n, N);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ(all[i].index, i);
+        CHECK_EQ(tu_res_i64(&all[i]), vals[i] * vals[i]);
+    }
+    mproc_results_free(all, n);
+    CHECK_OK(mproc_pool_wait_iter(p, T_LONG));
+    CHECK_EQ(it.next, N);
+    mproc_pool_free(p);
+
+    const void *d;
+    size_t len;
+    CHECK_EQ(mproc_array_next(&it, &d, &len), 0); /* the end stays the end */
+    CHECK_ERR(mproc_array_next(NULL, &d, &len), -EINVAL);
+    mproc_array_iter empty = MPROC_ARRAY_ITER(NULL, 0);
+    CHECK_EQ(mproc_array_next(&empty, &d, &len), 0);
+}
+
 TEST_LIST = {
     {"unordered_set", test_unordered_set, 0},
     {"ordered_get", test_ordered_get, 0},
     {"map_reuse", test_map_reuse, 0},
+    {"map_starts_pool", test_map_starts_pool, 0},
+    {"one_call_map", test_one_call_map, 0},
+    {"array_iter", test_array_iter, 0},
     {"put_get_threads", test_put_get_threads, 0},
     {"static_args_fn", test_static_args_fn, 0},
     {"worker_object", test_worker_object, 0},

@@ -212,12 +212,19 @@ static void test_before_start(void)
     CHECK_ERR(mproc_pool_get(p, &r, 0), MPROC_ENOTSTARTED);
     CHECK_ERR(mproc_pool_get(p, &r, MPROC_FOREVER), MPROC_ENOTSTARTED);
     CHECK_ERR(mproc_pool_get_all(p, &res, &n, 0), MPROC_ENOTSTARTED);
-    CHECK_ERR(mproc_pool_map(p, &item, 1, &r), MPROC_ENOTSTARTED);
     CHECK_ERR(mproc_pool_put_iter(p, iter_none, NULL), MPROC_ENOTSTARTED);
     CHECK_ERR(mproc_pool_clear(p), MPROC_ENOTSTARTED);
     CHECK_ERR(mproc_pool_join(p, 0), MPROC_ENOTSTARTED);
     CHECK_EQ(mproc_pool_is_alive(p), 0);
     mproc_pool_free(p); /* never started: fine */
+
+    /* map is the exception: it starts a pool never started (pool.h). */
+    CHECK_OK(mproc_pool_new(&p, &(mproc_pool_opts){.fn = sq_fn, .size = 1}));
+    CHECK_OK(mproc_pool_map(p, &item, 1, &r));
+    CHECK_EQ(r.err, 0);
+    mproc_result_clear(&r);
+    CHECK_EQ(mproc_pool_is_alive(p), 1);
+    mproc_pool_free(p);
 }
 
 static void test_after_close(void)

@@ -859,6 +859,10 @@ static int proc_fn(const void *task, size_t len, const void *sa, size_t sl,
     case -6:
         tu_write_all(g_gate.started[1], "d", 1);
         return mproc_reply_i64(reply, 6);
+    case -7:
+        return mproc_reply_f64(reply, 2.5);
+    case -8:
+        return mproc_reply_str(reply, "seven");
     default:
         return mproc_reply_i64(reply, x * x);
     }
@@ -1065,7 +1069,43 @@ static void test_process_freed_handle(void)
     mproc_pool_free(pp);
 }
 
+/* The task decoders are the result decoders' family: each returns the
+ * task's error first, then -EINVAL on a type mismatch. */
+static void test_result_decoders(void)
+{
+    mproc_pool *p = proc_pool(1);
+    mproc_task *ti = proc_submit(p, 3), *tf = proc_submit(p, -7),
+               *ts = proc_submit(p, -8), *te = proc_submit(p, -2);
+    CHECK_OK(mproc_task_wait(ti, T_LONG));
+    CHECK_OK(mproc_task_wait(tf, T_LONG));
+    CHECK_OK(mproc_task_wait(ts, T_LONG));
+    CHECK_OK(mproc_task_wait(te, T_LONG));
+    int64_t i = 0;
+    double f = 0;
+    const char *str = NULL;
+    CHECK_OK(mproc_task_result_i64(ti, &i));
+    CHECK_EQ(i, 9);
+    CHECK_OK(mproc_task_result_f64(tf, &f));
+    CHECK(f == 2.5);
+    CHECK_OK(mproc_task_result_str(ts, &str));
+    CHECK_STREQ(str, "seven");
+    const void *d = NULL;
+    size_t len = 0;
+    CHECK_OK(mproc_task_result(ts, &d, &len));
+    CHECK_EQ(len, 6); /* the NUL is part of a string result */
+    CHECK_ERR(mproc_task_result_str(tf, &str), -EINVAL); /* no NUL */
+    CHECK_ERR(mproc_task_result_f64(ts, &f), -EINVAL);
+    CHECK_ERR(mproc_task_result_f64(te, &f), MPROC_ETASK);
+    CHECK_ERR(mproc_task_result_str(te, &str), MPROC_ETASK);
+    mproc_task_free(ti);
+    mproc_task_free(tf);
+    mproc_task_free(ts);
+    mproc_task_free(te);
+    mproc_pool_free(p);
+}
+
 TEST_LIST = {
+    {"result_decoders", test_result_decoders, 0},
     {"success_value", test_success_value, 0},
     {"wait_timeout", test_wait_timeout, 0},
     {"many_waiters", test_many_waiters, 0},

@@ -57,7 +57,28 @@ typedef struct mproc_bytes {
     size_t len;
 } mproc_bytes;
 
-/* Decoding helpers for payloads made by the *_i64 / *_f64 / *_str encoders
+/* Outcomes.  An executor hands out the outcome of a task in one of two
+ * shapes, named after what holds it:
+ *   - mproc_result, a value the caller owns (clear it with
+ *     mproc_result_clear): from a queue of outcomes -- mproc_pool_get,
+ *     _get_all, mproc_pool_map, mproc_map, mproc_group_next;
+ *   - mproc_task, a handle (a future; free it with mproc_task_free): from a
+ *     submission -- mproc_pool_submit, mproc_tpool_submit, mproc_async_*,
+ *     mproc_limiter_async, mproc_proc_task, and the task a group handler
+ *     or a completion callback is lent.
+ * Either way an outcome is an error code (0: success), an error text, and
+ * result bytes (a thread task: a pointer, mproc_task_value).  One decoder
+ * family reads the bytes, by the same three suffixes everywhere:
+ *     mproc_decode_i64/_f64/_str(data, len, &v)   bytes you hold
+ *     mproc_result_i64/_f64/_str(&result, &v)     an mproc_result
+ *     mproc_task_result_i64/_f64/_str(task, &v)   an mproc_task
+ * for bytes made by mproc_reply_i64/_f64/_str (worker.h).  The last two
+ * return the outcome's own error first, so one call says both whether the
+ * task succeeded and what it returned.  A string result's length counts
+ * its NUL (mproc_reply_str sends it), so the decoded string is the bytes
+ * in place, with no copy.
+ *
+ * Decoding helpers for payloads made by the *_i64 / *_f64 / *_str encoders
  * (native byte order: both ends run on the same machine).  Each returns 0,
  * or -EINVAL when `data` or `out` is NULL or `len` does not match the type
  * (for strings: when the bytes are not NUL-terminated).  Thread-safe. */

@@ -143,6 +143,18 @@ MPROC_EXPORT int mproc_group_ingest(mproc_group *group, const char *tag,
                                     void *ctx,
                                     const mproc_group_handlers *handlers);
 
+/* Why an ingest stopped before its iterator's end: 0 while none did (those
+ * still running included), else the code the first one to stop early
+ * stopped with -- the iterator's own negative code, -EINVAL for an item
+ * with NULL data and a length, MPROC_ETOOBIG, or put's error
+ * (MPROC_ECLOSED once the group was stopped or closed) -- with *why (if not
+ * NULL) set to a text naming its tag, the item's number in that ingest and
+ * the cause (borrowed; valid until mproc_group_free).  -EINVAL for a NULL
+ * group.  Call it after mproc_group_join to know that every item went in.
+ * An array of items feeds an ingest through MPROC_ARRAY_ITER (pool.h). */
+MPROC_EXPORT int mproc_group_ingest_status(mproc_group *group,
+                                           const char **why);
+
 /* Takes the next outcome that had no handler, in completion order: 0 with
  * *out filled (index: the task's submission number in the group; clear it
  * with mproc_result_clear), MPROC_ENOTASK when nothing is running or

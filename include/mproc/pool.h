@@ -265,6 +265,24 @@ MPROC_EXPORT int mproc_pool_submit(mproc_pool *pool, const void *data,
  * early.  Called on the feeder thread. */
 typedef int (*mproc_iter_fn)(void *ctx, const void **data, size_t *len);
 
+/* An iterator over an array of items, for put_iter and mproc_group_ingest:
+ *     mproc_array_iter it = MPROC_ARRAY_ITER(items, count);
+ *     mproc_pool_put_iter(pool, mproc_array_next, &it);
+ * The iterator and the items are borrowed until the feeder is done with
+ * them (wait_iter, get_all or join returned).  `next` is the index of the
+ * next item to hand out. */
+typedef struct mproc_array_iter {
+    const mproc_bytes *items;
+    size_t count;
+    size_t next;
+} mproc_array_iter;
+#define MPROC_ARRAY_ITER(items_, count_)                                       \
+    ((mproc_array_iter){.items = (items_), .count = (count_), .next = 0})
+
+/* The mproc_iter_fn of an mproc_array_iter (ctx): yields its items in
+ * order, then ends.  -EINVAL for a NULL ctx or outputs. */
+MPROC_EXPORT int mproc_array_next(void *ctx, const void **data, size_t *len);
+
 /* Starts a feeder thread that puts every item `next` yields, waiting for room
  * as put does.  Flow control, with a bounded queue: the feeder waits while
  * queue_size + size put tasks are unfinished, and also while that many
@@ -318,7 +336,8 @@ MPROC_EXPORT int mproc_pool_get_all(mproc_pool *pool, mproc_result **out,
 /* Runs the target on every item and waits for all of them: out[i] receives
  * the outcome of items[i] (out must have `count` entries; clear each).  When
  * map returns an error before running anything, out[] is all zero, so
- * clearing it is still safe.
+ * clearing it is still safe.  A pool that was never started is started
+ * first (the seed's PoolManager(f).map(xs)), with start's errors.
  * Items are sent to workers in chunks, not bounded by queue_size; a worker
  * claims a chunk's items one at a time and reports them as it goes, so an
  * idle worker takes over the items a busy one has not begun, and a worker
@@ -332,6 +351,18 @@ MPROC_EXPORT int mproc_pool_get_all(mproc_pool *pool, mproc_result **out,
  * -ENOMEM. */
 MPROC_EXPORT int mproc_pool_map(mproc_pool *pool, const mproc_bytes *items,
                                 size_t count, mproc_result *out);
+
+/* The whole of a pool in one call: new with `opts`, start, map, close and
+ * free.  For a one-off map where the pool's start (forking its workers)
+ * is not worth keeping:
+ *     mproc_map(&(mproc_pool_opts){.fn = square_task}, items, n, out);
+ * Returns 0 (each out[i].err says whether that item succeeded), or the
+ * errors of mproc_pool_new, mproc_pool_start and mproc_pool_map (out[] is
+ * then all zero).  A macro over mproc_map_sized: see common.h, "Options". */
+MPROC_EXPORT int mproc_map_sized(const mproc_pool_opts *opts,
+                                 const mproc_bytes *items, size_t count,
+                                 mproc_result *out, size_t opts_size);
+#define mproc_map(...) mproc_map_sized(__VA_ARGS__, sizeof(mproc_pool_opts))
 
 /* Returns 1 while the pool is started, neither closing nor closed, and not
  * broken (its workers are alive or being replaced); 0 otherwise (also for

@@ -67,10 +67,14 @@ MPROC_EXPORT const char *mproc_task_errmsg(mproc_task *task);
 MPROC_EXPORT int mproc_task_result(mproc_task *task, const void **data,
                                    size_t *len);
 
-/* A complete process task's result decoded as one int64 (made by
- * mproc_reply_i64).  Returns mproc_task_err's value, or -EINVAL on a type
- * mismatch. */
+/* A complete process task's result decoded as one int64, one double or a
+ * C string (made by mproc_reply_i64 / _f64 / _str; the string is borrowed,
+ * valid until mproc_task_free).  Returns mproc_task_err's value, or -EINVAL
+ * on a type mismatch: the same family as mproc_result_i64 / _f64 / _str
+ * (see common.h, "Outcomes"). */
 MPROC_EXPORT int mproc_task_result_i64(mproc_task *task, int64_t *value);
+MPROC_EXPORT int mproc_task_result_f64(mproc_task *task, double *value);
+MPROC_EXPORT int mproc_task_result_str(mproc_task *task, const char **value);
 
 /* A complete thread task's result pointer (what its function stored).
  * Returns mproc_task_err's value; *value is set only when it is 0. */

@@ -70,9 +70,12 @@ MPROC_EXPORT int mproc_reply_write(mproc_reply *reply, const void *data,
  * NULL on the errors of mproc_reply_write. */
 MPROC_EXPORT void *mproc_reply_alloc(mproc_reply *reply, size_t len);
 
-/* Typed results: append one int64, one double, or a C string with its NUL.
- * Decode them with mproc_result_i64 / _f64 / _str.  Errors as
- * mproc_reply_write (a NULL string is -EINVAL). */
+/* Typed results: append one int64, one double, or a C string with its NUL
+ * (the result's len counts the NUL: "abc" is 4 bytes, so the receiver's
+ * string is the result bytes in place).  Decode them with
+ * mproc_result_i64 / _f64 / _str, mproc_task_result_* or mproc_decode_*
+ * (common.h, "Outcomes").  Errors as mproc_reply_write (a NULL string is
+ * -EINVAL). */
 MPROC_EXPORT int mproc_reply_i64(mproc_reply *reply, int64_t value);
 MPROC_EXPORT int mproc_reply_f64(mproc_reply *reply, double value);
 MPROC_EXPORT int mproc_reply_str(mproc_reply *reply, const char *str);
