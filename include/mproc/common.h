@@ -40,8 +40,9 @@
  * the struct they pass.  The other public structs -- those passed in
  * arrays or embedded in another struct, and those the library fills
  * (mproc_bytes, mproc_result, mproc_kv, mproc_msg, mproc_log_record,
- * mproc_group_tag, mproc_group_handlers, mproc_worker_ops,
- * mproc_proc_env) -- keep their layout for all of 1.x. */
+ * mproc_array_iter, mproc_group_tag, mproc_group_handlers,
+ * mproc_worker_ops, mproc_proc_env) -- keep their layout for all of 1.x.
+ * docs/design.md, "The API's promises across releases", says why. */
 
 /* Timeouts are in milliseconds: MPROC_FOREVER (-1) waits without limit, 0
  * never blocks. */
