@@ -335,22 +335,17 @@ static void section_static_object(void)
 static void section_map_sqrt(void)
 {
     static const double xs[4] = {20, 10, 5, 2};
-    mproc_pool_opts opts = {.fn = square_root};
     mproc_bytes items[4];
     mproc_result out[4];
-    mproc_pool *pool;
     size_t i;
 
-    printf("5. PoolManager(sqrt).map([20, 10, 5, 2])\n");
-    pool = start_pool(&opts);
-    if (pool == NULL) {
-        return;
-    }
+    printf("5. PoolManager(sqrt).map([20, 10, 5, 2]): mproc_map, one call\n");
     for (i = 0; i < 4; i++) {
         items[i].data = &xs[i];
         items[i].len = sizeof xs[i];
     }
-    if (check(mproc_pool_map(pool, items, 4, out), "mproc_pool_map") == 0) {
+    if (check(mproc_map(&(mproc_pool_opts){.fn = square_root}, items, 4, out),
+              "mproc_map") == 0) {
         printf("  results:");
         for (i = 0; i < 4; i++) {
             double y;
@@ -365,7 +360,6 @@ static void section_map_sqrt(void)
         }
         printf("\n");
     }
-    finish(pool);
 }
 
 static void section_logging(void)

@@ -322,36 +322,24 @@ static void section_callbacks(mproc_group *g, collector *c)
 
 /* ---- 2. ingest a list into a tag ---- */
 
-typedef struct list_iter {
-    const int64_t *items;
-    size_t n, i;
-    int64_t extra;
-    scale_args cur; /* what *data points to until the next call */
-} list_iter;
-
-static int list_next(void *ctx, const void **data, size_t *len)
-{
-    list_iter *it = ctx;
-    if (it->i >= it->n) {
-        return 0;
-    }
-    it->cur = (scale_args){.value = it->items[it->i++], .extra = it->extra};
-    *data = &it->cur;
-    *len = sizeof it->cur;
-    return 1;
-}
-
 static void section_ingest(mproc_group *g, collector *c)
 {
     static const int64_t items[] = {1, 2, 4, 5};
-    list_iter it = {.items = items, .n = 4, .extra = 10};
+    scale_args args[4];
+    mproc_bytes bytes[4]; /* borrowed by the ingest until join returns */
+    for (size_t i = 0; i < 4; i++) {
+        args[i] = (scale_args){.value = items[i], .extra = 10};
+        bytes[i] = (mproc_bytes){&args[i], sizeof args[i]};
+    }
+    mproc_array_iter it = MPROC_ARRAY_ITER(bytes, 4);
 
     printf("2. pool.ingest([1, 2, 4, 5], 'tag_group', function_to_run, "
            "[10])\n"
            "   ('tag_group' has no slots of its own: it runs in general "
            "slots)\n");
     collector_reset(c, "Returned");
-    check(mproc_group_ingest(g, "tag_group", scale_task, list_next, &it, NULL),
+    check(mproc_group_ingest(g, "tag_group", scale_task, mproc_array_next,
+                             &it, NULL),
           "mproc_group_ingest");
     check(mproc_group_join(g, 10000), "mproc_group_join");
     collector_wait(c, 4);
@@ -361,7 +349,8 @@ static void section_ingest(mproc_group *g, collector *c)
                  (long long)(items[i] * 10));
         expect(collector_has(c, "tag_group", items[i] * 10), what);
     }
-    expect(it.i == 4, "the ingest took every item");
+    expect(it.next == 4 && mproc_group_ingest_status(g, NULL) == 0,
+           "the ingest took every item");
 }
 
 /* ---- 3. put with custom callbacks, and the returned task ---- */
