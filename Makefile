@@ -1,13 +1,15 @@
 # mproc - convenience targets over CMake (GNU make).  `make help` lists them.
 #
 # Each target first runs scripts/deps.sh, which installs what is missing
-# (cmake, make, gcc, python3, sanitizer runtimes, clang-format) with apt-get
-# when run as root.
+# (cmake, make, gcc, python3, sanitizer runtimes, clang-format; scdoc for the
+# man pages) with apt-get when run as root.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 BUILD_DIR ?= build
+# `make test-shared`: the suite linked to libmproc.so instead of libmproc.a.
+SHARED_DIR ?= build-shared
 ASAN_DIR ?= build-asan
 TSAN_DIR ?= build-tsan
 FUZZ_DIR ?= build-fuzz
@@ -18,7 +20,7 @@ JOBS ?= 2
 PREFIX ?= /usr/local
 CMAKE ?= cmake
 CTEST ?= ctest
-# Extra arguments for every cmake configure, e.g. CMAKE_ARGS=-DBUILD_SHARED_LIBS=ON
+# Extra arguments for every cmake configure, e.g. CMAKE_ARGS=-DMPROC_WERROR=OFF
 CMAKE_ARGS ?=
 # Extra arguments for every ctest run, e.g. CTEST_ARGS='-R test_pool'
 CTEST_ARGS ?=
@@ -33,24 +35,32 @@ FORMAT_DIRS := include src tests bench examples
 SAN_CMAKE_ARGS = -DCMAKE_BUILD_TYPE=Debug '-DCMAKE_C_FLAGS_DEBUG=-g -O1' \
                  -DMPROC_WERROR=OFF
 
-.PHONY: all build test demo asan tsan fuzz bench format install clean deps help
+.PHONY: all build test demo asan tsan fuzz bench format install deb clean deps help
+.PHONY: test-shared check-install
 
 all: build
 
 help:
 	@echo 'make / make build   configure $(BUILD_DIR)/ ($(BUILD_TYPE)) and build with -j$(JOBS)'
 	@echo 'make test           build, then run the test suite (ctest)'
+	@echo 'make test-shared    the test suite linked to libmproc.so, in $(SHARED_DIR)/'
+	@echo 'make check-install  build; exported symbols == declared functions; install'
+	@echo '                    into a temp prefix and build/run programs against it'
+	@echo '                    (find_package and pkg-config, shared and static);'
+	@echo '                    options structs grown in a scratch "1.1" (ABI check)'
 	@echo 'make demo           build, then run ./$(BUILD_DIR)/hash_files'
 	@echo 'make asan           tests under AddressSanitizer + UBSan in $(ASAN_DIR)/'
 	@echo 'make tsan           tests under ThreadSanitizer in $(TSAN_DIR)/'
 	@echo 'make fuzz           libFuzzer targets (clang) in $(FUZZ_DIR)/, each run $(FUZZ_SECONDS) s'
 	@echo 'make bench          build, then run bench/run.sh'
 	@echo 'make format         clang-format -i over $(FORMAT_DIRS)'
-	@echo 'make install        install into PREFIX (now $(PREFIX)); DESTDIR is honoured'
+	@echo 'make install        install libmproc.so and .a, the headers, mproc.pc and the'
+	@echo '                    CMake package into PREFIX (now $(PREFIX)); DESTDIR is honoured'
+	@echo 'make deb            Debian packages (libmproc1, libmproc-dev) in build-deb/, lintian-checked'
 	@echo 'make clean          remove the build trees'
 
 deps:
-	@$(DEPS)
+	@$(DEPS) man
 
 build: deps
 	$(CMAKE) -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
@@ -61,6 +71,20 @@ test: build
 
 demo: build
 	./$(BUILD_DIR)/hash_files
+
+# Both libraries are always built; tests, examples and benchmarks link the
+# static one unless MPROC_TEST_SHARED is on.
+test-shared: deps
+	$(CMAKE) -S . -B $(SHARED_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	    -DMPROC_TEST_SHARED=ON $(CMAKE_ARGS)
+	$(CMAKE) --build $(SHARED_DIR) -j $(JOBS)
+	$(CTEST_RUN) --test-dir $(SHARED_DIR)
+
+check-install: build
+	@$(DEPS) pkgconfig
+	bash scripts/check_symbols.sh $(BUILD_DIR)
+	bash scripts/check_consumers.sh $(BUILD_DIR)
+	bash scripts/check_abi_growth.sh
 
 # deps.sh --san-wrapper installs the sanitizer runtime, checks that a
 # sanitized program runs here, and prints the prefix the tests need (empty,
@@ -113,5 +137,10 @@ format:
 install: build
 	$(if $(DESTDIR),DESTDIR='$(DESTDIR)') $(CMAKE) --install $(BUILD_DIR) --prefix '$(PREFIX)'
 
+# Builds from a copy of the sources in a temporary directory; only the .debs
+# (and build.log) land in build-deb/.  scripts/check_deb.sh then tests them.
+deb:
+	bash scripts/deb.sh
+
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)
+	rm -rf $(BUILD_DIR) $(SHARED_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)

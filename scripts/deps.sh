@@ -2,12 +2,19 @@
 # scripts/deps.sh - make sure this machine has what building and testing
 # mproc needs, installing what is missing with apt-get (Debian/Ubuntu).
 #
-#   scripts/deps.sh [toolchain] [asan] [tsan] [fuzz] [format]
+#   scripts/deps.sh [toolchain] [asan] [tsan] [fuzz] [format] [deb]
+#                   [pkgconfig] [man]
 #       toolchain (always checked): cmake, make, gcc (+ libc headers), python3
 #       asan:   gcc's AddressSanitizer and UBSan runtimes (libasan, libubsan)
 #       tsan:   gcc's ThreadSanitizer runtime (libtsan)
 #       fuzz:   clang with libFuzzer (clang, libclang-rt-dev)
 #       format: clang-format
+#       pkgconfig: pkg-config (scripts/check_consumers.sh, make check-install)
+#       man:    scdoc (builds docs/man), man-db and groff-base
+#               (scripts/check_man.sh renders the pages)
+#       deb:    Debian packaging and its checks (scripts/deb.sh,
+#               scripts/check_deb.sh): debhelper, dpkg-dev, lintian,
+#               fakeroot, build-essential, scdoc, pkg-config, man-db
 #
 #   scripts/deps.sh --san-wrapper address|thread
 #       Does the toolchain + that sanitizer's checks, then compiles and runs a
@@ -119,6 +126,25 @@ check_fuzzer() {
     fi
 }
 
+# What scripts/deb.sh and scripts/check_deb.sh need, by package name.
+check_deb() {
+    local missing=() p
+    for p in debhelper dpkg-dev lintian fakeroot build-essential scdoc \
+        pkg-config man-db; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    apt_install "${missing[@]}"
+}
+
+# scdoc turns docs/man/*.scd into man pages; man and groff check them.
+check_man() {
+    local missing=()
+    command -v scdoc >/dev/null 2>&1 || missing+=(scdoc)
+    command -v man >/dev/null 2>&1 || missing+=(man-db)
+    command -v groff >/dev/null 2>&1 || missing+=(groff-base)
+    apt_install "${missing[@]}"
+}
+
 # Compiles and runs a small threaded, forking program with the sanitizer;
 # prints the wrapper needed to run it (see the top of this file).
 probe_sanitizer() {
@@ -178,7 +204,8 @@ EOF
 }
 
 main() {
-    local want_asan=0 want_tsan=0 want_fuzz=0 want_format=0 wrapper_for=""
+    local want_asan=0 want_tsan=0 want_fuzz=0 want_format=0 want_deb=0
+    local want_pkgconfig=0 want_man=0 wrapper_for=""
     while [ "$#" -gt 0 ]; do
         case "$1" in
         toolchain) ;;
@@ -186,6 +213,9 @@ main() {
         tsan) want_tsan=1 ;;
         fuzz) want_fuzz=1 ;;
         format) want_format=1 ;;
+        pkgconfig) want_pkgconfig=1 ;;
+        deb) want_deb=1 ;;
+        man) want_man=1 ;;
         --san-wrapper)
             case "${2:-}" in
             address | thread) wrapper_for=$2 ;;
@@ -194,7 +224,7 @@ main() {
             shift
             ;;
         -h | --help)
-            sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+            sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2
             return 0
             ;;
         *) die "unknown argument '$1' (see --help)" ;;
@@ -206,6 +236,11 @@ main() {
     [ "$want_asan" -eq 0 ] || check_sanitizer address
     [ "$want_tsan" -eq 0 ] || check_sanitizer thread
     [ "$want_fuzz" -eq 0 ] || check_fuzzer
+    if [ "$want_pkgconfig" -eq 1 ] && ! command -v pkg-config >/dev/null; then
+        apt_install pkg-config
+    fi
+    [ "$want_deb" -eq 0 ] || check_deb
+    [ "$want_man" -eq 0 ] || check_man
     if [ "$want_format" -eq 1 ] && ! command -v clang-format-14 >/dev/null &&
         ! command -v clang-format >/dev/null; then
         apt_install clang-format

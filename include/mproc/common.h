@@ -17,9 +17,10 @@
 #define MPROC_PRINTF(fmt, args)
 #endif
 
-#define MPROC_VERSION_MAJOR 0
-#define MPROC_VERSION_MINOR 1
-#define MPROC_VERSION_PATCH 0
+/* MPROC_VERSION_* and mproc_version(): generated from CMakeLists.txt's
+ * project() version, the one place it is written.  Included here, after
+ * MPROC_EXPORT, so that every mproc header brings it. */
+#include "mproc/version.h"
 
 /* Options.  Every *_opts struct (and mproc_child_spec) is filled by the
  * caller, zeroed first -- a designated initialiser does that:
@@ -35,7 +36,9 @@
  * have are zero, their default.  A struct longer than the library knows
  * (a program built against a newer header, run on an older library) is
  * accepted when every field the library does not know is zero, and fails
- * with -ENOTSUP otherwise: a newer option is never silently ignored.
+ * with -ENOTSUP otherwise: a newer option is never silently ignored.  (So
+ * that an older library sees it, a field added in 1.x starts at or past
+ * the struct's previous size, tail padding included.)
  * Callers from other languages call the _sized function with the size of
  * the struct they pass.  The other public structs -- those passed in
  * arrays or embedded in another struct, and those the library fills
