@@ -2,10 +2,12 @@
 # scripts/check_deb.sh - install the packages scripts/deb.sh put in
 # build-deb/, use them as a program outside this tree would, and purge them.
 #
-# As root: `apt-get install ./build-deb/*.deb`, then tests/consumers/deb/
-# (a 2-worker pool squaring numbers) is built from the installed files
-#   - with `pkg-config --cflags --libs mproc`, and
-#   - as a CMake project: find_package(mproc 1.0 CONFIG REQUIRED), linked
+# As root: `apt-get install ./build-deb/*.deb`, then the programs outside
+# the tree that scripts/check_consumers.sh builds against a temporary install
+# (2-worker pools squaring numbers) are built from the installed files
+#   - tests/consumers/pkgconfig/squares.c with `pkg-config --cflags --libs
+#     mproc`, and
+#   - tests/consumers/cmake, find_package(mproc 1.0 CONFIG REQUIRED), linked
 #     to mproc::mproc (shared) and to mproc::mproc_static,
 # each program is checked to load /usr/lib/<multiarch>/libmproc.so.1 (the
 # static one: no libmproc at all) and run; `man -w mproc_pool` and
@@ -20,7 +22,7 @@ exec </dev/null
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 debdir=${DEB_OUT_DIR:-$top/build-deb}
-consumer=$top/tests/consumers/deb
+consumers=$top/tests/consumers
 say() { printf 'check_deb: %s\n' "$*"; }
 die() {
     say "FAILED: $*" >&2
@@ -114,24 +116,24 @@ say "consumer built with pkg-config"
 flags=$(pkg-config --cflags --libs mproc)
 say "pkg-config --cflags --libs mproc: $flags"
 # shellcheck disable=SC2086 # the flags are words
-gcc -std=c11 -Wall -Wextra -Werror -O2 "$consumer/consumer.c" $flags \
-    -o "$work/consumer_pc"
-check_shared "$work/consumer_pc"
+gcc -std=c11 -Wall -Wextra -Werror -O2 "$consumers/pkgconfig/squares.c" \
+    $flags -o "$work/squares_pc"
+check_shared "$work/squares_pc"
 
 say "consumer built with CMake: find_package(mproc 1.0 CONFIG REQUIRED)"
-cmake -S "$consumer" -B "$work/cmake" -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$consumers/cmake" -B "$work/cmake" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_C_FLAGS='-Wall -Wextra -Werror' >/dev/null
 mproc_dir=$(sed -n 's/^mproc_DIR:[A-Z]*=//p' "$work/cmake/CMakeCache.txt")
 [ "$mproc_dir" = "$libdir/cmake/mproc" ] ||
     die "find_package(mproc) used '$mproc_dir', not $libdir/cmake/mproc"
 say "mproc_DIR=$mproc_dir"
 cmake --build "$work/cmake" -j 2 >/dev/null
-check_shared "$work/cmake/consumer"
-if readelf -d "$work/cmake/consumer_static" | grep -q 'NEEDED.*libmproc'; then
-    die "consumer_static (mproc::mproc_static) needs a shared libmproc"
+check_shared "$work/cmake/squares"
+if readelf -d "$work/cmake/squares_static" | grep -q 'NEEDED.*libmproc'; then
+    die "squares_static (mproc::mproc_static) needs a shared libmproc"
 fi
-say "$work/cmake/consumer_static: mproc::mproc_static, no libmproc.so"
-"$work/cmake/consumer_static" || die "consumer_static failed"
+say "$work/cmake/squares_static: mproc::mproc_static, no libmproc.so"
+"$work/cmake/squares_static" || die "squares_static failed"
 
 for page in mproc_pool mproc; do
     path=$(man -w "$page" 2>/dev/null) || die "man -w $page finds no page"
