@@ -9,6 +9,8 @@
 #                               linked to mproc::mproc and mproc::mproc_static
 #   tests/consumers/pkgconfig/  `pkg-config --cflags --libs mproc`, and
 #                               `--static` for the static link
+#   tests/consumers/cxx/        a C++ program (the headers declare C
+#                               linkage), with pkg-config's flags
 # Each program squares numbers on a two-worker pool and checks the results.
 # The shared-linked ones must use TMP's libmproc.so.1 (ldd says so), the
 # static ones must need no libmproc at all (readelf).  Removes TMP, and
@@ -145,5 +147,12 @@ mkdir -p "$work/pc"
 quietly make -C "$top/tests/consumers/pkgconfig" OUT="$work/pc"
 run_shared "$work/pc/squares"
 run_static "$work/pc/squares_static"
+
+say "C++ consumer: g++ with pkg-config --cflags --libs mproc"
+# shellcheck disable=SC2046 # the flags are words
+quietly g++ -std=c++11 -Wall -Wextra -Werror -pedantic \
+    $(pkg-config --cflags mproc) "$top/tests/consumers/cxx/squares.cpp" \
+    -o "$work/squares_cxx" $(pkg-config --libs mproc)
+run_shared "$work/squares_cxx"
 
 say "passed"

@@ -9,7 +9,8 @@
 #       tsan:   gcc's ThreadSanitizer runtime (libtsan)
 #       fuzz:   clang with libFuzzer (clang, libclang-rt-dev)
 #       format: clang-format
-#       pkgconfig: pkg-config (scripts/check_consumers.sh, make check-install)
+#       pkgconfig: pkg-config and g++ (scripts/check_consumers.sh, make
+#                  check-install: its consumers include a C++ program)
 #       man:    scdoc (builds docs/man), man-db and groff-base
 #               (scripts/check_man.sh renders the pages)
 #       deb:    Debian packaging and its checks (scripts/deb.sh,
@@ -224,7 +225,7 @@ main() {
             shift
             ;;
         -h | --help)
-            sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2
+            sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
             return 0
             ;;
         *) die "unknown argument '$1' (see --help)" ;;
@@ -236,8 +237,11 @@ main() {
     [ "$want_asan" -eq 0 ] || check_sanitizer address
     [ "$want_tsan" -eq 0 ] || check_sanitizer thread
     [ "$want_fuzz" -eq 0 ] || check_fuzzer
-    if [ "$want_pkgconfig" -eq 1 ] && ! command -v pkg-config >/dev/null; then
-        apt_install pkg-config
+    if [ "$want_pkgconfig" -eq 1 ]; then
+        local need=()
+        command -v pkg-config >/dev/null || need+=(pkg-config)
+        command -v g++ >/dev/null || need+=(g++)
+        apt_install "${need[@]}"
     fi
     [ "$want_deb" -eq 0 ] || check_deb
     [ "$want_man" -eq 0 ] || check_man

@@ -38,6 +38,10 @@
 #include "mproc/task.h"
 #include "mproc/worker.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum mproc_async_mode {
     MPROC_ASYNC_THREAD = 0,
     MPROC_ASYNC_DAEMON,
@@ -115,5 +119,9 @@ MPROC_EXPORT int mproc_async_shutdown(int timeout_ms);
     {                                                                          \
         return mproc_async_process((fn), data_, len_, (opts), task_);          \
     }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

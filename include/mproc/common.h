@@ -5,6 +5,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(MPROC_BUILDING) && defined(__GNUC__)
 #define MPROC_EXPORT __attribute__((visibility("default")))
 #else
@@ -90,5 +94,9 @@ MPROC_EXPORT int mproc_decode_i64(const void *data, size_t len, int64_t *out);
 MPROC_EXPORT int mproc_decode_f64(const void *data, size_t len, double *out);
 MPROC_EXPORT int mproc_decode_str(const void *data, size_t len,
                                   const char **out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

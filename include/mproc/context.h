@@ -50,6 +50,10 @@
 #include "mproc/task.h"
 #include "mproc/worker.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mproc_ctx mproc_ctx;
 typedef struct mproc_proc mproc_proc;
 typedef struct mproc_map mproc_map;
@@ -307,5 +311,9 @@ MPROC_EXPORT const char *mproc_map_errmsg(mproc_map *map);
  * and frees.  Maps may
  * be freed before or after their context.  NULL is a no-op. */
 MPROC_EXPORT void mproc_map_free(mproc_map *map);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

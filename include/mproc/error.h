@@ -13,6 +13,10 @@
 
 #include "mproc/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The one list of library error codes: X(name, value, message). */
 #define MPROC_ERRNO_MAP(X)                                                     \
     X(ECLOSED, -10001, "the object is closed")                                 \
@@ -53,5 +57,9 @@ MPROC_EXPORT const char *mproc_strerror(int code);
 /* Returns the symbolic name of `code` ("MPROC_ECLOSED", "EINVAL", "OK" for
  * 0), or "UNKNOWN".  Never NULL.  Thread-safe. */
 MPROC_EXPORT const char *mproc_err_name(int code);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

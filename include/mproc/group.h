@@ -56,6 +56,10 @@
 #include "mproc/task.h"
 #include "mproc/worker.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mproc_group mproc_group;
 
 /* A tag and its reserved slots (new), or its state (get_tags). */
@@ -205,5 +209,9 @@ MPROC_EXPORT int mproc_group_close(mproc_group *group, int timeout_ms);
 
 /* Closes if needed (without limit), then frees.  NULL is a no-op. */
 MPROC_EXPORT void mproc_group_free(mproc_group *group);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

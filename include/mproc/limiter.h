@@ -15,6 +15,10 @@
 #include "mproc/common.h"
 #include "mproc/task.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mproc_limiter mproc_limiter;
 
 /* Allocates a limiter allowing `max_concurrent` holders (1 .. 1<<20).
@@ -58,5 +62,9 @@ MPROC_EXPORT int mproc_limiter_active(mproc_limiter *lim);
 /* Frees the limiter.  No permit may be held and no async call using it may
  * be pending.  NULL is a no-op. */
 MPROC_EXPORT void mproc_limiter_free(mproc_limiter *lim);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

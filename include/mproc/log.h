@@ -15,6 +15,10 @@
 
 #include "mproc/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Levels, numerically compatible with Python's logging module. */
 enum mproc_log_level {
     MPROC_LOG_DEBUG = 10,
@@ -55,5 +59,9 @@ typedef void (*mproc_log_fn)(void *ctx, const mproc_log_record *rec);
  * file that task code put on the channel's fd number. */
 MPROC_EXPORT void mproc_log(const char *name, int level, const char *fmt, ...)
     MPROC_PRINTF(3, 4);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

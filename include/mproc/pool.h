@@ -99,6 +99,10 @@
 #include "mproc/task.h"
 #include "mproc/worker.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mproc_pool mproc_pool;
 
 /* For mproc_pool_opts.queue_size: no bound on waiting tasks. */
@@ -410,5 +414,9 @@ MPROC_EXPORT void mproc_pool_free(mproc_pool *pool);
  * when a later error happens, so read it when start or put has just failed.
  * Never NULL ("" for a NULL pool). */
 MPROC_EXPORT const char *mproc_pool_last_error(mproc_pool *pool);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

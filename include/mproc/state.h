@@ -61,6 +61,10 @@
 
 #include "mproc/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mproc_state mproc_state;
 typedef struct mproc_snapshot mproc_snapshot;
 typedef struct mproc_watch mproc_watch;
@@ -345,5 +349,9 @@ typedef int (*mproc_atomic_fn)(mproc_state *state, void *arg);
  * short: every other client waits for them. */
 MPROC_EXPORT int mproc_state_atomic(mproc_state *state, mproc_atomic_fn fn,
                                     void *arg);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

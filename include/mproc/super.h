@@ -87,6 +87,10 @@
 #include "mproc/common.h"
 #include "mproc/context.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mproc_super mproc_super;
 typedef struct mproc_child mproc_child;
 typedef int32_t mproc_id;
@@ -430,5 +434,9 @@ MPROC_EXPORT mproc_proc *mproc_plist_proc(mproc_plist *list, size_t i);
 
 /* Terminates what still runs and frees.  NULL is a no-op. */
 MPROC_EXPORT void mproc_plist_free(mproc_plist *list);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -24,6 +24,10 @@
 
 #include "mproc/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mproc_task mproc_task;
 
 /* A function run by a thread (thread pool, async thread calls, limiter).
@@ -125,5 +129,9 @@ MPROC_EXPORT int mproc_task_set_next(mproc_task_set *set, mproc_task **task,
 
 /* Frees the set (not its tasks).  NULL is a no-op. */
 MPROC_EXPORT void mproc_task_set_free(mproc_task_set *set);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

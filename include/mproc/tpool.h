@@ -43,6 +43,10 @@
 #include "mproc/common.h"
 #include "mproc/task.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct mproc_tpool mproc_tpool;
 
 #define MPROC_PRIORITY_DEFAULT 10
@@ -137,5 +141,9 @@ MPROC_EXPORT mproc_tpool *mproc_tpool_find(const char *name);
 /* Closes every registered pool (the seed's join_pools), sharing one
  * deadline.  Returns 0 or MPROC_ETIMEDOUT if any close timed out. */
 MPROC_EXPORT int mproc_tpool_close_all(int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

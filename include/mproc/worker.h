@@ -14,6 +14,10 @@
 
 #include "mproc/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The reply of one task.  Borrowed; valid only during the task call. */
 typedef struct mproc_reply mproc_reply;
 
@@ -110,5 +114,9 @@ MPROC_EXPORT int mproc_reply_error(mproc_reply *reply, const char *fmt, ...)
 /* In a worker process: its slot, 0 .. size-1 (a replacement worker takes the
  * slot of the one it replaces).  Elsewhere: -1.  Thread-safe. */
 MPROC_EXPORT int mproc_worker_id(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
